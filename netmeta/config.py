@@ -1,0 +1,194 @@
+"""Settings for every netmeta component, as small typed frozen dataclasses.
+
+Option names are Neutron's (``dhcp_agent.ini``, ``l3_agent.ini``,
+``metadata_agent.ini``) wherever the meaning is the same, so an operator's
+existing knowledge and files carry over. Every command accepts
+``--config FILE``: an INI file with a ``[DEFAULT]`` section (and optionally
+``[metadata_rate_limiting]``), read once by :func:`load`; command-line flags
+override what the file says.
+
+This module does no I/O besides reading the given file in :func:`load`.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+DEFAULT_STATE_DIR = "/var/lib/netmeta"
+DEFAULT_API_BIND = "127.0.0.1:9696"
+
+
+class ConfigError(ValueError):
+    """A setting has a value netmeta cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Neutron's ``[metadata_rate_limiting]`` group: off unless enabled."""
+
+    # Off by default, as in Neutron: limits are a policy decision.
+    rate_limit_enabled: bool = False
+    # Which guest address families are limited ("4", "6" or both).
+    ip_versions: tuple[int, ...] = (4,)
+    # The sustained window and how many requests it allows.
+    base_window_duration: int = 10
+    base_query_rate_limit: int = 10
+    # A shorter window that tolerates a boot-time burst.
+    burst_window_duration: int = 10
+    burst_query_rate_limit: int = 10
+
+
+@dataclass(frozen=True)
+class Config:
+    """One flat set of settings shared by server, agent, metadata and guests."""
+
+    # Where the SQLite file, dnsmasq files, pid files and guest leases live.
+    state_dir: str = DEFAULT_STATE_DIR
+    # The API address the server binds and every other component talks to.
+    bind: str = DEFAULT_API_BIND
+    # SQLAlchemy URL; empty means the embedded SQLite file in state_dir.
+    db: str = ""
+    # Project given to resources created without one (there is no Keystone).
+    default_project_id: str = "netmeta"
+
+    # --- DHCP agent (Neutron dhcp_agent.ini) ---
+    # Serve metadata from qdhcp when a subnet has no router on its gateway.
+    enable_isolated_metadata: bool = False
+    # Always route metadata via the DHCP port, routed or not (a superset).
+    force_metadata: bool = False
+    # Lease time handed to guests, in seconds.
+    dhcp_lease_duration: int = 86400
+    # Domain dnsmasq gives to guest host names.
+    dns_domain: str = "openstacklocal"
+
+    # --- L3 agent (Neutron l3_agent.ini) ---
+    # Redirect 169.254.169.254:80 in routers to a local listener.
+    enable_metadata_proxy: bool = True
+    # Where that listener sits inside each qrouter namespace.
+    metadata_port: int = 9697
+    # The fwmark that tags metadata traffic inside a router.
+    metadata_access_mark: str = "0x1"
+
+    # --- where bridges live ---
+    # Namespace holding the brq bridges; empty puts them in the root namespace
+    # (only for plugging real VM taps: tests and demos never do that).
+    fabric_namespace: str = "netmeta-fabric"
+
+    # --- metadata (Neutron metadata_agent.ini and Nova [api]) ---
+    # "local" serves from netmeta's own data; "nova" forwards to a real Nova.
+    metadata_backend: str = "local"
+    nova_metadata_host: str = "127.0.0.1"
+    nova_metadata_port: int = 8775
+    nova_metadata_protocol: str = "http"
+    # Key for X-Instance-ID-Signature, both directions.
+    metadata_proxy_shared_secret: str = ""
+    # Nova's default: host names are "<hostname>.novalocal" in EC2 metadata.
+    dhcp_domain: str = "novalocal"
+    # JSON file served as vendor_data.json (empty: "{}").
+    vendordata_jsonfile_path: str = ""
+    # IMDSv2-style session tokens: "optional" or "required".
+    imds_tokens: str = "optional"
+    # IP TTL of token responses, so a token cannot be relayed past the guest.
+    imds_token_hop_limit: int = 1
+    rate_limiting: RateLimitConfig = field(default_factory=RateLimitConfig)
+
+    def __post_init__(self) -> None:
+        if self.force_metadata and self.enable_isolated_metadata:
+            pass  # allowed; force_metadata wins, as in Neutron
+        if self.dhcp_lease_duration <= 0 and self.dhcp_lease_duration != -1:
+            raise ConfigError("dhcp_lease_duration must be positive or -1 (infinite)")
+        if not 1 <= self.metadata_port <= 65535:
+            raise ConfigError("metadata_port must be a TCP port number")
+        if self.imds_tokens not in ("optional", "required"):
+            raise ConfigError("imds_tokens must be 'optional' or 'required'")
+        if self.metadata_backend not in ("local", "nova"):
+            raise ConfigError("metadata_backend must be 'local' or 'nova'")
+        if not 1 <= self.imds_token_hop_limit <= 255:
+            raise ConfigError("imds_token_hop_limit must be between 1 and 255")
+
+    @property
+    def db_url(self) -> str:
+        return self.db or f"sqlite:///{os.path.join(self.state_dir, 'netmeta.sqlite')}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.bind}"
+
+    @property
+    def metadata_enabled_in_dhcp(self) -> bool:
+        return self.force_metadata or self.enable_isolated_metadata
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(name: str, kind: Any, raw: str) -> Any:
+    text = raw.strip()
+    if kind in (bool, "bool"):
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ConfigError(f"{name} = {raw!r}: expected true or false")
+    if kind in (int, "int"):
+        try:
+            return int(text)
+        except ValueError as exc:
+            raise ConfigError(f"{name} = {raw!r}: expected an integer") from exc
+    if kind in ("tuple[int, ...]",):
+        try:
+            return tuple(int(v) for v in text.replace(",", " ").split())
+        except ValueError as exc:
+            raise ConfigError(f"{name} = {raw!r}: expected a list of integers") from exc
+    return text
+
+
+def _section(cls: type, values: Mapping[str, str], where: str) -> dict[str, Any]:
+    known = {f.name: f for f in fields(cls) if f.name != "rate_limiting"}
+    out: dict[str, Any] = {}
+    for key, raw in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown option {key!r} in [{where}]")
+        out[key] = _coerce(key, known[key].type, raw)
+    return out
+
+
+def parse(text: str) -> Config:
+    """Parse INI text into a :class:`Config`; unknown options are errors."""
+    parser = configparser.ConfigParser(interpolation=None, default_section="__none__")
+    try:
+        parser.read_string(text)
+    except configparser.Error as exc:
+        raise ConfigError(f"cannot parse config: {exc}") from exc
+    main: dict[str, Any] = {}
+    rate: dict[str, Any] = {}
+    for section in parser.sections():
+        values = dict(parser.items(section))
+        if section == "DEFAULT":
+            main.update(_section(Config, values, section))
+        elif section == "metadata_rate_limiting":
+            rate.update(_section(RateLimitConfig, values, section))
+        else:
+            raise ConfigError(f"unknown section [{section}]")
+    return Config(**main, rate_limiting=RateLimitConfig(**rate))
+
+
+def load(path: str | None, **overrides: Any) -> Config:
+    """Read ``path`` (if given) and apply command-line overrides (``None`` = unset)."""
+    config = Config()
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                config = parse(handle.read())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return config.replace(**changes) if changes else config

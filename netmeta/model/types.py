@@ -1,0 +1,256 @@
+"""The resources netmeta reasons about, as frozen values.
+
+Every consumer of the server's data (the agent, the metadata process, the
+guest tooling) receives Neutron-shaped JSON from the change feed and turns it
+into these values once, with :func:`snapshot_from_state`. Everything in
+``model`` then works on them without I/O: a :class:`Snapshot` is one
+consistent view of the world at one global revision.
+
+Field names are Neutron's (and, for instances, Nova's) so that the code reads
+the way an operator thinks about the cloud.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Mapping, NewType
+
+NetworkId = NewType("NetworkId", str)
+SubnetId = NewType("SubnetId", str)
+PortId = NewType("PortId", str)
+RouterId = NewType("RouterId", str)
+InstanceId = NewType("InstanceId", str)
+
+METADATA_IPV4 = "169.254.169.254"
+METADATA_CIDR = "169.254.169.254/32"
+
+DEVICE_OWNER_DHCP = "network:dhcp"
+DEVICE_OWNER_ROUTER_INTF = "network:router_interface"
+# Every owner Neutron counts as "a router holds this subnet's gateway".
+ROUTER_INTERFACE_OWNERS = frozenset(
+    {
+        "network:router_interface",
+        "network:ha_router_replicated_interface",
+        "network:router_interface_distributed",
+    }
+)
+COMPUTE_OWNER_PREFIX = "compute:"
+
+
+@dataclass(frozen=True)
+class HostRoute:
+    destination: str
+    nexthop: str
+
+
+@dataclass(frozen=True)
+class FixedIP:
+    subnet_id: SubnetId
+    ip_address: str
+
+
+@dataclass(frozen=True)
+class Network:
+    id: NetworkId
+    name: str
+    project_id: str
+    mtu: int = 1500
+    admin_state_up: bool = True
+
+
+@dataclass(frozen=True)
+class Subnet:
+    id: SubnetId
+    network_id: NetworkId
+    cidr: str
+    ip_version: int = 4
+    gateway_ip: str | None = None
+    enable_dhcp: bool = True
+    dns_nameservers: tuple[str, ...] = ()
+    host_routes: tuple[HostRoute, ...] = ()
+    name: str = ""
+    project_id: str = ""
+
+    @property
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        return ipaddress.ip_network(self.cidr)
+
+
+@dataclass(frozen=True)
+class Port:
+    id: PortId
+    network_id: NetworkId
+    mac_address: str
+    fixed_ips: tuple[FixedIP, ...] = ()
+    device_id: str = ""
+    device_owner: str = ""
+    project_id: str = ""
+    name: str = ""
+    admin_state_up: bool = True
+
+    def ip_on(self, subnet_id: SubnetId) -> str | None:
+        for fixed in self.fixed_ips:
+            if fixed.subnet_id == subnet_id:
+                return fixed.ip_address
+        return None
+
+
+@dataclass(frozen=True)
+class Router:
+    id: RouterId
+    name: str
+    project_id: str = ""
+    admin_state_up: bool = True
+
+
+@dataclass(frozen=True)
+class Instance:
+    id: InstanceId
+    name: str
+    hostname: str
+    project_id: str
+    availability_zone: str = "nova"
+    flavor: str = "m1.small"
+    user_data: str | None = None  # base64, as stored and served
+    key_name: str | None = None
+    public_key: str | None = None
+    meta: Mapping[str, str] = field(default_factory=dict)
+    launch_index: int = 0
+    created_at: str = ""
+    password: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the server holds, at one global revision."""
+
+    revision: int = 0
+    networks: Mapping[NetworkId, Network] = field(default_factory=dict)
+    subnets: Mapping[SubnetId, Subnet] = field(default_factory=dict)
+    ports: Mapping[PortId, Port] = field(default_factory=dict)
+    routers: Mapping[RouterId, Router] = field(default_factory=dict)
+    instances: Mapping[InstanceId, Instance] = field(default_factory=dict)
+
+    def subnets_of(self, network_id: NetworkId) -> list[Subnet]:
+        return sorted(
+            (s for s in self.subnets.values() if s.network_id == network_id),
+            key=lambda s: s.id,
+        )
+
+    def ports_of(self, network_id: NetworkId) -> list[Port]:
+        return sorted(
+            (p for p in self.ports.values() if p.network_id == network_id),
+            key=lambda p: p.id,
+        )
+
+    def router_ports(self, router_id: RouterId) -> list[Port]:
+        return sorted(
+            (
+                p
+                for p in self.ports.values()
+                if p.device_id == router_id and p.device_owner in ROUTER_INTERFACE_OWNERS
+            ),
+            key=lambda p: p.id,
+        )
+
+    def ports_of_device(self, device_id: str) -> list[Port]:
+        return sorted(
+            (p for p in self.ports.values() if p.device_id == device_id),
+            key=lambda p: p.id,
+        )
+
+
+# --- parsing the server's JSON -------------------------------------------
+
+
+def _routes(raw: Any) -> tuple[HostRoute, ...]:
+    return tuple(HostRoute(r["destination"], r["nexthop"]) for r in raw or ())
+
+
+def network_from_api(d: Mapping[str, Any]) -> Network:
+    return Network(
+        id=NetworkId(d["id"]),
+        name=d.get("name") or "",
+        project_id=d.get("project_id") or "",
+        mtu=int(d.get("mtu") or 1500),
+        admin_state_up=bool(d.get("admin_state_up", True)),
+    )
+
+
+def subnet_from_api(d: Mapping[str, Any]) -> Subnet:
+    return Subnet(
+        id=SubnetId(d["id"]),
+        network_id=NetworkId(d["network_id"]),
+        cidr=d["cidr"],
+        ip_version=int(d.get("ip_version", 4)),
+        gateway_ip=d.get("gateway_ip"),
+        enable_dhcp=bool(d.get("enable_dhcp", True)),
+        dns_nameservers=tuple(d.get("dns_nameservers") or ()),
+        host_routes=_routes(d.get("host_routes")),
+        name=d.get("name") or "",
+        project_id=d.get("project_id") or "",
+    )
+
+
+def port_from_api(d: Mapping[str, Any]) -> Port:
+    return Port(
+        id=PortId(d["id"]),
+        network_id=NetworkId(d["network_id"]),
+        mac_address=d["mac_address"],
+        fixed_ips=tuple(
+            FixedIP(SubnetId(f["subnet_id"]), f["ip_address"]) for f in d.get("fixed_ips") or ()
+        ),
+        device_id=d.get("device_id") or "",
+        device_owner=d.get("device_owner") or "",
+        project_id=d.get("project_id") or "",
+        name=d.get("name") or "",
+        admin_state_up=bool(d.get("admin_state_up", True)),
+    )
+
+
+def router_from_api(d: Mapping[str, Any]) -> Router:
+    return Router(
+        id=RouterId(d["id"]),
+        name=d.get("name") or "",
+        project_id=d.get("project_id") or "",
+        admin_state_up=bool(d.get("admin_state_up", True)),
+    )
+
+
+def instance_from_api(d: Mapping[str, Any]) -> Instance:
+    return Instance(
+        id=InstanceId(d["id"]),
+        name=d.get("name") or "",
+        hostname=d.get("hostname") or d.get("name") or "",
+        project_id=d.get("project_id") or "",
+        availability_zone=d.get("availability_zone") or "nova",
+        flavor=d.get("flavor") or "m1.small",
+        user_data=d.get("user_data"),
+        key_name=d.get("key_name"),
+        public_key=d.get("public_key"),
+        meta=dict(d.get("meta") or {}),
+        launch_index=int(d.get("launch_index") or 0),
+        created_at=d.get("created_at") or "",
+        password=d.get("password"),
+    )
+
+
+PARSERS = {
+    "networks": network_from_api,
+    "subnets": subnet_from_api,
+    "ports": port_from_api,
+    "routers": router_from_api,
+    "instances": instance_from_api,
+}
+
+
+def snapshot_from_state(state: Mapping[str, Any]) -> Snapshot:
+    """Build a :class:`Snapshot` from the server's ``/netmeta/v1/state`` body."""
+    parsed: dict[str, dict[str, Any]] = {}
+    for kind, parse in PARSERS.items():
+        parsed[kind] = {}
+        for raw in state.get(kind) or ():
+            obj = parse(raw)
+            parsed[kind][obj.id] = obj
+    return Snapshot(revision=int(state.get("revision", 0)), **parsed)
