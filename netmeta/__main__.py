@@ -1,0 +1,5 @@
+import sys
+
+from netmeta.cli.main import main
+
+sys.exit(main())

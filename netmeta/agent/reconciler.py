@@ -1,0 +1,230 @@
+"""Converge this host's kernel and processes on the desired state.
+
+The agent is level-triggered: whatever happened before, it computes the
+desired host state from the current snapshot (pure, in ``model``), compares
+it with what it last applied, and applies only the difference. The kernel is
+re-inspected in full on start-up and periodically, so that drift — a link
+deleted by hand, a dnsmasq that died — is repaired; between those passes a
+change costs only the work for the objects whose desired spec changed, which
+is what keeps "router attached → opts rewritten and dnsmasq signalled" fast.
+
+Every step is idempotent (drivers turn "exists" into "verify"), so a crashed
+agent simply runs everything again. Each network and router is applied on
+its own: one that fails is retried on the next pass and never stalls the
+others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from netmeta.agent.ledger import Ledger
+from netmeta.config import Config
+from netmeta.drivers import dnsmasq, iptables, links, netns
+from netmeta.model import names
+from netmeta.model.dhcp import DhcpNetworkSpec, desired_dhcp, dnsmasq_argv
+from netmeta.model.l3 import RouterSpec, desired_routers, normalize_saved
+from netmeta.model.types import Snapshot
+
+log = logging.getLogger(__name__)
+
+DHCP_FILES = ("host", "addn_hosts", "opts")
+
+
+@dataclass
+class PassReport:
+    """What one convergence pass did, for logs, tests and benchmarks."""
+
+    started: float = field(default_factory=time.monotonic)
+    applied: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    signalled: list[str] = field(default_factory=list)
+    spawned: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.applied or self.removed or self.signalled or self.spawned)
+
+
+class Reconciler:
+    """Holds what was applied; :meth:`converge` moves the host to a snapshot."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.fabric = config.fabric_namespace
+        self.dhcp_root = os.path.join(config.state_dir, "dhcp")
+        self.ledger = Ledger.load(config.state_dir)
+        self.applied_dhcp: dict[str, DhcpNetworkSpec] = {}
+        self.applied_routers: dict[str, RouterSpec] = {}
+        self.bridges: dict[str, int] = {}
+
+    # --- the pass -------------------------------------------------------
+    def converge(self, snapshot: Snapshot, *, full: bool = False) -> PassReport:
+        report = PassReport()
+        if full:
+            self.applied_dhcp.clear()
+            self.applied_routers.clear()
+            self.bridges.clear()
+        self._ensure_fabric()
+        wanted_dhcp = desired_dhcp(snapshot, self.config, self.config.state_dir)
+        wanted_routers = desired_routers(snapshot, self.config)
+
+        self._converge_bridges(snapshot, report)
+        for net_id, spec in wanted_dhcp.items():
+            self._guarded(report, f"network {net_id}", self._apply_dhcp, spec, report)
+        for router_id, rspec in wanted_routers.items():
+            self._guarded(report, f"router {router_id}", self._apply_router, rspec, report)
+        self._remove_unwanted(wanted_dhcp, wanted_routers, snapshot, report)
+        return report
+
+    def _guarded(self, report: PassReport, what: str, step: Any, *args: Any) -> None:
+        try:
+            step(*args)
+        except Exception as exc:  # noqa: BLE001 - one object's failure must not stop the pass
+            log.warning("%s: %s (retrying on the next pass)", what, exc)
+            report.failed[what] = str(exc)
+
+    # --- fabric ---------------------------------------------------------
+    def _ensure_fabric(self) -> None:
+        if self.fabric and self.fabric not in self.ledger.namespaces:
+            self.ledger.remember(namespace=self.fabric)
+        if self.fabric and not netns.namespace_exists(self.fabric):
+            netns.ensure_namespace(self.fabric)
+
+    def _converge_bridges(self, snapshot: Snapshot, report: PassReport) -> None:
+        for net_id, network in snapshot.networks.items():
+            if self.bridges.get(net_id) == network.mtu:
+                continue
+            bridge = names.bridge_name(net_id)
+            self.ledger.remember(fabric_link=bridge)
+            links.ensure_bridge(self.fabric, bridge, network.mtu)
+            self.bridges[net_id] = network.mtu
+            report.applied.append(bridge)
+
+    # --- DHCP namespaces --------------------------------------------------
+    def _apply_dhcp(self, spec: DhcpNetworkSpec, report: PassReport) -> None:
+        files_dir = os.path.join(self.dhcp_root, spec.network_id)
+        pid_file = os.path.join(files_dir, "pid")
+        if self.applied_dhcp.get(spec.network_id) == spec:
+            self._keep_dnsmasq_alive(spec, pid_file, report)
+            return
+        outer = names.dhcp_outer_name(spec.port_id)
+        self.ledger.remember(namespace=spec.namespace, fabric_link=outer)
+        netns.ensure_namespace(spec.namespace)
+        links.ensure_veth_into(
+            spec.namespace, spec.tap, self.fabric, outer, names.bridge_name(spec.network_id), spec.mac, spec.mtu
+        )
+        links.ensure_addresses(spec.namespace, spec.tap, set(spec.addresses))
+
+        _make_readable_dir(files_dir)
+        changed = [name for name in DHCP_FILES if dnsmasq.write_file_atomic(os.path.join(files_dir, name), spec.files[name])]
+        argv = dnsmasq_argv(spec.dnsmasq)
+        pid = dnsmasq.running_pid(pid_file, spec.network_id)
+        if pid is not None and dnsmasq.cmdline(pid) != argv:
+            # The command line must change (interface, ranges): only then restart.
+            dnsmasq.stop(pid)
+            pid = None
+        if pid is None:
+            dnsmasq.start(spec.namespace, argv, pid_file)
+            report.spawned.append(spec.network_id)
+        elif changed:
+            dnsmasq.reload(pid)
+            report.signalled.append(spec.network_id)
+        self.applied_dhcp[spec.network_id] = spec
+        report.applied.append(spec.namespace)
+
+    def _keep_dnsmasq_alive(self, spec: DhcpNetworkSpec, pid_file: str, report: PassReport) -> None:
+        if dnsmasq.running_pid(pid_file, spec.network_id) is None:
+            log.warning("dnsmasq for network %s is not running: respawning", spec.network_id)
+            dnsmasq.start(spec.namespace, dnsmasq_argv(spec.dnsmasq), pid_file)
+            report.spawned.append(spec.network_id)
+
+    # --- router namespaces -----------------------------------------------
+    def _apply_router(self, spec: RouterSpec, report: PassReport) -> None:
+        if self.applied_routers.get(spec.router_id) == spec:
+            return
+        self.ledger.remember(namespace=spec.namespace)
+        netns.ensure_namespace(spec.namespace)
+        netns.set_sysctl(spec.namespace, "net.ipv4.ip_forward", "1")
+        wanted_devices = set()
+        for intf in spec.interfaces:
+            outer = names.router_outer_name(intf.port_id)
+            self.ledger.remember(fabric_link=outer)
+            links.ensure_veth_into(
+                spec.namespace, intf.device, self.fabric, outer, intf.bridge, intf.mac, intf.mtu
+            )
+            links.ensure_addresses(spec.namespace, intf.device, {intf.address})
+            wanted_devices.add(intf.device)
+        previous = self.applied_routers.get(spec.router_id)
+        for device in _router_devices(spec.namespace, previous):
+            if device not in wanted_devices:
+                links.delete_link(spec.namespace, device)
+                report.removed.append(f"{spec.namespace}/{device}")
+        if normalize_saved(iptables.save(spec.namespace)) != normalize_saved(spec.iptables):
+            iptables.restore(spec.namespace, spec.iptables)
+        self.applied_routers[spec.router_id] = spec
+        report.applied.append(spec.namespace)
+
+    # --- removal ----------------------------------------------------------
+    def _remove_unwanted(
+        self,
+        wanted_dhcp: dict[str, DhcpNetworkSpec],
+        wanted_routers: dict[str, RouterSpec],
+        snapshot: Snapshot,
+        report: PassReport,
+    ) -> None:
+        keep_ns = {s.namespace for s in wanted_dhcp.values()} | {s.namespace for s in wanted_routers.values()}
+        if self.fabric:
+            keep_ns.add(self.fabric)
+        for ns in sorted(self.ledger.namespaces - keep_ns):
+            if ns.startswith(names.DHCP_NS_PREFIX):
+                self._stop_dnsmasq(ns[len(names.DHCP_NS_PREFIX):])
+            netns.delete_namespace(ns)
+            self.ledger.forget(namespace=ns)
+            report.removed.append(ns)
+        for net_id in list(self.applied_dhcp):
+            if net_id not in wanted_dhcp:
+                del self.applied_dhcp[net_id]
+        for router_id in list(self.applied_routers):
+            if router_id not in wanted_routers:
+                del self.applied_routers[router_id]
+        # dnsmasq files of networks that are gone (also from before a restart)
+        if os.path.isdir(self.dhcp_root):
+            for net_id in os.listdir(self.dhcp_root):
+                if net_id not in wanted_dhcp:
+                    self._stop_dnsmasq(net_id)
+                    shutil.rmtree(os.path.join(self.dhcp_root, net_id), ignore_errors=True)
+        keep_links = {names.bridge_name(n) for n in snapshot.networks}
+        keep_links |= {names.dhcp_outer_name(s.port_id) for s in wanted_dhcp.values()}
+        keep_links |= {names.router_outer_name(i.port_id) for s in wanted_routers.values() for i in s.interfaces}
+        for link in sorted(self.ledger.fabric_links - keep_links):
+            links.delete_link(self.fabric, link)
+            self.ledger.forget(fabric_link=link)
+            report.removed.append(f"{self.fabric}/{link}")
+        for net_id in list(self.bridges):
+            if net_id not in snapshot.networks:
+                del self.bridges[net_id]
+
+    def _stop_dnsmasq(self, net_id: str) -> None:
+        pid = dnsmasq.running_pid(os.path.join(self.dhcp_root, net_id, "pid"), net_id)
+        if pid is not None:
+            dnsmasq.stop(pid)
+
+
+def _router_devices(namespace: str, previous: RouterSpec | None) -> list[str]:
+    """The qr- devices present in a router namespace (kernel truth, not memory)."""
+    return [name for name in links.list_links(namespace) if name.startswith(names.ROUTER_PORT_PREFIX)]
+
+
+def _make_readable_dir(path: str) -> None:
+    # dnsmasq drops to "nobody" and re-reads its files on SIGHUP as that user:
+    # the directory chain must be world-readable.
+    os.makedirs(path, exist_ok=True)
+    os.chmod(path, 0o755)
+    os.chmod(os.path.dirname(path), 0o755)

@@ -1,0 +1,229 @@
+"""Handlers for the component, lifecycle and guest commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+
+from netmeta.config import Config
+
+# Flags passed down from ``up`` to its children, so all three agree.
+_FORWARDED = (
+    ("--config", "config"), ("--state-dir", "state_dir"), ("--bind", "bind"), ("--db", "db"),
+    ("--dhcp-lease-duration", "dhcp_lease_duration"), ("--metadata-port", "metadata_port"),
+    ("--fabric-namespace", "fabric_namespace"), ("--imds-tokens", "imds_tokens"),
+)
+_FORWARDED_BOOL = (("enable-isolated-metadata", "enable_isolated_metadata"), ("force-metadata", "force_metadata"))
+
+
+def component_argv(args: argparse.Namespace) -> list[str]:
+    argv: list[str] = []
+    for flag, attr in _FORWARDED:
+        value = getattr(args, attr, None)
+        if value is not None:
+            argv += [flag, str(value)]
+    for flag, attr in _FORWARDED_BOOL:
+        value = getattr(args, attr, None)
+        if value is not None:
+            argv.append(f"--{flag}" if value else f"--no-{flag}")
+    return argv
+
+
+def prepare_state_dir(config: Config) -> None:
+    # dnsmasq reads its files as "nobody": the state directory must be traversable.
+    os.makedirs(config.state_dir, exist_ok=True)
+    os.chmod(config.state_dir, 0o755)
+
+
+def cmd_server(args: argparse.Namespace, config: Config) -> int:
+    from netmeta.server import app
+
+    prepare_state_dir(config)
+    app.run(config)
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace, config: Config) -> int:
+    from netmeta.agent import service
+
+    prepare_state_dir(config)
+    service.run(config)
+    return 0
+
+
+def cmd_metadata(args: argparse.Namespace, config: Config) -> int:
+    from netmeta.metadata import service
+
+    service.run(config)
+    return 0
+
+
+def start_stack(args: argparse.Namespace, config: Config, log_dir: str | None = None) -> list["Component"]:
+    from netmeta.drivers.supervise import Component
+
+    prepare_state_dir(config)
+    common = component_argv(args)
+    logs = log_dir or os.path.join(config.state_dir, "log")
+    os.makedirs(logs, exist_ok=True)
+    components = [
+        Component(name, [name, *common], os.path.join(logs, f"{name}.log"))
+        for name in ("server", "agent", "metadata")
+    ]
+    components[0].start()
+    from netmeta.client import Client
+    from netmeta.cli.waiting import wait_for_api
+
+    wait_for_api(Client(config.api_url))
+    for component in components[1:]:
+        component.start()
+    return components
+
+
+def cmd_up(args: argparse.Namespace, config: Config) -> int:
+    from netmeta.drivers.supervise import stop_all, watch
+
+    components = start_stack(args, config)
+    print(f"netmeta is up: API {config.api_url}  state {config.state_dir}  logs {config.state_dir}/log")
+    print(f"  openstack --os-auth-type none --os-endpoint {config.api_url} network list")
+    try:
+        watch(components)
+    except KeyboardInterrupt:
+        print("\nstopping (namespaces and dnsmasq stay; `netmeta down` removes them)")
+    finally:
+        stop_all(components)
+    return 0
+
+
+def teardown_host(config: Config, *, purge: bool = False) -> list[str]:
+    """Remove every namespace, link, process and runtime file netmeta made here."""
+    from netmeta.agent.ledger import Ledger
+    from netmeta.drivers import dnsmasq, netns
+    from netmeta.vm.guests import Guests
+
+    removed = [f"guest {name}" for name in Guests(config).teardown_all_local()]
+    dhcp_root = os.path.join(config.state_dir, "dhcp")
+    if os.path.isdir(dhcp_root):
+        for net_id in os.listdir(dhcp_root):
+            pid = dnsmasq.running_pid(os.path.join(dhcp_root, net_id, "pid"), net_id)
+            if pid is not None:
+                dnsmasq.stop(pid)
+                removed.append(f"dnsmasq {pid}")
+        shutil.rmtree(dhcp_root, ignore_errors=True)
+    ledger = Ledger.load(config.state_dir)
+    for ns in sorted(ledger.namespaces, key=lambda n: n == config.fabric_namespace):
+        if netns.namespace_exists(ns):
+            netns.delete_namespace(ns)
+            removed.append(ns)
+    ledger.namespaces.clear()
+    ledger.fabric_links.clear()
+    ledger.save()
+    for runtime in ("agent", "log"):
+        shutil.rmtree(os.path.join(config.state_dir, runtime), ignore_errors=True)
+    if purge:
+        shutil.rmtree(config.state_dir, ignore_errors=True)
+        removed.append(config.state_dir)
+    return removed
+
+
+def cmd_down(args: argparse.Namespace, config: Config) -> int:
+    removed = teardown_host(config, purge=args.purge)
+    for item in removed:
+        print(f"removed {item}")
+    if not removed:
+        print("nothing to remove")
+    return 0
+
+
+# --- guests -----------------------------------------------------------------
+
+
+def _guests(config: Config) -> "Guests":
+    from netmeta.vm.guests import Guests
+
+    return Guests(config)
+
+
+def cmd_vm_boot(args: argparse.Namespace, config: Config) -> int:
+    from netmeta.client import ApiError
+    from netmeta.vm.guests import GuestError
+
+    meta: dict[str, str] = {}
+    for item in args.meta:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"netmeta: --meta {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return 2
+        meta[key] = value
+    try:
+        user_data = _read_bytes(args.user_data) if args.user_data else None
+        public_key = _read_bytes(args.public_key).decode().strip() if args.public_key else None
+        guest = _guests(config).boot(
+            args.name, args.network, user_data=user_data, key_name=args.key_name,
+            public_key=public_key, meta=meta, timeout=args.timeout,
+        )
+    except (GuestError, ApiError, OSError) as exc:
+        print(f"netmeta: vm boot {args.name}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{guest.name}  ip {guest.ip}  instance {guest.instance_id}  namespace {guest.namespace}")
+    return 0
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def cmd_vm_exec(args: argparse.Namespace, config: Config) -> int:
+    from netmeta.drivers import netns
+    from netmeta.vm.guests import GuestError
+
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        print("netmeta: vm exec NAME -- CMD ...: no command given", file=sys.stderr)
+        return 2
+    try:
+        guest = _guests(config).get(args.name)
+    except GuestError as exc:
+        print(f"netmeta: {exc}", file=sys.stderr)
+        return 1
+    return netns.run_in_namespace(guest.namespace, argv, check=False, capture=False).returncode
+
+
+def cmd_vm_renew(args: argparse.Namespace, config: Config) -> int:
+    from netmeta.vm.guests import GuestError
+
+    try:
+        guest = _guests(config).renew(args.name)
+    except GuestError as exc:
+        print(f"netmeta: {exc}", file=sys.stderr)
+        return 1
+    print(f"{guest.name}: lease renewed")
+    return 0
+
+
+def cmd_vm_list(args: argparse.Namespace, config: Config) -> int:
+    guests = _guests(config).list()
+    print(f"{'NAME':16} {'IP':16} {'INSTANCE':36} NAMESPACE")
+    for g in guests:
+        print(f"{g.name:16} {g.ip:16} {g.instance_id:36} {g.namespace}")
+    return 0
+
+
+def cmd_vm_delete(args: argparse.Namespace, config: Config) -> int:
+    from netmeta.client import ApiError
+    from netmeta.vm.guests import GuestError
+
+    try:
+        _guests(config).delete(args.name)
+    except (GuestError, ApiError) as exc:
+        print(f"netmeta: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.name}: deleted")
+    return 0
+
+
+if False:  # pragma: no cover - names for type checkers only
+    from netmeta.drivers.supervise import Component
+    from netmeta.vm.guests import Guests

@@ -1,0 +1,128 @@
+"""The ``netmeta`` command.
+
+One entry point for every component and for the people using them::
+
+    netmeta up                 server + agent + metadata, in the foreground
+    netmeta server|agent|metadata   one component, as in production
+    netmeta vm boot|exec|renew|list|delete   test guests with real DHCP
+    netmeta explain GUEST      how a guest reaches 169.254.169.254, and why
+    netmeta demo               the seed report, replayed for real
+    netmeta down [--purge]     remove everything netmeta made on this host
+
+Every command takes ``--config FILE`` (an INI file with Neutron's option
+names, as ``dhcp_agent.ini``) and flags that override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, Callable, Sequence
+
+from netmeta.config import Config, ConfigError, load
+
+Handler = Callable[[argparse.Namespace, Config], int]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("settings (override --config)")
+    g.add_argument("--config", metavar="FILE", help="INI file: [DEFAULT] with Neutron's option names")
+    g.add_argument("--state-dir", dest="state_dir", help="state directory (default /var/lib/netmeta)")
+    g.add_argument("--bind", help="API address host:port (default 127.0.0.1:9696)")
+    g.add_argument("--db", help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: SQLite in the state dir)")
+    g.add_argument("--enable-isolated-metadata", dest="enable_isolated_metadata",
+                   action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--force-metadata", dest="force_metadata", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--dhcp-lease-duration", dest="dhcp_lease_duration", type=int)
+    g.add_argument("--metadata-port", dest="metadata_port", type=int)
+    g.add_argument("--fabric-namespace", dest="fabric_namespace", help="namespace holding the bridges")
+    g.add_argument("--imds-tokens", dest="imds_tokens", choices=("optional", "required"))
+    g.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+
+
+OVERRIDES = (
+    "state_dir", "bind", "db", "enable_isolated_metadata", "force_metadata",
+    "dhcp_lease_duration", "metadata_port", "fabric_namespace", "imds_tokens",
+)
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    return load(args.config, **{k: getattr(args, k, None) for k in OVERRIDES})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from netmeta.cli import commands, demo, explain
+
+    parser = argparse.ArgumentParser(prog="netmeta", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        _common(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    add("server", commands.cmd_server, "serve the Neutron-compatible API and the change feed")
+    add("agent", commands.cmd_agent, "converge this host's namespaces, links, dnsmasq and iptables")
+    add("metadata", commands.cmd_metadata, "serve 169.254.169.254 inside every qdhcp/qrouter namespace")
+    add("up", commands.cmd_up, "run server, agent and metadata together until Ctrl-C")
+    down = add("down", commands.cmd_down, "remove everything netmeta created on this host")
+    down.add_argument("--purge", action="store_true", help="also delete the store (all API data)")
+
+    vm = sub.add_parser("vm", help="test guests: namespaces with a real DHCP client")
+    vm_sub = vm.add_subparsers(dest="vm_command", required=True, metavar="ACTION")
+
+    def add_vm(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
+        p = vm_sub.add_parser(name, help=help_, description=help_)
+        _common(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    boot = add_vm("boot", commands.cmd_vm_boot, "create an instance and a guest that takes a DHCP lease")
+    boot.add_argument("name")
+    boot.add_argument("--network", required=True, help="network name or id")
+    boot.add_argument("--user-data", dest="user_data", metavar="FILE")
+    boot.add_argument("--key-name", dest="key_name")
+    boot.add_argument("--public-key", dest="public_key", metavar="FILE")
+    boot.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
+    boot.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the lease")
+    ex = add_vm("exec", commands.cmd_vm_exec, "run a command inside the guest")
+    ex.add_argument("name")
+    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    renew = add_vm("renew", commands.cmd_vm_renew, "renew the guest's DHCP lease (fresh options and routes)")
+    renew.add_argument("name")
+    add_vm("list", commands.cmd_vm_list, "list the guests on this host")
+    delete = add_vm("delete", commands.cmd_vm_delete, "remove a guest and its instance")
+    delete.add_argument("name")
+
+    ex_p = add("explain", explain.cmd_explain, "explain how a guest reaches 169.254.169.254")
+    ex_p.add_argument("guest", help="guest name, instance id or IP")
+    ex_p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    d = add("demo", demo.cmd_demo, "replay the seed report for real, narrated")
+    d.add_argument("--keep", action="store_true", help="leave the demo's namespaces running at the end")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        config = config_from(args)
+    except ConfigError as exc:
+        print(f"netmeta: {exc}", file=sys.stderr)
+        return 2
+    handler: Any = args.handler
+    try:
+        return int(handler(args, config) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

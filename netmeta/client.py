@@ -1,0 +1,93 @@
+"""A small synchronous client for netmeta's own API, for the CLI and guests.
+
+Operators drive networks with the real ``openstack`` CLI; netmeta's own
+commands (``vm boot``, ``explain``, ``demo``) need only a handful of calls,
+so this stays on the standard library. Errors come back as :class:`ApiError`
+carrying Neutron's error type and message, never a raw traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+
+class ApiError(Exception):
+    """The API refused a request; ``status`` and Neutron's ``type`` say why."""
+
+    def __init__(self, status: int, type_: str, message: str) -> None:
+        super().__init__(f"{status} {type_}: {message}")
+        self.status = status
+        self.type = type_
+        self.message = message
+
+
+class ApiUnavailable(ApiError):
+    """Nothing answers at the API address."""
+
+
+class Client:
+    def __init__(self, api_url: str, timeout: float = 10.0) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body: Any = None, **query: str) -> Any:
+        url = self.api_url + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(url, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            raise _error_from(exc) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ApiUnavailable(0, "Unavailable", f"no API at {self.api_url}: {exc}") from exc
+        return json.loads(raw) if raw else None
+
+    # --- convenience ---------------------------------------------------
+    def get(self, path: str, **query: str) -> Any:
+        return self.request("GET", path, **query)
+
+    def state(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.get("/netmeta/v1/state")
+        return result
+
+    def find(self, collection: str, name_or_id: str) -> dict[str, Any]:
+        """Find one Neutron resource by id or unique name, like the CLI does."""
+        singular = collection[:-1]
+        try:
+            found: dict[str, Any] = self.get(f"/v2.0/{collection}/{name_or_id}")[singular]
+            return found
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        matches = self.get(f"/v2.0/{collection}", name=name_or_id)[collection]
+        if len(matches) == 1:
+            match: dict[str, Any] = matches[0]
+            return match
+        if not matches:
+            raise ApiError(404, "NotFound", f"no {singular} named or with id {name_or_id!r}")
+        raise ApiError(409, "Conflict", f"more than one {singular} is named {name_or_id!r}; use its id")
+
+    def create_instance(self, **fields: Any) -> dict[str, Any]:
+        created: dict[str, Any] = self.request("POST", "/netmeta/v1/instances", {"instance": fields})["instance"]
+        return created
+
+    def delete_instance(self, instance_id: str) -> None:
+        self.request("DELETE", f"/netmeta/v1/instances/{instance_id}")
+
+
+def _error_from(exc: urllib.error.HTTPError) -> ApiError:
+    try:
+        body = json.loads(exc.read() or b"{}")
+        err = body.get("NeutronError") or {}
+        return ApiError(exc.code, err.get("type", "Error"), err.get("message", exc.reason))
+    except (ValueError, AttributeError):
+        return ApiError(exc.code, "Error", str(exc.reason))

@@ -1,0 +1,75 @@
+"""Run netmeta's own components as child processes (``netmeta up``, the demo).
+
+Each component is its own process, as in production, so the agent and the
+metadata process can be restarted independently — which is exactly what the
+demo shows: an agent restart that changes nothing and interrupts no one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Component:
+    name: str
+    argv: list[str]
+    log_path: str | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> None:
+        out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - owned by the child
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "netmeta", *self.argv],
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        finally:
+            if out:
+                out.close()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def stop_all(components: list[Component]) -> None:
+    for component in reversed(components):
+        component.stop()
+
+
+def watch(components: list[Component], poll: float = 0.5) -> None:
+    """Respawn any component that dies, until interrupted (Neutron's process monitor)."""
+    while True:
+        for component in components:
+            if not component.alive():
+                code = component.process.returncode if component.process else None
+                print(f"netmeta: {component.name} exited ({code}); restarting it", file=sys.stderr)
+                component.start()
+        time.sleep(poll)

@@ -1,0 +1,110 @@
+"""Follow the server's change feed: list once, then watch, forever.
+
+The agent and the metadata process both keep a local copy of everything the
+server holds and react to every change. They do it the Kubernetes way: one
+``GET /netmeta/v1/state`` gives a consistent copy at a revision; then
+``GET /netmeta/v1/watch?since=REV`` long-polls for the changes after it. When
+the server says the revision is too old (HTTP 410, the change log was
+compacted), or anything else goes wrong, the follower lists again: a fresh
+list is always correct, so every error has the same cure.
+
+The follower never blocks its caller: it calls ``on_change(snapshot)`` after
+each batch of events, with an immutable :class:`~netmeta.model.types.Snapshot`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+
+from netmeta.model.types import Snapshot, snapshot_from_state
+
+log = logging.getLogger(__name__)
+
+KINDS = ("networks", "subnets", "ports", "routers", "instances")
+
+
+class RelistNeeded(Exception):
+    """The server no longer has the changes after our revision."""
+
+
+class FeedFollower:
+    """Keeps ``self.snapshot`` equal to the server's state, revision by revision."""
+
+    def __init__(
+        self,
+        api_url: str,
+        on_change: Callable[[Snapshot], Awaitable[None] | None] | None = None,
+        *,
+        watch_timeout: float = 25.0,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.on_change = on_change
+        self.watch_timeout = watch_timeout
+        self.snapshot = Snapshot()
+        self.synced = asyncio.Event()
+        self._objects: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in KINDS}
+        self._revision = 0
+
+    async def run(self) -> None:
+        """Follow the feed until cancelled; survive server restarts and outages."""
+        backoff = 0.2
+        timeout = aiohttp.ClientTimeout(total=self.watch_timeout + 10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                try:
+                    await self._list(session)
+                    backoff = 0.2
+                    while True:
+                        await self._watch_once(session)
+                except asyncio.CancelledError:
+                    raise
+                except RelistNeeded:
+                    log.info("change feed compacted past revision %d: listing again", self._revision)
+                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as exc:
+                    log.warning("change feed unavailable (%s); retrying in %.1fs", exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+
+    async def _list(self, session: aiohttp.ClientSession) -> None:
+        async with session.get(f"{self.api_url}/netmeta/v1/state") as resp:
+            resp.raise_for_status()
+            state = await resp.json()
+        self._objects = {k: {o["id"]: o for o in state.get(k) or ()} for k in KINDS}
+        self._revision = int(state["revision"])
+        await self._publish()
+        self.synced.set()
+
+    async def _watch_once(self, session: aiohttp.ClientSession) -> None:
+        url = f"{self.api_url}/netmeta/v1/watch"
+        params = {"since": str(self._revision), "timeout": str(self.watch_timeout)}
+        async with session.get(url, params=params) as resp:
+            if resp.status == 410:
+                raise RelistNeeded()
+            resp.raise_for_status()
+            body = await resp.json()
+        events = body.get("events") or []
+        for event in events:
+            kind = event["kind"]
+            obj = event["object"]
+            if kind not in self._objects:
+                continue
+            if event["type"] == "DELETED":
+                self._objects[kind].pop(obj["id"], None)
+            else:
+                self._objects[kind][obj["id"]] = obj
+            self._revision = max(self._revision, int(event["revision"]))
+        if events:
+            await self._publish()
+
+    async def _publish(self) -> None:
+        state: dict[str, Any] = {k: list(v.values()) for k, v in self._objects.items()}
+        state["revision"] = self._revision
+        self.snapshot = snapshot_from_state(state)
+        if self.on_change is not None:
+            result = self.on_change(self.snapshot)
+            if asyncio.iscoroutine(result):
+                await result

@@ -1,0 +1,140 @@
+"""``netmeta metadata``: one asyncio process, a listener inside every namespace.
+
+Neutron runs a proxy process per namespace (a haproxy today) in front of a
+metadata agent in front of Nova: three hops and one process per network.
+Here a single process follows the change feed and, for every namespace that
+should serve metadata, opens a listening socket *inside* that namespace (a
+socket keeps the namespace it was created in, see
+:func:`netmeta.drivers.sockets.listening_socket_in_namespace`) and serves it
+from its own event loop. A new network costs one socket, not a process.
+
+Which listeners exist is a pure function of the snapshot
+(:func:`desired_listeners`); this module only keeps the set of open sockets
+equal to it. The agent creates the namespaces; when one is not there yet, or
+was deleted and created again under the same name (a socket in the old one
+would serve nobody), the listener is (re)opened on the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass
+
+from netmeta.config import Config
+from netmeta.drivers import netns, sockets
+from netmeta.feed import FeedFollower
+from netmeta.metadata.app import MetadataApp
+from netmeta.metadata.http import HttpProtocol, ListenerContext
+from netmeta.metadata.passwords import ApiPasswordStore
+from netmeta.model import names
+from netmeta.model.dhcp import dhcp_listener_wanted
+from netmeta.model.types import METADATA_IPV4, Snapshot
+
+log = logging.getLogger(__name__)
+
+RECHECK_INTERVAL = 0.5
+
+
+@dataclass(frozen=True)
+class ListenerSpec:
+    context: ListenerContext
+    namespace: str
+    host: str
+    port: int
+
+
+def desired_listeners(snapshot: Snapshot, config: Config) -> dict[tuple[str, str], ListenerSpec]:
+    """Every listener this host should have for the snapshot (pure)."""
+    wanted: dict[tuple[str, str], ListenerSpec] = {}
+    for net_id in snapshot.networks:
+        if dhcp_listener_wanted(snapshot, net_id, config):
+            ctx = ListenerContext("network", net_id)
+            wanted[("network", net_id)] = ListenerSpec(ctx, names.dhcp_namespace(net_id), METADATA_IPV4, 80)
+    if config.enable_metadata_proxy:
+        for router_id in snapshot.routers:
+            if snapshot.router_ports(router_id):
+                ctx = ListenerContext("router", router_id)
+                wanted[("router", router_id)] = ListenerSpec(
+                    ctx, names.router_namespace(router_id), "0.0.0.0", config.metadata_port
+                )
+    return wanted
+
+
+@dataclass
+class _Open:
+    spec: ListenerSpec
+    server: asyncio.base_events.Server
+    inode: int
+
+
+class MetadataService:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.follower = FeedFollower(config.api_url, self._on_change)
+        self.app = MetadataApp(config, lambda: self.follower.snapshot, ApiPasswordStore(config.api_url))
+        self.open: dict[tuple[str, str], _Open] = {}
+        self._wake = asyncio.Event()
+
+    def _on_change(self, snapshot: Snapshot) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        follower = asyncio.create_task(self.follower.run(), name="feed")
+        try:
+            await self.follower.synced.wait()
+            while True:
+                self._wake.clear()
+                await self.sync_listeners()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=RECHECK_INTERVAL)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+            for key in list(self.open):
+                await self._close(key)
+            await self.app.close()
+
+    async def sync_listeners(self) -> None:
+        wanted = desired_listeners(self.follower.snapshot, self.config)
+        for key in list(self.open):
+            if key not in wanted or self.open[key].spec != wanted[key]:
+                await self._close(key)
+        for key, spec in wanted.items():
+            inode = netns.namespace_inode(spec.namespace)
+            current = self.open.get(key)
+            if current is not None and current.inode == inode:
+                continue
+            if current is not None:
+                log.info("namespace %s was re-created: reopening its listener", spec.namespace)
+                await self._close(key)
+            if inode is None:
+                continue  # the agent has not created the namespace yet
+            await self._open(key, spec, inode)
+
+    async def _open(self, key: tuple[str, str], spec: ListenerSpec, inode: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            sock: socket.socket = await asyncio.to_thread(
+                sockets.listening_socket_in_namespace, spec.namespace, spec.host, spec.port
+            )
+        except Exception as exc:  # noqa: BLE001 - retried on the next tick
+            log.warning("cannot listen in %s on %s:%d: %s", spec.namespace, spec.host, spec.port, exc)
+            return
+        context = spec.context
+        server = await loop.create_server(lambda: HttpProtocol(self.app.handle, context), sock=sock)
+        self.open[key] = _Open(spec, server, inode)
+        log.info("listening in %s on %s:%d", spec.namespace, spec.host, spec.port)
+
+    async def _close(self, key: tuple[str, str]) -> None:
+        entry = self.open.pop(key, None)
+        if entry is not None:
+            entry.server.close()
+            log.info("closed listener in %s", entry.spec.namespace)
+
+
+def run(config: Config) -> None:
+    asyncio.run(MetadataService(config).run())

@@ -1,0 +1,177 @@
+"""Test and demo guests: a namespace that behaves like a VM on a tenant network.
+
+A guest is an instance created through the API, plus on this host: its own
+network namespace, a veth whose inside end is ``eth0`` with the port's MAC
+and whose outside end sits on the network's bridge in the fabric namespace,
+and a real ``dhclient`` that asks for classless static routes (option 121)
+and installs them — so a guest learns its route to 169.254.169.254 exactly
+the way a cloud image does.
+
+The DHCP client runs with netmeta's own configuration, script, lease and pid
+files, all under ``<state_dir>/vms/<name>/``: it never writes the host's
+``/etc/resolv.conf`` or the shared default lease file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from netmeta.client import Client
+from netmeta.config import Config
+from netmeta.drivers import dhclient, links, netns
+from netmeta.model import names
+
+VM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class GuestError(Exception):
+    """A guest operation failed; the message says what and why."""
+
+
+@dataclass
+class Guest:
+    name: str
+    instance_id: str
+    port_id: str
+    network_id: str
+    mac: str
+    ip: str
+    namespace: str
+    directory: str
+
+    @property
+    def paths(self) -> dhclient.GuestPaths:
+        return dhclient.GuestPaths(self.directory)
+
+
+class Guests:
+    def __init__(self, config: Config, client: Client | None = None) -> None:
+        self.config = config
+        self.client = client or Client(config.api_url)
+        self.root = os.path.join(config.state_dir, "vms")
+
+    # --- records ----------------------------------------------------------
+    def _record_path(self, name: str) -> str:
+        return os.path.join(self.root, name, "guest.json")
+
+    def get(self, name: str) -> Guest:
+        try:
+            with open(self._record_path(name), encoding="utf-8") as handle:
+                return Guest(**json.load(handle))
+        except FileNotFoundError:
+            raise GuestError(f"no guest named {name!r} on this host (see `netmeta vm list`)") from None
+
+    def list(self) -> list[Guest]:
+        if not os.path.isdir(self.root):
+            return []
+        found = []
+        for name in sorted(os.listdir(self.root)):
+            if os.path.exists(self._record_path(name)):
+                found.append(self.get(name))
+        return found
+
+    def _save(self, guest: Guest) -> None:
+        os.makedirs(guest.directory, exist_ok=True)
+        with open(self._record_path(guest.name), "w", encoding="utf-8") as handle:
+            json.dump(asdict(guest), handle, indent=1)
+
+    # --- lifecycle ----------------------------------------------------------
+    def boot(
+        self,
+        name: str,
+        network: str,
+        *,
+        user_data: bytes | None = None,
+        key_name: str | None = None,
+        public_key: str | None = None,
+        meta: dict[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> Guest:
+        if not VM_NAME.match(name):
+            raise GuestError(f"guest name {name!r}: use letters, digits, '.', '_' or '-'")
+        if os.path.exists(self._record_path(name)):
+            raise GuestError(f"a guest named {name!r} already exists on this host")
+        net = self.client.find("networks", network)
+        fields: dict[str, Any] = {"name": name, "networks": [{"uuid": net["id"]}]}
+        if user_data is not None:
+            fields["user_data"] = base64.b64encode(user_data).decode()
+        if key_name:
+            fields["key_name"] = key_name
+        if public_key:
+            fields["public_key"] = public_key
+        if meta:
+            fields["meta"] = meta
+        instance = self.client.create_instance(**fields)
+        try:
+            port = self.client.get(f"/v2.0/ports/{instance['ports'][0]}")["port"]
+            ipv4 = [f["ip_address"] for f in port["fixed_ips"] if ":" not in f["ip_address"]]
+            guest = Guest(
+                name=name,
+                instance_id=instance["id"],
+                port_id=port["id"],
+                network_id=net["id"],
+                mac=port["mac_address"],
+                ip=ipv4[0] if ipv4 else "",
+                namespace=names.guest_namespace(name, instance["id"]),
+                directory=os.path.join(self.root, name),
+            )
+            self._save(guest)
+            self._plug(guest, net.get("mtu") or 1500, timeout)
+            dhclient.start(guest.namespace, "eth0", guest.paths, timeout=timeout)
+        except BaseException:
+            self._teardown_local(name)
+            self.client.delete_instance(instance["id"])
+            raise
+        return guest
+
+    def _plug(self, guest: Guest, mtu: int, timeout: float) -> None:
+        fabric = self.config.fabric_namespace
+        bridge = names.bridge_name(guest.network_id)
+        deadline = time.monotonic() + timeout
+        # The agent makes the bridge when it sees the network; wait for it.
+        while not links.link_exists(fabric, bridge):
+            if time.monotonic() > deadline:
+                raise GuestError(f"bridge {bridge} did not appear in {fabric}: is `netmeta agent` running?")
+            time.sleep(0.05)
+        netns.ensure_namespace(guest.namespace)
+        links.ensure_veth_into(
+            guest.namespace, "eth0", fabric, names.guest_outer_name(guest.port_id), bridge, guest.mac, mtu
+        )
+
+    def renew(self, name: str, timeout: float = 30.0) -> Guest:
+        guest = self.get(name)
+        dhclient.renew(guest.namespace, "eth0", guest.paths, timeout=timeout)
+        return guest
+
+    def delete(self, name: str) -> None:
+        guest = self.get(name)
+        self._teardown_local(name)
+        try:
+            self.client.delete_instance(guest.instance_id)
+        except Exception as exc:  # noqa: BLE001 - local teardown already done; say what remains
+            raise GuestError(f"guest {name} removed from this host, but its instance remains: {exc}") from exc
+
+    def _teardown_local(self, name: str) -> None:
+        try:
+            guest = self.get(name)
+        except GuestError:
+            return
+        dhclient.stop(guest.namespace, guest.paths)
+        links.delete_link(self.config.fabric_namespace, names.guest_outer_name(guest.port_id))
+        netns.delete_namespace(guest.namespace)
+        shutil.rmtree(guest.directory, ignore_errors=True)
+
+    def teardown_all_local(self) -> list[str]:
+        """Remove every guest's namespace and processes (``netmeta down``)."""
+        removed = []
+        for guest in self.list():
+            self._teardown_local(guest.name)
+            removed.append(guest.name)
+        return removed

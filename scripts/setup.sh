@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs what netmeta needs on a Debian 12 machine, as root, idempotently:
+# the system packages that are missing, and a virtualenv (.venv) holding
+# netmeta and its Python dependencies. With --test, also what the test suite
+# needs (the openstack CLI, hypothesis, PostgreSQL, haproxy/wrk for benches,
+# and cloud-init's own code, unpacked from Debian's package — never installed,
+# because installing it would add boot services to this host).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+with_tests=0
+[ "${1:-}" = "--test" ] && with_tests=1
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: run as root (netmeta creates network namespaces and runs dnsmasq)" >&2
+  exit 1
+fi
+
+packages=(python3 python3-venv iproute2 dnsmasq-base isc-dhcp-client iptables curl procps)
+if [ $with_tests -eq 1 ]; then
+  packages+=(postgresql haproxy wrk)
+fi
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  # The tests start their own throwaway PostgreSQL; the package must not
+  # start a system-wide one. A policy-rc.d answering 101 says so to the
+  # maintainer scripts, and goes away right after (unless one was there).
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+  fi
+  trap '[ $own_policy -eq 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ $own_policy -eq 1 ] && rm -f /usr/sbin/policy-rc.d && own_policy=0
+fi
+
+python=python3
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null
+if [ $with_tests -eq 1 ]; then
+  .venv/bin/pip install -q -e '.[test]'
+else
+  .venv/bin/pip install -q -e .
+fi
+
+if [ $with_tests -eq 1 ] && [ ! -d .cache/cloud-init/usr/lib/python3/dist-packages/cloudinit ]; then
+  mkdir -p .cache/debs
+  (cd .cache/debs && { apt-get download -qq cloud-init 2>/dev/null || { apt-get update -qq && apt-get download -qq cloud-init; }; })
+  rm -rf .cache/cloud-init
+  dpkg-deb -x .cache/debs/cloud-init_*.deb .cache/cloud-init
+fi
+echo "setup: done (.venv/bin/netmeta)"
