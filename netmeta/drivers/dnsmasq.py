@@ -1,0 +1,99 @@
+"""Run dnsmasq inside a namespace and manage it by pid.
+
+dnsmasq daemonizes: the process we launch forks, the daemon initialises
+(binds its sockets, writes the pid file, drops to ``nobody``) and reports back
+through a pipe, and only then does the launcher exit — 0 when the daemon is
+ready, non-zero with the reason on stderr otherwise. So :func:`start` waits
+for the launcher's exit status — a real readiness signal — instead of
+sleeping, and then reads the pid file.
+
+The command line is built by the caller (pure code in ``model``); this module
+only runs it. Changes to hosts/opts files are applied with :func:`reload`
+(SIGHUP re-reads ``--dhcp-hostsfile`` and ``--dhcp-optsfile`` without dropping
+leases); only a changed command line needs :func:`stop` + :func:`start`.
+Files dnsmasq reads must stay readable by ``nobody``: see
+:func:`netmeta.drivers.files.write_file_atomic`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+
+from netmeta.drivers import processes
+from netmeta.drivers.errors import PermanentDriverError, TemporaryDriverError, translate
+from netmeta.drivers.files import write_file_atomic
+from netmeta.drivers.netns import namespace_argv, namespace_exists
+from netmeta.drivers.processes import cmdline, running_pid
+
+__all__ = [
+    "start", "reload", "stop", "running_pid", "cmdline", "write_file_atomic",
+]
+
+
+def start(namespace: str, argv: Sequence[str], pid_file: str, *, timeout: float = 10.0) -> int:
+    """Start dnsmasq (``argv[0]`` is the binary) in ``namespace``; its pid.
+
+    ``argv`` must make dnsmasq write ``pid_file`` (``--pid-file=…``) and must
+    not keep it in the foreground. Raises :class:`PermanentDriverError` with
+    dnsmasq's own message when it refuses to start (bad option, address in
+    use …), :class:`TemporaryDriverError` when the namespace is missing or
+    start-up is too slow.
+    """
+    if not any(pid_file in arg for arg in argv):
+        raise PermanentDriverError(f"dnsmasq argv does not name its pid file {pid_file}")
+    if any(a in ("-d", "-k", "--keep-in-foreground", "--no-daemon") for a in argv):
+        raise PermanentDriverError("dnsmasq must daemonize for start() to see readiness")
+    if not namespace_exists(namespace):
+        raise TemporaryDriverError(f"namespace {namespace} does not exist")
+    try:
+        os.unlink(pid_file)  # a stale file would make us report a dead pid
+    except FileNotFoundError:
+        pass
+    full = namespace_argv(namespace, argv)
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C"}
+    # stderr goes to a file, not a pipe: the daemon inherits the descriptor and
+    # a pipe would then never reach EOF while it lives.
+    with tempfile.TemporaryFile() as err:
+        try:
+            launcher = subprocess.Popen(
+                full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=err, env=env, close_fds=True,
+            )
+        except OSError as exc:
+            raise translate(exc, f"run {' '.join(full)}") from exc
+        try:
+            code = launcher.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            launcher.kill()
+            launcher.wait()
+            raise TemporaryDriverError(f"dnsmasq in {namespace} not ready after {timeout}s") from exc
+        err.seek(0)
+        message = err.read().decode(errors="replace").strip()
+    if code != 0:
+        raise PermanentDriverError(f"dnsmasq in {namespace} exited {code}: {message}")
+    deadline = time.monotonic() + timeout
+    while True:
+        pid = running_pid(pid_file, pid_file)
+        if pid is not None:
+            return pid
+        if time.monotonic() >= deadline:
+            raise TemporaryDriverError(f"dnsmasq in {namespace} reported ready but {pid_file} names no live dnsmasq")
+        time.sleep(0.01)
+
+
+def reload(pid: int, expected_cmdline_substr: str | None = None) -> None:
+    """SIGHUP: dnsmasq re-reads hosts and opts files, keeps leases and pid.
+
+    Raises :class:`netmeta.drivers.errors.ProcessGone` if it is not running.
+    """
+    processes.signal_pid(pid, signal.SIGHUP, expected_cmdline_substr)
+
+
+def stop(pid: int, timeout: float = 5.0, expected_cmdline_substr: str | None = None) -> bool:
+    """SIGTERM, wait, then SIGKILL; False if it was not running."""
+    return processes.stop_pid(pid, expected_cmdline_substr, timeout)

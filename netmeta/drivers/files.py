@@ -1,0 +1,72 @@
+"""Files that other processes read: written atomically, readable by dnsmasq.
+
+dnsmasq drops privileges to ``nobody`` after start-up and re-reads its hosts
+and opts files on SIGHUP as that user, so every file it reads must be 0644
+and every directory above it searchable by others (0755). A reader must
+never see a half-written file either, hence write-to-temp then rename(2) in
+the same directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from netmeta.drivers.errors import translate
+
+
+def ensure_dir(path: str, mode: int = 0o755) -> None:
+    """Create ``path`` (and parents) and give it ``mode`` (0755 for dnsmasq)."""
+    try:
+        os.makedirs(path, mode=mode, exist_ok=True)
+        if os.stat(path).st_mode & 0o7777 != mode:
+            os.chmod(path, mode)
+    except OSError as exc:
+        raise translate(exc, f"create directory {path}") from exc
+
+
+def write_file_atomic(path: str, text: str, mode: int = 0o644) -> bool:
+    """Write ``text`` to ``path`` atomically; True if the content changed.
+
+    Unchanged content leaves the file (and its mtime) alone so the caller can
+    skip the SIGHUP; the mode is still corrected.
+    """
+    data = text.encode()
+    try:
+        try:
+            with open(path, "rb") as handle:
+                if handle.read() == data:
+                    if os.stat(path).st_mode & 0o7777 != mode:
+                        os.chmod(path, mode)
+                    return False
+        except FileNotFoundError:
+            pass
+        directory = os.path.dirname(path) or "."
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, mode)  # mkstemp makes 0600: nobody could not read it
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+    except OSError as exc:
+        raise translate(exc, f"write {path}") from exc
+    return True
+
+
+def remove_file(path: str) -> bool:
+    """Delete ``path``; False if it was already gone."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise translate(exc, f"remove {path}") from exc
+    return True

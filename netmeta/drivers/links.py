@@ -1,0 +1,351 @@
+"""Links, addresses and routes inside named namespaces, over netlink.
+
+Every call opens a pyroute2 ``IPRoute`` bound to one namespace
+(:func:`netmeta.drivers.netns.netlink`), does its work and closes it; nothing
+is cached, so a namespace re-created under the same name is never confused
+with the old one.
+
+The topology the agent builds per port is a veth pair: the *inner* end sits
+in a service namespace (``tap…`` in qdhcp, ``qr-…`` in qrouter, ``eth0`` in a
+test guest) with the port's MAC, and the *outer* end sits in the fabric
+namespace, enslaved to the network's bridge (``brq…``). Names are given by
+the caller (see ``netmeta.model.names``); this module only checks that the
+kernel accepts them (≤ 15 bytes, no '/' or whitespace).
+
+The fabric side (``ensure_bridge``, the ``outer_ns`` of ``ensure_veth_into``,
+``delete_link``, the readers) also accepts ``None`` for the host's own
+namespace, for ``fabric_namespace = ""`` deployments; an empty string is
+always refused. Service namespaces (``inner_ns``, addresses) must be named.
+
+All ``ensure_*`` functions follow pyroute2's ``ensure()`` contract: read the
+state, change only what differs, succeed if it already matches; deletes treat
+"already gone" as success.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import re
+import socket
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from netmeta.drivers.errors import PermanentDriverError, TemporaryDriverError, translate
+from netmeta.drivers.netns import namespace_path, netlink
+
+IFNAMSIZ = 15
+_IFNAME_RE = re.compile(r"^[^/\s:]{1,15}$")
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_GONE = (errno.ENODEV, errno.ENOENT, errno.EADDRNOTAVAIL, errno.ESRCH)
+RouteDict = dict[str, Any]
+
+
+def check_ifname(name: str) -> str:
+    """Return ``name`` if the kernel accepts it as an interface name."""
+    if not isinstance(name, str) or not _IFNAME_RE.match(name) or name in (".", ".."):
+        raise PermanentDriverError(f"invalid interface name {name!r} (max {IFNAMSIZ} bytes)")
+    return name
+
+
+def _check_mac(mac: str) -> str:
+    mac = mac.lower()
+    if not _MAC_RE.match(mac):
+        raise PermanentDriverError(f"invalid MAC address {mac!r}")
+    return mac
+
+
+def _kind(msg: Any) -> str | None:
+    info = msg.get_attr("IFLA_LINKINFO")
+    return info.get_attr("IFLA_INFO_KIND") if info is not None else None
+
+
+def _lookup(ipr: Any, ifname: str) -> Any | None:
+    """The link message for ``ifname``, or None if absent."""
+    try:
+        return ipr.link("get", ifname=ifname)[0]
+    except NetlinkError as exc:
+        if exc.code in _GONE:
+            return None
+        raise
+
+
+def _describe(ipr: Any, msg: Any, names: dict[int, str]) -> dict[str, Any]:
+    master = msg.get_attr("IFLA_MASTER")
+    return {
+        "name": msg.get_attr("IFLA_IFNAME"),
+        "index": msg["index"],
+        "kind": _kind(msg),
+        "mac": msg.get_attr("IFLA_ADDRESS"),
+        "mtu": msg.get_attr("IFLA_MTU"),
+        "up": bool(msg["flags"] & 1),
+        "state": msg.get_attr("IFLA_OPERSTATE"),
+        "master": names.get(master) if master else None,
+        # ifindex of the veth peer (in the peer's own namespace)
+        "peer_index": msg.get_attr("IFLA_LINK"),
+    }
+
+
+def list_links(ns: str | None) -> list[str]:
+    """Names of all links in the namespace, sorted."""
+    return sorted(link["name"] for link in describe_links(ns))
+
+
+def describe_links(ns: str | None) -> list[dict[str, Any]]:
+    """All links in the namespace as plain dicts (name, index, kind, mac, …)."""
+    with netlink(ns) as ipr:
+        try:
+            msgs = list(ipr.link("dump"))
+        except NetlinkError as exc:
+            raise translate(exc, f"list links in {ns}") from exc
+        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in msgs}
+        return [_describe(ipr, m, names) for m in msgs]
+
+
+def get_link(ns: str | None, name: str) -> dict[str, Any] | None:
+    """One link as a dict, or None if absent."""
+    for link in describe_links(ns):
+        if link["name"] == name:
+            return link
+    return None
+
+
+def link_exists(ns: str | None, name: str) -> bool:
+    """True if ``name`` exists in ``ns``."""
+    check_ifname(name)
+    with netlink(ns) as ipr:
+        try:
+            return _lookup(ipr, name) is not None
+        except NetlinkError as exc:
+            raise translate(exc, f"look up {name} in {ns}") from exc
+
+
+def delete_link(ns: str | None, name: str) -> bool:
+    """Delete a link (a veth takes its peer with it); False if already gone."""
+    check_ifname(name)
+    with netlink(ns) as ipr:
+        try:
+            msg = _lookup(ipr, name)
+            if msg is None:
+                return False
+            ipr.link("del", index=msg["index"])
+        except NetlinkError as exc:
+            if exc.code in _GONE:
+                return False
+            raise translate(exc, f"delete {name} in {ns}") from exc
+    return True
+
+
+def ensure_bridge(ns: str | None, name: str, mtu: int = 1500) -> int:
+    """A learning bridge without STP and with forward delay 0, up; its ifindex.
+
+    STP off and no forward delay: ports must forward the first DHCPDISCOVER a
+    guest sends, not 30 s later. An existing bridge keeps its ifindex; only
+    MTU and state are corrected.
+    """
+    check_ifname(name)
+    with netlink(ns) as ipr:
+        try:
+            msg = _lookup(ipr, name)
+            if msg is None:
+                ipr.link(
+                    "add", ifname=name, kind="bridge", mtu=mtu,
+                    br_stp_state=0, br_forward_delay=0,
+                )
+                msg = _lookup(ipr, name)
+            elif _kind(msg) != "bridge":
+                raise PermanentDriverError(f"{name} in {ns} exists but is a {_kind(msg)}")
+            index: int = msg["index"]
+            changes: dict[str, Any] = {}
+            if msg.get_attr("IFLA_MTU") != mtu:
+                changes["mtu"] = mtu
+            if not msg["flags"] & 1:
+                changes["state"] = "up"
+            if changes:
+                ipr.link("set", index=index, **changes)
+            return index
+        except NetlinkError as exc:
+            raise translate(exc, f"ensure bridge {name} in {ns}") from exc
+
+
+def ensure_veth_into(
+    inner_ns: str,
+    inner_name: str,
+    outer_ns: str | None,
+    outer_name: str,
+    bridge: str,
+    mac: str,
+    mtu: int = 1500,
+) -> int:
+    """A veth pair: inner end in ``inner_ns`` with ``mac``, outer end on ``bridge``.
+
+    Returns the inner end's ifindex. If both ends exist and are each other's
+    peer, only MAC, master, MTU and up-state are corrected (the ifindex, and
+    so any address or listener on it, survives). A half-present or mismatched
+    pair is deleted and re-created: the peers of a veth cannot be re-paired.
+    The pair is created from the outer namespace with the peer placed straight
+    into ``inner_ns`` (``IFLA_NET_NS_FD``), so no end ever appears elsewhere —
+    in particular never in the root namespace.
+    """
+    check_ifname(inner_name)
+    check_ifname(outer_name)
+    check_ifname(bridge)
+    mac = _check_mac(mac)
+    with netlink(outer_ns) as outer, netlink(inner_ns) as inner:
+        try:
+            br = _lookup(outer, bridge)
+            if br is None or _kind(br) != "bridge":
+                raise TemporaryDriverError(f"bridge {bridge} missing in {outer_ns}")
+            out = _lookup(outer, outer_name)
+            inn = _lookup(inner, inner_name)
+            paired = (
+                out is not None
+                and inn is not None
+                and _kind(out) == "veth"
+                and _kind(inn) == "veth"
+                and out.get_attr("IFLA_LINK") == inn["index"]
+                and inn.get_attr("IFLA_LINK") == out["index"]
+            )
+            if not paired:
+                for ipr, msg in ((outer, out), (inner, inn)):
+                    if msg is not None:
+                        try:
+                            ipr.link("del", index=msg["index"])
+                        except NetlinkError as exc:
+                            if exc.code not in _GONE:  # peer already took it
+                                raise
+                fd = os.open(namespace_path(inner_ns), os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    outer.link(
+                        "add", ifname=outer_name, kind="veth", mtu=mtu,
+                        peer={"ifname": inner_name, "net_ns_fd": fd, "address": mac, "mtu": mtu},
+                    )
+                finally:
+                    os.close(fd)
+                out = _lookup(outer, outer_name)
+                inn = _lookup(inner, inner_name)
+                if out is None or inn is None:
+                    raise TemporaryDriverError(f"veth {outer_name}/{inner_name} vanished")
+            _converge(outer, out, {"master": br["index"], "mtu": mtu})
+            _converge(inner, inn, {"address": mac, "mtu": mtu})
+            return int(inn["index"])
+        except NetlinkError as exc:
+            raise translate(exc, f"ensure veth {outer_name}@{outer_ns}/{inner_name}@{inner_ns}") from exc
+
+
+def _converge(ipr: Any, msg: Any, wanted: dict[str, Any]) -> None:
+    current = {
+        "master": msg.get_attr("IFLA_MASTER"),
+        "mtu": msg.get_attr("IFLA_MTU"),
+        "address": msg.get_attr("IFLA_ADDRESS"),
+    }
+    changes = {k: v for k, v in wanted.items() if current.get(k) != v}
+    if not msg["flags"] & 1:
+        changes["state"] = "up"
+    if changes:
+        ipr.link("set", index=msg["index"], **changes)
+
+
+def _ipv4_interfaces(cidrs: set[str]) -> set[ipaddress.IPv4Interface]:
+    out = set()
+    for cidr in cidrs:
+        try:
+            iface = ipaddress.ip_interface(cidr)
+        except ValueError as exc:
+            raise PermanentDriverError(f"invalid address {cidr!r}") from exc
+        if not isinstance(iface, ipaddress.IPv4Interface):
+            raise PermanentDriverError(f"ensure_addresses handles IPv4 only, got {cidr!r}")
+        out.add(iface)
+    return out
+
+
+def _index(ipr: Any, ns: str, ifname: str) -> int:
+    msg = _lookup(ipr, check_ifname(ifname))
+    if msg is None:
+        raise TemporaryDriverError(f"{ifname} does not exist in {ns}")
+    return int(msg["index"])
+
+
+def get_addresses(ns: str, ifname: str) -> set[str]:
+    """The IPv4 addresses on ``ifname`` as ``"a.b.c.d/len"`` strings."""
+    with netlink(ns) as ipr:
+        try:
+            index = _index(ipr, ns, ifname)
+            return {
+                f"{m.get_attr('IFA_LOCAL') or m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}"
+                for m in ipr.addr("dump", index=index, family=socket.AF_INET)
+            }
+        except NetlinkError as exc:
+            raise translate(exc, f"addresses of {ifname} in {ns}") from exc
+
+
+def ensure_addresses(ns: str, ifname: str, cidrs: set[str]) -> bool:
+    """Make the IPv4 addresses on ``ifname`` exactly ``cidrs``; True if changed.
+
+    Missing ones are added (with the subnet broadcast, as ``ip addr add brd +``
+    would), extra ones removed. IPv6 (link-local included) is left alone.
+    ``"10.0.0.2/24"`` and ``"10.0.0.2/32"`` are different addresses: a prefix
+    change removes and re-adds.
+    """
+    wanted = _ipv4_interfaces(cidrs)
+    with netlink(ns) as ipr:
+        try:
+            index = _index(ipr, ns, ifname)
+            present = {
+                ipaddress.IPv4Interface(
+                    f"{m.get_attr('IFA_LOCAL') or m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}"
+                )
+                for m in ipr.addr("dump", index=index, family=socket.AF_INET)
+            }
+            changed = False
+            for iface in sorted(present - wanted):
+                try:
+                    ipr.addr("del", index=index, address=str(iface.ip),
+                             prefixlen=iface.network.prefixlen)
+                    changed = True
+                except NetlinkError as exc:
+                    if exc.code not in _GONE:
+                        raise
+            for iface in sorted(wanted - present):
+                extra: dict[str, Any] = {}
+                if iface.network.prefixlen < 31:
+                    extra["broadcast"] = str(iface.network.broadcast_address)
+                try:
+                    ipr.addr("add", index=index, address=str(iface.ip),
+                             prefixlen=iface.network.prefixlen, **extra)
+                    changed = True
+                except NetlinkError as exc:
+                    if exc.code != errno.EEXIST:
+                        raise
+            return changed
+        except NetlinkError as exc:
+            raise translate(exc, f"ensure addresses on {ifname} in {ns}") from exc
+
+
+def get_routes(ns: str, table: int = 254) -> list[RouteDict]:
+    """IPv4 routes of one table (main by default) as dicts.
+
+    Each dict has ``dst`` (``"default"`` or ``"a.b.c.d/len"``), ``gateway``
+    (None when on-link), ``dev``, ``proto`` and ``scope`` — the fields tests
+    and ``netmeta explain`` compare.
+    """
+    with netlink(ns) as ipr:
+        try:
+            names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.link("dump")}
+            routes = []
+            for m in ipr.route("dump", family=socket.AF_INET):
+                if (m.get_attr("RTA_TABLE") or m["table"]) != table:
+                    continue
+                dst = m.get_attr("RTA_DST")
+                routes.append({
+                    "dst": f"{dst}/{m['dst_len']}" if dst else "default",
+                    "gateway": m.get_attr("RTA_GATEWAY"),
+                    "dev": names.get(m.get_attr("RTA_OIF")),
+                    "proto": m["proto"],
+                    "scope": m["scope"],
+                })
+            return routes
+        except NetlinkError as exc:
+            raise translate(exc, f"routes in {ns}") from exc

@@ -1,0 +1,323 @@
+"""Named network namespaces: create, remove, inspect, and run code inside.
+
+Namespaces are the ``ip netns`` kind: a bind mount of ``/proc/<pid>/ns/net``
+under ``/run/netns/<name>``, so that ``ip netns exec`` and every operator tool
+see them. Creation and removal use pyroute2's :mod:`pyroute2.netns`.
+
+Code runs inside a namespace in one of two ways:
+
+* processes: ``ip netns exec <ns> argv…`` (:func:`run_in_namespace`), which
+  also bind-mounts ``/etc/netns/<ns>/*`` over ``/etc`` for that process;
+* Python calls: :func:`call_in_namespace` runs a function in a short-lived
+  thread that has ``setns(2)``-ed into the namespace. Network namespace
+  membership is per thread, so the rest of the process (the agent's event
+  loop, other workers) never leaves its own namespace, and the thread dies
+  afterwards so it can never be reused by accident. Sockets created there keep
+  that namespace for life, and ``/proc/sys/net`` opened there shows that
+  namespace's sysctls.
+
+Nothing here may act on the root namespace: every function takes a namespace
+name and refuses an empty one (:func:`check_name`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Iterator, TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2 import netns as pr_netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from netmeta.drivers.errors import (
+    DriverError,
+    PermanentDriverError,
+    TemporaryDriverError,
+    translate,
+)
+
+NETNS_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+# Linux limits a bind-mount file name to NAME_MAX; iproute2 refuses '/' too.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$")
+_SYSCTL_RE = re.compile(r"^net\.[A-Za-z0-9_.\-]+$")
+
+T = TypeVar("T")
+_libc: ctypes.CDLL | None = None
+
+
+def check_name(name: str | None) -> str:
+    """Return ``name`` if it can only mean a named namespace, else raise.
+
+    An empty or None name would silently mean "the namespace I am in", which
+    for the agent is the host's root namespace: refusing it here is the one
+    guard every driver shares.
+    """
+    if not name or not _NAME_RE.match(name) or name in (".", ".."):
+        raise PermanentDriverError(f"invalid network namespace name {name!r}")
+    return name
+
+
+def namespace_path(name: str) -> str:
+    """The bind-mount file that pins the namespace."""
+    return os.path.join(NETNS_DIR, check_name(name))
+
+
+def namespace_exists(name: str) -> bool:
+    """True if ``/run/netns/<name>`` exists (the namespace is pinned)."""
+    return os.path.exists(namespace_path(name))
+
+
+def list_namespaces() -> list[str]:
+    """Names of all pinned namespaces, sorted (includes other owners' ones)."""
+    return sorted(pr_netns.listnetns(NETNS_DIR))
+
+
+def namespace_inode(name: str) -> int | None:
+    """Inode of the namespace, or None if it does not exist.
+
+    A namespace deleted and re-created under the same name gets a new inode;
+    the agent and the metadata process compare it to know that their sockets
+    or links belong to a namespace that no longer exists.
+    """
+    try:
+        return os.stat(namespace_path(name)).st_ino
+    except FileNotFoundError:
+        return None
+
+
+@contextmanager
+def netlink(name: str | None) -> Iterator[IPRoute]:
+    """An ``IPRoute`` bound to an existing namespace, always closed.
+
+    ``flags=0`` matters: pyroute2's default (``O_CREAT``) would silently
+    create a missing namespace, hiding bugs and leaking namespaces.
+
+    ``None`` — never an empty string — means the host's own namespace. Only
+    the link functions for the fabric side accept it, for deployments that
+    configure ``fabric_namespace = ""`` to plug real VM taps; tests never
+    pass it.
+    """
+    if name is None:
+        try:
+            ipr = IPRoute()
+        except (OSError, NetlinkError) as exc:
+            raise translate(exc, "netlink socket in the host namespace") from exc
+        try:
+            yield ipr
+        finally:
+            ipr.close()
+        return
+    path = namespace_path(name)
+    # Open the namespace ourselves and hand pyroute2 the fd: a missing
+    # namespace then fails here cleanly (pyroute2 leaks its event loop when
+    # its own open fails), and the fd pins the namespace we looked at.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise TemporaryDriverError(f"namespace {name} does not exist") from exc
+    except OSError as exc:
+        raise translate(exc, f"open namespace {name}") from exc
+    try:
+        ipr = IPRoute(netns=fd, flags=0)
+    except (OSError, NetlinkError) as exc:
+        raise translate(exc, f"netlink socket in {name}") from exc
+    finally:
+        os.close(fd)
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def ensure_namespace(name: str) -> bool:
+    """Create the namespace if absent and bring its ``lo`` up.
+
+    Returns True if it was created. Idempotent: an existing namespace only gets
+    ``lo`` checked, so a crashed agent can run it again.
+    """
+    created = False
+    if not namespace_exists(name):
+        try:
+            pr_netns.create(name)
+            created = True
+        except FileExistsError:
+            pass  # created concurrently: fine, it exists now
+        except OSError as exc:
+            raise translate(exc, f"create namespace {name}") from exc
+    with netlink(name) as ipr:
+        try:
+            (lo,) = ipr.link_lookup(ifname="lo")
+            ipr.link("set", index=lo, state="up")
+        except (OSError, NetlinkError, ValueError) as exc:
+            raise translate(exc, f"bring lo up in {name}") from exc
+    return created
+
+
+def delete_namespace(name: str) -> bool:
+    """Remove the namespace; False if it was already gone.
+
+    Callers stop the processes living inside first: the kernel keeps a
+    namespace alive while any process or socket still uses it, and its
+    interfaces would outlive the name.
+    """
+    if not namespace_exists(name):
+        return False
+    try:
+        pr_netns.remove(name)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise translate(exc, f"remove namespace {name}") from exc
+    return True
+
+
+def _setns(path: str) -> None:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def call_in_namespace(name: str, func: Callable[[], T], *, timeout: float = 10.0) -> T:
+    """Run ``func()`` in a fresh thread that has joined the namespace.
+
+    The thread exists only for this call: setns(2) changes the calling thread
+    for good, and a pooled thread left in a guest's namespace would be a bug
+    waiting to happen. Exceptions from ``func`` are re-raised here.
+    """
+    path = namespace_path(name)
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            _setns(path)
+            result.append(func())
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=body, name=f"netns:{name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TemporaryDriverError(f"call in namespace {name} timed out")
+    if failure:
+        exc = failure[0]
+        if isinstance(exc, DriverError):
+            raise exc
+        if isinstance(exc, FileNotFoundError) and not namespace_exists(name):
+            raise TemporaryDriverError(f"namespace {name} does not exist") from exc
+        if isinstance(exc, OSError):
+            raise translate(exc, f"in namespace {name}") from exc
+        raise exc
+    return result[0]
+
+
+def _sysctl_path(key: str) -> str:
+    if not _SYSCTL_RE.match(key) or ".." in key:
+        raise PermanentDriverError(f"refusing sysctl {key!r}: only net.* keys")
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def get_sysctl(name: str, key: str) -> str:
+    """Read a ``net.*`` sysctl as the namespace sees it."""
+    path = _sysctl_path(key)
+
+    def read() -> str:
+        with open(path, encoding="ascii") as handle:
+            return handle.read().strip()
+
+    return call_in_namespace(name, read)
+
+
+def set_sysctl(name: str, key: str, value: str | int) -> bool:
+    """Set a ``net.*`` sysctl inside the namespace; True if it changed.
+
+    ``/proc/sys/net`` is resolved against the opening thread's namespace, so
+    the write happens from a thread inside ``name``; the root namespace's
+    value (e.g. ``net.ipv4.ip_forward``) is never touched.
+    """
+    path = _sysctl_path(key)
+    wanted = str(value)
+
+    def write() -> bool:
+        with open(path, encoding="ascii") as handle:
+            if handle.read().strip() == wanted:
+                return False
+        with open(path, "w", encoding="ascii") as handle:
+            handle.write(wanted)
+        return True
+
+    return call_in_namespace(name, write)
+
+
+def namespace_argv(name: str, argv: Sequence[str]) -> list[str]:
+    """``ip netns exec <name> argv…`` — the argv that runs a command inside."""
+    if not argv:
+        raise PermanentDriverError("empty command")
+    return ["ip", "netns", "exec", check_name(name), *argv]
+
+
+def run_in_namespace(
+    name: str,
+    argv: Sequence[str],
+    *,
+    input: str | None = None,
+    timeout: float | None = None,
+    check: bool = True,
+    capture: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command inside the namespace and wait for it.
+
+    ``capture=True`` (the default) collects stdout/stderr as text and applies
+    a 30 s timeout unless ``timeout`` says otherwise; ``capture=False``
+    inherits the caller's terminal (``netmeta vm exec``) and waits without a
+    limit unless given one. ``check=True`` turns a non-zero exit into
+    :class:`PermanentDriverError` carrying stderr (a command that failed once
+    with the same input will fail again); a timeout is temporary. LANG=C
+    keeps messages parseable.
+    """
+    full = namespace_argv(name, argv)
+    run_env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C"}
+    if not capture:
+        run_env = dict(os.environ)  # an interactive command keeps TERM, HOME …
+    if env:
+        run_env.update(env)
+    if timeout is None and capture:
+        timeout = 30.0
+    try:
+        done = subprocess.run(
+            full,
+            input=input,
+            capture_output=capture,
+            text=True,
+            timeout=timeout,
+            env=run_env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise TemporaryDriverError(f"{' '.join(full)} timed out after {timeout}s") from exc
+    except OSError as exc:
+        raise translate(exc, f"run {' '.join(full)}") from exc
+    if check and done.returncode != 0:
+        if not namespace_exists(name):
+            raise TemporaryDriverError(f"namespace {name} does not exist")
+        raise PermanentDriverError(
+            f"{' '.join(full)} exited {done.returncode}: {(done.stderr or '').strip()}"
+        )
+    return done
