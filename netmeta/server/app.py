@@ -1,0 +1,135 @@
+"""The server process: the aiohttp application and how it is run.
+
+Entry points:
+
+* :func:`build_app` — the application for a :class:`~netmeta.config.Config`;
+  the database is opened (and migrated) on startup and closed on cleanup.
+* :func:`serve` — run until cancelled; ``ready`` is set once the socket is
+  bound, and ``on_bound`` receives the actual ``host:port`` (useful with
+  port 0).
+* :func:`run` — blocking, for the CLI; SIGINT/SIGTERM stop it cleanly.
+
+The error middleware is the one place exceptions become HTTP answers: a
+:class:`~netmeta.server.errors.NeutronError` is rendered in Neutron's shape,
+aiohttp's own 404/405 get the same shape, and anything else is logged and
+answered as a 500 that says nothing about the internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from netmeta.config import Config
+from netmeta.server import netmeta_api, neutron_api
+from netmeta.server.context import CTX, ChangeHub, ServerContext, dump
+from netmeta.server.errors import MethodNotAllowed, NeutronError, NotFound
+from netmeta.store.database import Database
+
+log = logging.getLogger("netmeta.server")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def neutron_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except NeutronError as exc:
+        return dump(exc.body(), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            error: NeutronError = NotFound("The resource could not be found.", "HTTPNotFound")
+        elif exc.status == 405:
+            error = MethodNotAllowed(f"Method {request.method} is not allowed on {request.path}.")
+        elif exc.status >= 400:
+            error = NeutronError(exc.reason, f"HTTP{exc.reason.replace(' ', '')}")
+            error.status = exc.status  # type: ignore[misc]
+        else:
+            raise
+        response = dump(error.body(), status=error.status)
+        if exc.status == 405:
+            allow = exc.headers.get("Allow")
+            if allow:
+                response.headers["Allow"] = allow
+        return response
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error for %s %s", request.method, request.path)
+        body = {"NeutronError": {"type": "HTTPInternalServerError",
+                                 "message": "Request Failed: internal server error while processing your request.",
+                                 "detail": ""}}
+        return dump(body, status=500)
+
+
+def build_app(config: Config) -> web.Application:
+    app = web.Application(middlewares=[neutron_errors], client_max_size=4 * 1024 * 1024)
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        db = await loop.run_in_executor(
+            None, lambda: Database(config.db_url, retention=config.change_log_retention)
+        )
+        app[CTX] = ServerContext(config=config, db=db, hub=ChangeHub())
+        yield
+        await loop.run_in_executor(None, db.close)
+
+    async def wake_watchers(app: web.Application) -> None:
+        if CTX in app:
+            await app[CTX].hub.close()
+
+    app.cleanup_ctx.append(database)
+    app.on_shutdown.append(wake_watchers)
+    neutron_api.add_routes(app)
+    netmeta_api.add_routes(app)
+    return app
+
+
+def split_bind(bind: str) -> tuple[str, int]:
+    host, _, port = bind.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+async def serve(
+    config: Config,
+    ready: asyncio.Event | None = None,
+    on_bound: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until cancelled; see the module docstring."""
+    app = build_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        host, port = split_bind(config.bind)
+        site = web.TCPSite(runner, host, port, shutdown_timeout=1.0)
+        await site.start()
+        addresses = runner.addresses
+        actual = addresses[0][1] if addresses else port
+        bound = f"{host}:{actual}" if ":" not in host else f"[{host}]:{actual}"
+        if on_bound is not None:
+            on_bound(bound)
+        if ready is not None:
+            ready.set()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(config: Config, on_bound: Callable[[str], None] | None = None) -> None:
+    """Blocking entry point for the CLI: serve until SIGINT or SIGTERM."""
+
+    async def main() -> None:
+        task = asyncio.create_task(serve(config, on_bound=on_bound))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(main())

@@ -1,0 +1,97 @@
+"""What every request handler shares: the database, the config, the change hub.
+
+:class:`ChangeHub` is how a long-polling watcher learns that something was
+committed without polling the database in a tight loop: writers call
+:meth:`ChangeHub.committed` after each commit and waiters wake on an
+``asyncio.Condition``. Waiters also give up after at most a second and read
+the database again, which is what lets several server processes share one
+PostgreSQL: a commit made by *another* process is seen within that second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+from aiohttp import web
+
+from netmeta.config import Config
+from netmeta.server.errors import BadRequest
+from netmeta.server.standard_attrs import Caller, utcnow
+from netmeta.store.database import Database, Txn
+
+T = TypeVar("T")
+POLL_INTERVAL = 1.0
+
+
+class ChangeHub:
+    """Wakes watchers after a commit; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._cond = asyncio.Condition()
+        self.revision = 0
+        self.closing = False
+
+    async def committed(self, revision: int) -> None:
+        async with self._cond:
+            self.revision = max(self.revision, revision)
+            self._cond.notify_all()
+
+    async def close(self) -> None:
+        async with self._cond:
+            self.closing = True
+            self._cond.notify_all()
+
+    async def wait_beyond(self, since: int, timeout: float) -> None:
+        """Return when a revision above ``since`` is known here, or on timeout."""
+        async with self._cond:
+            if self.revision > since or self.closing:
+                return
+            try:
+                await asyncio.wait_for(self._cond.wait(), timeout)
+            except TimeoutError:
+                pass
+
+
+@dataclass
+class ServerContext:
+    config: Config
+    db: Database
+    hub: ChangeHub = field(default_factory=ChangeHub)
+
+    def caller(self, request: web.Request) -> Caller:
+        return Caller(request.headers.get("X-Project-Id") or self.config.default_project_id)
+
+    async def write(self, fn: Callable[[Txn], T]) -> T:
+        """One request, one transaction; watchers are woken after the commit."""
+        result, revision = await self.db.write(fn, utcnow())
+        await self.hub.committed(revision)
+        return result
+
+
+CTX: web.AppKey[ServerContext] = web.AppKey("netmeta_ctx", ServerContext)
+
+
+def ctx(request: web.Request) -> ServerContext:
+    return request.app[CTX]
+
+
+async def json_body(request: web.Request) -> Any:
+    """The parsed body, or Neutron's 400 for anything that is not JSON."""
+    raw = await request.read()
+    if not raw:
+        raise BadRequest("Malformed request body: empty body", "HTTPBadRequest")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("Malformed request body", "HTTPBadRequest") from exc
+
+
+def raw_json(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, status=status, content_type="application/json")
+
+
+def dump(obj: Any, status: int = 200) -> web.Response:
+    return raw_json(json.dumps(obj, separators=(",", ":")), status)

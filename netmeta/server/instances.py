@@ -1,0 +1,191 @@
+"""Instances: netmeta's own stand-in for Nova's servers.
+
+An instance is what the metadata service answers about: name, hostname,
+user data, keys, ``meta``. Creating one creates or binds its ports in the
+same transaction (``device_id`` = instance id, ``device_owner`` =
+``compute:<az>``), which is how the metadata process finds the instance from
+a guest's source address, exactly as Neutron's metadata agent finds it
+through the port.
+
+Limits are Nova's: user data at most 64 KiB once decoded, ``meta`` at most
+128 items with keys and values of at most 255 characters, and a password
+(``/openstack/latest/password``) of at most 1020 bytes that can be set once
+until cleared.
+
+Ports bound from the request (``{"port": id}``) are unbound on delete,
+ports the instance made are deleted; which is which lives in the private
+``_created_ports`` field, never shown by the API (see :func:`public`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import random
+import re
+from typing import Any
+
+from netmeta.model.types import COMPUTE_OWNER_PREFIX
+from netmeta.server import addresses
+from netmeta.server.errors import BadRequest, Conflict, invalid
+from netmeta.server.ports import new_port, remove_port
+from netmeta.server.standard_attrs import Caller, get_or_404, new_id, save
+from netmeta.server.validation import as_str, project_of
+from netmeta.store.database import Txn
+
+USER_DATA_MAX = 64 * 1024
+META_MAX_ITEMS = 128
+PASSWORD_MAX = 1020
+ALLOWED = {"name", "hostname", "project_id", "tenant_id", "availability_zone", "flavor", "user_data",
+           "key_name", "public_key", "meta", "networks"}
+
+
+def sanitize_hostname(name: str) -> str:
+    """Nova's rule: lower case, [a-z0-9-] only, no leading/trailing '-', ≤ 63."""
+    host = re.sub(r"[^a-z0-9.-]+", "-", name.lower().replace("_", "-"))
+    host = re.sub(r"[.-]*\.[.-]*", ".", host).replace(".", "-")
+    host = re.sub(r"-{2,}", "-", host).strip("-")[:63].strip("-")
+    return host or "server"
+
+
+def public(instance: dict[str, Any], with_secrets: bool = False) -> dict[str, Any]:
+    """The API view: private fields dropped; the password only for the feed."""
+    out = {k: v for k, v in instance.items() if not k.startswith("_")}
+    if not with_secrets:
+        out.pop("password", None)
+    return out
+
+
+def _user_data(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid("user_data must be a base64 string")
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise invalid("user_data is not valid base64") from exc
+    if len(decoded) > USER_DATA_MAX:
+        raise invalid(f"user_data is {len(decoded)} bytes once decoded; the limit is {USER_DATA_MAX}")
+    return value
+
+
+def _meta(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid("meta must be an object of strings")
+    if len(value) > META_MAX_ITEMS:
+        raise invalid(f"meta has {len(value)} items; the limit is {META_MAX_ITEMS}")
+    for key, item in value.items():
+        if not isinstance(item, str) or not 1 <= len(key) <= 255 or len(item) > 255:
+            raise invalid(f"meta item {key[:40]!r} must be a string; keys 1-255, values up to 255 characters")
+    return dict(value)
+
+
+def create_instance(txn: Txn, raw: object, caller: Caller) -> dict[str, Any]:
+    if not isinstance(raw, dict) or set(raw) != {"instance"} or not isinstance(raw["instance"], dict):
+        raise BadRequest("Body must be {\"instance\": {...}}", "HTTPBadRequest")
+    body = raw["instance"]
+    unknown = sorted(set(body) - ALLOWED)
+    if unknown:
+        raise BadRequest(f"Unrecognized attribute(s) '{', '.join(unknown)}'", "HTTPBadRequest")
+    name = as_str(body.get("name"), "name") or ""
+    if not name:
+        raise invalid("an instance needs a name")
+    hostname = as_str(body.get("hostname"), "hostname", 63, allow_none=True)
+    zone = as_str(body.get("availability_zone", "nova"), "availability_zone") or "nova"
+    instance_id = new_id()
+    obj: dict[str, Any] = {
+        "id": instance_id,
+        "name": name,
+        "hostname": hostname or sanitize_hostname(name),
+        "project_id": project_of(body, caller.project_id, caller.project_id),
+        "availability_zone": zone,
+        "flavor": as_str(body.get("flavor", "m1.small"), "flavor") or "m1.small",
+        "user_data": _user_data(body.get("user_data")),
+        "key_name": as_str(body.get("key_name"), "key_name", allow_none=True),
+        "public_key": as_str(body.get("public_key"), "public_key", 16384, allow_none=True),
+        "meta": _meta(body.get("meta")),
+        "launch_index": 0,
+        "ports": [],
+        "password": None,
+        "created_at": txn.now,
+        "updated_at": txn.now,
+        "revision_number": 0,
+        "_created_ports": [],
+    }
+    obj["tenant_id"] = obj["project_id"]
+    networks = body.get("networks", [])
+    if not isinstance(networks, list):
+        raise invalid("networks must be a list")
+    owner = COMPUTE_OWNER_PREFIX + zone
+    for item in networks:
+        obj["ports"].append(_attach(txn, obj, item, owner))
+    txn.add("instances", obj)  # one ADDED event, already listing its ports
+    return obj
+
+
+def _attach(txn: Txn, instance: dict[str, Any], item: object, owner: str) -> str:
+    if not isinstance(item, dict) or not item or set(item) - {"uuid", "port", "fixed_ip"}:
+        raise invalid(f"network entry {item!r} must be {{uuid}}, {{port}} or {{uuid, fixed_ip}}")
+    if "port" in item:
+        if set(item) != {"port"}:
+            raise invalid("a port entry takes no other keys")
+        port = get_or_404(txn, "ports", as_str(item["port"], "port") or "")
+        if port["device_id"] or port["device_owner"]:
+            raise Conflict(f"Port {port['id']} is still in use.", "PortInUse")
+        port["device_id"], port["device_owner"] = instance["id"], owner
+        save(txn, "ports", port)
+        return str(port["id"])
+    network = get_or_404(txn, "networks", as_str(item.get("uuid"), "uuid") or "")
+    port = new_port(new_id(), network, txn.now, random.randbytes, instance["project_id"])
+    port["device_id"], port["device_owner"] = instance["id"], owner
+    subnets = txn.select("subnets", network_id=network["id"])
+    if "fixed_ip" in item:
+        requests = addresses.parse_requests([{"ip_address": item["fixed_ip"]}], subnets, txn, network["id"])
+        port["fixed_ips"] = addresses.assign(txn, port["id"], requests)
+    else:
+        port["fixed_ips"] = addresses.assign_default(txn, port["id"], subnets)
+    txn.add("ports", port)
+    instance["_created_ports"].append(port["id"])
+    return str(port["id"])
+
+
+def delete_instance(txn: Txn, instance_id: str) -> None:
+    obj = get_or_404(txn, "instances", instance_id)
+    created = set(obj.get("_created_ports", []))
+    for port_id in obj["ports"]:
+        port = txn.get("ports", port_id)
+        if port is None or port["device_id"] != instance_id:
+            continue
+        if port_id in created:
+            txn.remove("ports", port)
+        else:
+            port["device_id"], port["device_owner"] = "", ""
+            save(txn, "ports", port)
+    txn.remove("instances", obj)
+
+
+def set_password(txn: Txn, instance_id: str, raw: object) -> dict[str, Any]:
+    obj = get_or_404(txn, "instances", instance_id)
+    if not isinstance(raw, dict) or set(raw) != {"password"} or not isinstance(raw["password"], str):
+        raise BadRequest('Body must be {"password": "<string>"}', "HTTPBadRequest")
+    value = raw["password"]
+    if len(value.encode("utf-8")) > PASSWORD_MAX:
+        raise BadRequest(f"Password is longer than {PASSWORD_MAX} bytes", "InvalidInput")
+    if obj.get("password"):
+        raise Conflict("Password already set; clear it first", "PasswordAlreadySet")
+    obj["password"] = value
+    save(txn, "instances", obj)
+    return {"password": value}
+
+
+def clear_password(txn: Txn, instance_id: str) -> None:
+    obj = get_or_404(txn, "instances", instance_id)
+    if obj.get("password") is not None:
+        obj["password"] = None
+        save(txn, "instances", obj)
+
+
+__all__ = ["create_instance", "delete_instance", "set_password", "clear_password", "public", "remove_port"]

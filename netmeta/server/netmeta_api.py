@@ -1,0 +1,183 @@
+"""netmeta's own API: instances, and the change feed every component follows.
+
+The feed is the Kubernetes list+watch contract:
+
+``GET /netmeta/v1/state``
+    ``{"revision": R, "networks": […], "subnets": […], "ports": […],
+    "routers": […], "instances": […]}`` — one consistent read (a single
+    database snapshot), instances with every field including ``user_data``,
+    ``public_key`` and ``password``.
+
+``GET /netmeta/v1/watch?since=REV&timeout=SECONDS``
+    ``{"revision": R, "events": [{"revision", "type", "kind", "object"}…]}``
+    — every change after REV, in order, at once if there are any; otherwise
+    it waits (long poll, default 30 s, at most 300 s) and answers empty at
+    the timeout. ``revision`` is where the next watch continues. A REV the
+    change log no longer covers (compacted) — or one this database never
+    reached — is 410 ``ResourceVersionTooOld``: the client must list again.
+
+At most :data:`MAX_EVENTS` events are returned at once; the client simply
+watches again from the returned revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import Connection
+
+from netmeta.server import filters, instances
+from netmeta.server.context import ctx, dump, json_body, raw_json
+from netmeta.server.errors import BadRequest, Gone, not_found
+from netmeta.store.database import changes_since, current_revision, load_bodies, load_one
+
+KINDS = ("networks", "subnets", "ports", "routers", "instances")
+MAX_EVENTS = 5000
+DEFAULT_TIMEOUT = 30.0
+MAX_TIMEOUT = 300.0
+
+
+# --- instances -----------------------------------------------------------------
+
+
+async def create_instance(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    server = ctx(request)
+    caller = server.caller(request)
+    obj = await server.write(lambda txn: instances.create_instance(txn, body, caller))
+    return dump({"instance": instances.public(obj)}, status=201)
+
+
+async def list_instances(request: web.Request) -> web.Response:
+    wanted, controls = filters.parse("instances", list(request.query.items()))
+    bodies = await ctx(request).db.read(lambda conn: load_bodies(conn, "instances"))
+    objs = filters.apply((instances.public(json.loads(b)) for b in bodies), wanted)
+    objs, _ = filters.sort_and_page("instances", objs, controls, "")
+    fields = filters.field_list(controls)
+    return dump({"instances": [filters.select_fields(o, fields) for o in objs]})
+
+
+async def _instance(request: web.Request) -> dict[str, Any]:
+    instance_id = request.match_info["id"]
+    obj = await ctx(request).db.read(lambda conn: load_one(conn, "instances", instance_id))
+    if obj is None:
+        raise not_found("instances", instance_id)
+    return obj
+
+
+async def show_instance(request: web.Request) -> web.Response:
+    return dump({"instance": instances.public(await _instance(request))})
+
+
+async def delete_instance(request: web.Request) -> web.Response:
+    instance_id = request.match_info["id"]
+    await ctx(request).write(lambda txn: instances.delete_instance(txn, instance_id))
+    return web.Response(status=204)
+
+
+async def get_password(request: web.Request) -> web.Response:
+    obj = await _instance(request)
+    return dump({"password": obj.get("password") or ""})
+
+
+async def post_password(request: web.Request) -> web.Response:
+    instance_id = request.match_info["id"]
+    body = await json_body(request)
+    result = await ctx(request).write(lambda txn: instances.set_password(txn, instance_id, body))
+    return dump(result)
+
+
+async def delete_password(request: web.Request) -> web.Response:
+    instance_id = request.match_info["id"]
+    await ctx(request).write(lambda txn: instances.clear_password(txn, instance_id))
+    return web.Response(status=204)
+
+
+# --- the change feed ------------------------------------------------------------
+
+
+def _public_json(kind: str, text: str) -> str:
+    if kind != "instances":
+        return text
+    return json.dumps(instances.public(json.loads(text), with_secrets=True), separators=(",", ":"))
+
+
+def _read_state(conn: Connection) -> str:
+    revision, _ = current_revision(conn)
+    parts = [f'"revision":{revision}']
+    for kind in KINDS:
+        bodies = [_public_json(kind, b) for b in load_bodies(conn, kind)]
+        parts.append(f'"{kind}":[{",".join(bodies)}]')
+    return "{" + ",".join(parts) + "}"
+
+
+async def state(request: web.Request) -> web.Response:
+    return raw_json(await ctx(request).db.read(_read_state))
+
+
+def _number(request: web.Request, name: str, default: float | None) -> float:
+    raw = request.query.get(name)
+    if raw is None:
+        if default is None:
+            raise BadRequest(f"{name} is required", "HTTPBadRequest")
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise BadRequest(f"{name} must be a number, not {raw!r}", "HTTPBadRequest") from exc
+    if value != value or value < 0:
+        raise BadRequest(f"{name} must be zero or more", "HTTPBadRequest")
+    return value
+
+
+def _read_changes(since: int) -> Any:
+    def read(conn: Connection) -> tuple[int, int, list[tuple[int, str, str, str]]]:
+        revision, compacted = current_revision(conn)
+        return revision, compacted, changes_since(conn, since, MAX_EVENTS)
+
+    return read
+
+
+async def watch(request: web.Request) -> web.Response:
+    since_f = _number(request, "since", 0.0)
+    if since_f != int(since_f):
+        raise BadRequest("since must be an integer revision", "HTTPBadRequest")
+    since = int(since_f)
+    timeout = min(_number(request, "timeout", DEFAULT_TIMEOUT), MAX_TIMEOUT)
+    server = ctx(request)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        revision, compacted, rows = await server.db.read(_read_changes(since))
+        if since < compacted or since > revision:
+            raise Gone(
+                f"Revision {since} is outside the change log (kept: {compacted}..{revision}); "
+                f"list /netmeta/v1/state again and watch from its revision.",
+                "ResourceVersionTooOld",
+            )
+        if rows:
+            events = ",".join(
+                f'{{"revision":{rev},"type":"{change}","kind":"{kind}","object":{_public_json(kind, obj)}}}'
+                for rev, change, kind, obj in rows
+            )
+            return raw_json(f'{{"revision":{rows[-1][0]},"events":[{events}]}}')
+        remaining = deadline - loop.time()
+        if remaining <= 0 or server.hub.closing:
+            return dump({"revision": revision, "events": []})
+        await server.hub.wait_beyond(revision, min(1.0, remaining))
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/netmeta/v1/instances", create_instance)
+    r.add_get("/netmeta/v1/instances", list_instances)
+    r.add_get("/netmeta/v1/instances/{id}", show_instance)
+    r.add_delete("/netmeta/v1/instances/{id}", delete_instance)
+    r.add_get("/netmeta/v1/instances/{id}/password", get_password)
+    r.add_post("/netmeta/v1/instances/{id}/password", post_password)
+    r.add_delete("/netmeta/v1/instances/{id}/password", delete_password)
+    r.add_get("/netmeta/v1/state", state)
+    r.add_get("/netmeta/v1/watch", watch)

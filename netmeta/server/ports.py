@@ -1,0 +1,144 @@
+"""Ports: create, update, delete, with Neutron's address and ownership rules.
+
+A port's shape is defined once in :func:`new_port`; the DHCP port, router
+interface ports and instance ports are all made from it, so every consumer
+sees the same fields whatever created the port.
+
+Ownership rules enforced here (Neutron's):
+
+* a port owned by a router interface cannot be deleted through the port API
+  (409 ``ServicePortInUse``); remove the router interface instead;
+* a MAC address is unique on its network (409 ``MacAddressInUse``);
+* deleting an instance's port also drops it from the instance's ``ports``.
+
+Deleting the DHCP port directly is allowed, as in Neutron, but the network
+still wants one, so the same transaction makes a fresh one — what Neutron's
+DHCP agent would do a moment later.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable
+
+from netmeta.model import ipam
+from netmeta.model.types import COMPUTE_OWNER_PREFIX, DEVICE_OWNER_DHCP, ROUTER_INTERFACE_OWNERS
+from netmeta.server import addresses
+from netmeta.server.errors import Conflict, invalid
+from netmeta.server.standard_attrs import Caller, base, create, get_or_404, new_id, save
+from netmeta.server.validation import as_bool, as_str, common_attrs, project_of
+from netmeta.store.database import Txn
+
+RandBytes = Callable[[int], bytes]
+
+
+def new_port(port_id: str, network: dict[str, Any], now: str, randbytes: RandBytes,
+             project_id: str | None = None) -> dict[str, Any]:
+    obj = base(port_id, project_id if project_id is not None else network["project_id"], now)
+    obj.update(
+        {
+            "network_id": network["id"],
+            "admin_state_up": True,
+            "status": "ACTIVE",
+            "mac_address": ipam.generate_mac(randbytes),
+            "fixed_ips": [],
+            "device_id": "",
+            "device_owner": "",
+            "allowed_address_pairs": [],
+            "extra_dhcp_opts": [],
+            "security_groups": [],
+            "port_security_enabled": True,
+            "binding:host_id": "",
+            "binding:vnic_type": "normal",
+            "binding:vif_type": "unbound",
+            "binding:vif_details": {},
+            "binding:profile": {},
+            "dns_name": "",
+            "dns_assignment": [],
+            "qos_policy_id": None,
+            "propagate_uplink_status": False,
+        }
+    )
+    return obj
+
+
+def _mac_taken(txn: Txn, network_id: str, mac: str, port_id: str) -> bool:
+    return any(p["mac_address"] == mac and p["id"] != port_id for p in txn.select("ports", network_id=network_id))
+
+
+def _port_attrs(txn: Txn, obj: dict[str, Any], body: dict[str, Any]) -> None:
+    common_attrs(obj, body)
+    for key in ("device_id", "device_owner", "binding:host_id", "dns_name", "binding:vnic_type"):
+        if key in body:
+            obj[key] = as_str(body[key], key) if body[key] is not None else ""
+    if "port_security_enabled" in body:
+        obj["port_security_enabled"] = as_bool(body["port_security_enabled"], "port_security_enabled")
+    if "mac_address" in body:
+        try:
+            mac = ipam.validate_mac(body["mac_address"])
+        except ipam.IpamError as exc:
+            raise invalid(str(exc)) from exc
+        if _mac_taken(txn, obj["network_id"], mac, obj["id"]):
+            raise Conflict(
+                f"Unable to complete operation for network {obj['network_id']}. The mac address {mac} is in use.",
+                "MacAddressInUse",
+            )
+        obj["mac_address"] = mac
+    for passive in ("security_groups", "allowed_address_pairs", "extra_dhcp_opts", "binding:profile",
+                    "qos_policy_id", "data_plane_status", "numa_affinity_policy", "propagate_uplink_status"):
+        if passive in body:
+            obj[passive] = body[passive]
+
+
+def create_port(txn: Txn, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
+    if "network_id" not in body:
+        raise invalid("network_id is required to create a port")
+    network = get_or_404(txn, "networks", as_str(body["network_id"], "network_id") or "")
+    project = project_of(body, caller.project_id, caller.project_id)
+    obj = new_port(new_id(), network, txn.now, random.randbytes, project)
+    while _mac_taken(txn, network["id"], obj["mac_address"], obj["id"]):
+        obj["mac_address"] = ipam.generate_mac(random.randbytes)
+    _port_attrs(txn, obj, body)
+    subnets = txn.select("subnets", network_id=network["id"])
+    if "fixed_ips" in body:
+        requests = addresses.parse_requests(body["fixed_ips"], subnets, txn, network["id"])
+        obj["fixed_ips"] = addresses.assign(txn, obj["id"], requests)
+    else:
+        obj["fixed_ips"] = addresses.assign_default(txn, obj["id"], subnets)
+    return create(txn, "ports", obj)
+
+
+def update_port(txn: Txn, port_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    obj = get_or_404(txn, "ports", port_id)
+    _port_attrs(txn, obj, body)
+    if "fixed_ips" in body:
+        subnets = txn.select("subnets", network_id=obj["network_id"])
+        requests = addresses.parse_requests(body["fixed_ips"], subnets, txn, obj["network_id"])
+        obj["fixed_ips"] = addresses.reassign(txn, obj, requests)
+    return save(txn, "ports", obj)
+
+
+def delete_port(txn: Txn, port_id: str) -> None:
+    obj = get_or_404(txn, "ports", port_id)
+    if obj["device_owner"] in ROUTER_INTERFACE_OWNERS:
+        raise Conflict(
+            f"Port {port_id} cannot be deleted directly via the port API: has device owner "
+            f"{obj['device_owner']}.",
+            "ServicePortInUse",
+        )
+    remove_port(txn, obj)
+    if obj["device_owner"] == DEVICE_OWNER_DHCP:
+        from netmeta.server.networks import sync_dhcp_port  # networks builds on ports
+
+        sync_dhcp_port(txn, get_or_404(txn, "networks", obj["network_id"]), random.randbytes)
+
+
+def remove_port(txn: Txn, obj: dict[str, Any]) -> None:
+    """Delete a port and keep its instance's ``ports`` list true."""
+    txn.remove("ports", obj)
+    if obj["device_owner"].startswith(COMPUTE_OWNER_PREFIX) and obj["device_id"]:
+        instance = txn.get("instances", obj["device_id"])
+        if instance is not None and obj["id"] in instance["ports"]:
+            instance["ports"] = [p for p in instance["ports"] if p != obj["id"]]
+            instance["_created_ports"] = [p for p in instance.get("_created_ports", []) if p != obj["id"]]
+            save(txn, "instances", instance)

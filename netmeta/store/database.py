@@ -1,0 +1,322 @@
+"""The one place the server touches its database.
+
+Why it is shaped this way:
+
+* **Writes are serialized** on a single-thread executor: SQLite allows one
+  writer at a time anyway, and a single writer turns "two requests allocate
+  the same address" into an impossibility rather than a retry loop. On
+  PostgreSQL several servers may share the database, so every write
+  transaction also takes the revision row ``FOR UPDATE``: the global
+  revision is then a total order across processes.
+* **Every change is recorded in the same transaction**: :meth:`Txn.add`,
+  :meth:`Txn.update` and :meth:`Txn.remove` bump the global revision once
+  and append a ``changes`` row holding the object, so the change feed can
+  never disagree with the data. A transaction that raises is rolled back
+  whole: no row, no revision, no event.
+* **Reads are snapshots**: SQLite's driver normally starts transactions
+  lazily and only for writes, so two SELECTs could see different commits.
+  We switch the driver to autocommit and issue ``BEGIN`` (reads) or
+  ``BEGIN IMMEDIATE`` (writes) ourselves; PostgreSQL reads run at
+  REPEATABLE READ.
+* **Durability**: SQLite runs in WAL mode with ``synchronous=NORMAL``. A
+  commit is in the WAL file (the OS page cache) before ``COMMIT`` returns,
+  so it survives ``kill -9`` of the server; only a power loss may drop the
+  last few commits, which is the trade Neutron-scale control planes make.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, TypeVar
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from netmeta.store import schema
+
+T = TypeVar("T")
+
+ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
+
+
+class StoreError(Exception):
+    """Base of what the store raises; the server maps these to API errors."""
+
+
+class AddressTaken(StoreError):
+    """The unique (subnet_id, ip_address) constraint refused an allocation."""
+
+    def __init__(self, subnet_id: str, ip_address: str) -> None:
+        super().__init__(f"IP address {ip_address} already allocated in subnet {subnet_id}")
+        self.subnet_id = subnet_id
+        self.ip_address = ip_address
+
+
+def normalize_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL whatever spelling the operator gave."""
+    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=False)
+
+
+class Txn:
+    """One write transaction: resource rows, allocations and the change log."""
+
+    def __init__(self, conn: Connection, revision: int, now: str) -> None:
+        self.conn = conn
+        self.revision = revision
+        self.now = now
+        self.changed = 0
+
+    # --- reads -------------------------------------------------------------
+
+    def get(self, kind: str, obj_id: str) -> dict[str, Any] | None:
+        table = schema.RESOURCE_TABLES[kind]
+        body = self.conn.execute(select(table.c.body).where(table.c.id == obj_id)).scalar()
+        return json.loads(body) if body is not None else None
+
+    def select(self, kind: str, **where: str) -> list[dict[str, Any]]:
+        table = schema.RESOURCE_TABLES[kind]
+        query = select(table.c.body).order_by(table.c.created_rev)
+        for column, value in where.items():
+            query = query.where(table.c[column] == value)
+        return [json.loads(b) for b in self.conn.execute(query).scalars()]
+
+    # --- resource writes, each one revision and one change row ---------------
+
+    def _record(self, kind: str, change: str, obj: dict[str, Any]) -> int:
+        self.revision += 1
+        self.changed += 1
+        self.conn.execute(
+            insert(schema.changes).values(revision=self.revision, kind=kind, type=change, object=dumps(obj))
+        )
+        return self.revision
+
+    @staticmethod
+    def _columns(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+        cols: dict[str, Any] = {}
+        if kind in ("subnets", "ports"):
+            cols["network_id"] = obj["network_id"]
+        if kind == "ports":
+            cols["device_id"] = obj.get("device_id") or ""
+        return cols
+
+    def add(self, kind: str, obj: dict[str, Any]) -> None:
+        rev = self._record(kind, ADDED, obj)
+        table = schema.RESOURCE_TABLES[kind]
+        self.conn.execute(
+            insert(table).values(id=obj["id"], created_rev=rev, body=dumps(obj), **self._columns(kind, obj))
+        )
+
+    def update(self, kind: str, obj: dict[str, Any]) -> None:
+        self._record(kind, MODIFIED, obj)
+        table = schema.RESOURCE_TABLES[kind]
+        self.conn.execute(
+            update(table).where(table.c.id == obj["id"]).values(body=dumps(obj), **self._columns(kind, obj))
+        )
+
+    def remove(self, kind: str, obj: dict[str, Any]) -> None:
+        self._record(kind, DELETED, obj)
+        table = schema.RESOURCE_TABLES[kind]
+        self.conn.execute(delete(table).where(table.c.id == obj["id"]))
+        if kind == "ports":
+            self.release(obj["id"])
+
+    # --- address allocations -------------------------------------------------
+
+    def claim(self, subnet_id: str, network_id: str, port_id: str, ip: str, offset: int | None) -> None:
+        """Record an allocation; the unique constraint has the final word."""
+        if offset is not None and offset >= 2**62:
+            offset = None  # beyond a signed 64-bit column; the scan never needs it
+        # Writers are serialized (one thread here, the revision row lock across
+        # processes), so checking first is exact; the constraint stays as the
+        # backstop and then aborts the whole transaction, which is also right.
+        if self.is_taken(subnet_id, ip):
+            raise AddressTaken(subnet_id, ip)
+        try:
+            self.conn.execute(
+                insert(schema.ip_allocations).values(
+                    subnet_id=subnet_id, ip_address=ip, ip_offset=offset, port_id=port_id, network_id=network_id
+                )
+            )
+        except IntegrityError as exc:
+            raise AddressTaken(subnet_id, ip) from exc
+
+    def release(self, port_id: str, subnet_id: str | None = None, ip: str | None = None) -> None:
+        table = schema.ip_allocations
+        query = delete(table).where(table.c.port_id == port_id)
+        if subnet_id is not None:
+            query = query.where(table.c.subnet_id == subnet_id)
+        if ip is not None:
+            query = query.where(table.c.ip_address == ip)
+        self.conn.execute(query)
+
+    def release_subnet(self, subnet_id: str) -> None:
+        self.conn.execute(delete(schema.ip_allocations).where(schema.ip_allocations.c.subnet_id == subnet_id))
+
+    def is_taken(self, subnet_id: str, ip: str) -> bool:
+        table = schema.ip_allocations
+        found = self.conn.execute(
+            select(table.c.port_id).where(table.c.subnet_id == subnet_id, table.c.ip_address == ip)
+        ).first()
+        return found is not None
+
+    def range_usage(self, subnet_id: str, lo: int, hi: int) -> tuple[int, int | None]:
+        """How many allocations fall in ``[lo, hi]`` and the highest of them."""
+        table = schema.ip_allocations
+        row = self.conn.execute(
+            select(func.count(), func.max(table.c.ip_offset)).where(
+                table.c.subnet_id == subnet_id, table.c.ip_offset >= lo, table.c.ip_offset <= hi
+            )
+        ).one()
+        return int(row[0]), (int(row[1]) if row[1] is not None else None)
+
+    def taken_offsets(self, subnet_id: str, lo: int, hi: int) -> Iterable[int]:
+        table = schema.ip_allocations
+        return self.conn.execute(
+            select(table.c.ip_offset).where(
+                table.c.subnet_id == subnet_id, table.c.ip_offset >= lo, table.c.ip_offset <= hi
+            )
+        ).scalars()
+
+
+class Database:
+    """Engine, migrations, the serialized writer and snapshot reads."""
+
+    def __init__(self, url: str, *, retention: int = 10000) -> None:
+        self.url = normalize_url(url)
+        self.retention = max(1, retention)
+        self.is_sqlite = self.url.startswith("sqlite")
+        self.engine = self._make_engine()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netmeta-store-writer")
+        self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="netmeta-store-reader")
+        self._local = threading.local()
+        with self.engine.begin() as conn:
+            if self.is_sqlite:
+                self._local.begin = "BEGIN IMMEDIATE"
+            schema.migrate(conn)
+
+    def _make_engine(self) -> Engine:
+        if not self.is_sqlite:
+            return create_engine(self.url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+        path = self.url.split("sqlite:///", 1)[-1]
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        engine = create_engine(self.url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, see module doc
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql(getattr(self._local, "begin", "BEGIN"))
+
+        return engine
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        self.engine.dispose()
+
+    # --- writes ----------------------------------------------------------------
+
+    def write_sync(self, fn: Callable[[Txn], T], now: str) -> tuple[T, int]:
+        """Run ``fn`` in one transaction; returns its result and the new revision."""
+        self._local.begin = "BEGIN IMMEDIATE"
+        with self.engine.begin() as conn:
+            query = select(schema.revision.c.revision, schema.revision.c.compacted).where(schema.revision.c.id == 1)
+            if not self.is_sqlite:
+                query = query.with_for_update()
+            current, compacted = conn.execute(query).one()
+            txn = Txn(conn, int(current), now)
+            result = fn(txn)
+            if txn.changed:
+                values: dict[str, int] = {"revision": txn.revision}
+                floor = txn.revision - self.retention
+                # Compact in batches so the common write stays one small UPDATE.
+                if floor - int(compacted) >= max(1, min(1000, self.retention // 10)):
+                    conn.execute(delete(schema.changes).where(schema.changes.c.revision <= floor))
+                    values["compacted"] = floor
+                conn.execute(update(schema.revision).where(schema.revision.c.id == 1).values(**values))
+            return result, txn.revision
+
+    async def write(self, fn: Callable[[Txn], T], now: str) -> tuple[T, int]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self.write_sync, fn, now)
+
+    # --- reads -----------------------------------------------------------------
+
+    def read_sync(self, fn: Callable[[Connection], T]) -> T:
+        self._local.begin = "BEGIN"
+        conn_ctx = self.engine.connect()
+        with conn_ctx as conn:
+            if not self.is_sqlite:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                return fn(conn)
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self.read_sync, fn)
+
+
+# --- read helpers used inside read_sync ---------------------------------------
+
+
+def current_revision(conn: Connection) -> tuple[int, int]:
+    row = conn.execute(
+        select(schema.revision.c.revision, schema.revision.c.compacted).where(schema.revision.c.id == 1)
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def load_bodies(conn: Connection, kind: str, **where: str) -> list[str]:
+    """Raw JSON documents, in creation order, without parsing them."""
+    table = schema.RESOURCE_TABLES[kind]
+    query = select(table.c.body).order_by(table.c.created_rev)
+    for column, value in where.items():
+        query = query.where(table.c[column] == value)
+    return list(conn.execute(query).scalars())
+
+
+def load_one(conn: Connection, kind: str, obj_id: str) -> dict[str, Any] | None:
+    table = schema.RESOURCE_TABLES[kind]
+    body = conn.execute(select(table.c.body).where(table.c.id == obj_id)).scalar()
+    return json.loads(body) if body is not None else None
+
+
+def changes_since(conn: Connection, since: int, limit: int = 5000) -> list[tuple[int, str, str, str]]:
+    table = schema.changes
+    rows = conn.execute(
+        select(table.c.revision, table.c.type, table.c.kind, table.c.object)
+        .where(table.c.revision > since)
+        .order_by(table.c.revision)
+        .limit(limit)
+    )
+    return [(int(r[0]), r[1], r[2], r[3]) for r in rows]

@@ -1,0 +1,163 @@
+"""The database schema and the numbered migrations that create it.
+
+Each resource is a row holding its complete Neutron-shaped JSON document
+(``body``) plus the few columns the server looks rows up by (network,
+device, creation order). Keeping the document whole makes a list one
+``SELECT body`` and a change-log row a copy of it, with no joins and no ORM:
+SQLAlchemy Core alone, which is what makes 10,000-port lists cheap.
+
+``ip_allocations`` is the one table whose constraint does real work: the
+unique ``(subnet_id, ip_address)`` pair is the last line of defence against
+two ports sharing an address, whatever the code above it gets wrong. The
+``ip_offset`` column (address minus network address) lets the allocator ask
+"highest and count in this pool" through an index instead of reading every
+allocation.
+
+``revision`` is one row: the global revision every change bumps, and the
+highest revision already compacted out of ``changes`` (a watcher asking for
+anything older must list again).
+
+Migrations are plain functions numbered from 1; ``schema_version`` records
+the highest applied. A new one appends to :data:`MIGRATIONS` and never edits
+an old one.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    Index,
+    insert,
+    select,
+    text,
+)
+
+metadata = MetaData()
+
+ID = 64  # uuids, but device ids such as "dhcp<uuid>-<uuid>" are longer
+
+networks = Table(
+    "networks",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("created_rev", BigInteger, nullable=False, index=True),
+    Column("body", Text, nullable=False),
+)
+
+subnets = Table(
+    "subnets",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("network_id", String(ID), nullable=False, index=True),
+    Column("created_rev", BigInteger, nullable=False, index=True),
+    Column("body", Text, nullable=False),
+)
+
+ports = Table(
+    "ports",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("network_id", String(ID), nullable=False, index=True),
+    Column("device_id", String(255), nullable=False, index=True),
+    Column("created_rev", BigInteger, nullable=False, index=True),
+    Column("body", Text, nullable=False),
+)
+
+ip_allocations = Table(
+    "ip_allocations",
+    metadata,
+    Column("subnet_id", String(ID), nullable=False),
+    Column("ip_address", String(64), nullable=False),
+    Column("ip_offset", BigInteger, nullable=True),
+    Column("port_id", String(ID), nullable=False, index=True),
+    Column("network_id", String(ID), nullable=False),
+    UniqueConstraint("subnet_id", "ip_address", name="uq_ip_allocations_subnet_ip"),
+    Index("ix_ip_allocations_subnet_offset", "subnet_id", "ip_offset"),
+)
+
+routers = Table(
+    "routers",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("created_rev", BigInteger, nullable=False, index=True),
+    Column("body", Text, nullable=False),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("created_rev", BigInteger, nullable=False, index=True),
+    Column("body", Text, nullable=False),
+)
+
+changes = Table(
+    "changes",
+    metadata,
+    Column("revision", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("object", Text, nullable=False),
+)
+
+revision = Table(
+    "revision",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("revision", BigInteger, nullable=False),
+    Column("compacted", BigInteger, nullable=False),
+)
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+)
+
+RESOURCE_TABLES: dict[str, Table] = {
+    "networks": networks,
+    "subnets": subnets,
+    "ports": ports,
+    "routers": routers,
+    "instances": instances,
+}
+
+
+def _migration_1(conn: Connection) -> None:
+    """Create every table and the single revision row."""
+    metadata.create_all(conn, tables=[t for t in metadata.sorted_tables if t is not schema_version])
+    conn.execute(insert(revision).values(id=1, revision=0, compacted=0))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1]
+
+
+def migrate(conn: Connection) -> int:
+    """Apply every migration not yet recorded; returns the resulting version.
+
+    Runs inside the caller's transaction so a failed migration leaves the
+    database as it was. On PostgreSQL an advisory lock keeps two servers
+    starting together from migrating twice.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(7405921)"))
+    schema_version.create(conn, checkfirst=True)
+    current = conn.execute(select(schema_version.c.version).order_by(schema_version.c.version.desc())).scalar()
+    version = int(current or 0)
+    for number, step in enumerate(MIGRATIONS, start=1):
+        if number <= version:
+            continue
+        step(conn)
+        conn.execute(insert(schema_version).values(version=number))
+        version = number
+    return version
