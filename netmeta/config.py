@@ -54,6 +54,9 @@ class Config:
     db: str = ""
     # Project given to resources created without one (there is no Keystone).
     default_project_id: str = "netmeta"
+    # How many revisions the change feed keeps; a watcher further behind is
+    # told to list again (HTTP 410), as a Kubernetes watch is.
+    change_log_retention: int = 10000
 
     # --- DHCP agent (Neutron dhcp_agent.ini) ---
     # Serve metadata from qdhcp when a subnet has no router on its gateway.
