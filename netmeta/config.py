@@ -93,7 +93,9 @@ class Config:
     dhcp_domain: str = "novalocal"
     # JSON file served as vendor_data.json (empty: "{}").
     vendordata_jsonfile_path: str = ""
-    # IMDSv2-style session tokens: "optional" or "required".
+    # IMDSv2-style session tokens: "optional" (AWS's default), "required"
+    # (IMDSv2 only), or "off" (no token endpoint, exactly like Nova: botocore
+    # and cloud-init fall back to plain GETs on its 404).
     imds_tokens: str = "optional"
     # IP TTL of token responses, so a token cannot be relayed past the guest.
     imds_token_hop_limit: int = 1
@@ -106,8 +108,8 @@ class Config:
             raise ConfigError("dhcp_lease_duration must be positive or -1 (infinite)")
         if not 1 <= self.metadata_port <= 65535:
             raise ConfigError("metadata_port must be a TCP port number")
-        if self.imds_tokens not in ("optional", "required"):
-            raise ConfigError("imds_tokens must be 'optional' or 'required'")
+        if self.imds_tokens not in ("optional", "required", "off"):
+            raise ConfigError("imds_tokens must be 'optional', 'required' or 'off'")
         if self.metadata_backend not in ("local", "nova"):
             raise ConfigError("metadata_backend must be 'local' or 'nova'")
         if not 1 <= self.imds_token_hop_limit <= 255:

@@ -1,0 +1,305 @@
+"""The metadata application: one request in, one deliberate response out.
+
+Dispatch order, and why:
+
+1. **signed listener** — requests from a Neutron-style proxy carry their
+   identity in signed headers; they skip address lookup, tokens and rate
+   limits (the proxy in front owns those).
+2. **rate limit** per (listener, guest IP) — first, so a flooding guest costs
+   one dict update, as in Neutron where haproxy refuses before the agent.
+3. **``/``** — Nova answers the EC2 version list without knowing the caller.
+4. **token PUT** (``/latest/api/token``) — tokens are bound to the listener
+   and caller address, not to an instance, so no lookup is needed.
+5. **token check** on EC2 paths (``required``: missing/invalid → 401;
+   ``optional``: a present-but-invalid token → 401, like AWS). The
+   ``/openstack`` tree is never token-gated: no OpenStack client sends tokens.
+6. **methods** — GET/HEAD everywhere, POST only on ``password``.
+7. **identity** — (listener, source IP) → one instance, else 404 saying why.
+8. **tree** — local data, or forwarded to Nova when ``metadata_backend=nova``.
+
+Rendered EC2 leaves and the per-instance view are cached until the snapshot
+object changes, so a steady stream of guest requests costs a dict lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from typing import Any, Callable, Protocol
+
+from netmeta.config import Config
+from netmeta.metadata.http import Request, Response
+from netmeta.metadata.nova import NovaForwarder, SignedHeaderError, check_signed_headers
+from netmeta.model.metadata import ec2, openstack
+from netmeta.model.metadata.identity import Index, IdentityError, resolve
+from netmeta.model.metadata.ratelimit import RateLimiter
+from netmeta.model.metadata.tokens import (
+    TOKEN_HEADER,
+    TOKEN_PATH,
+    TTL_HEADER,
+    TokenIssuer,
+    TokenRequestError,
+    parse_ttl,
+)
+from netmeta.model.metadata.tree import TEXT, InstanceData, Leaf, PathNotFound, instance_data, split_path
+from netmeta.model.types import Instance, InstanceId, Snapshot
+
+LOG = logging.getLogger(__name__)
+
+MAX_PASSWORD = 1020  # Nova: 4 chunks of 255 characters
+_CACHE_LIMIT = 20000
+_READ = ("GET", "HEAD")
+
+
+class PasswordStore(Protocol):
+    async def set_password(self, instance_id: str, value: str) -> bool:
+        """Store the first password; False when one is already set (→ 409)."""
+        ...
+
+
+def load_vendordata(path: str) -> dict[str, Any]:
+    """Nova's StaticJSON provider: a JSON object from a file, else ``{}``."""
+    if not path:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as exc:
+        LOG.warning("metadata: cannot use vendordata_jsonfile_path %s: %s", path, exc)
+        return {}
+    if not isinstance(data, dict):
+        LOG.warning("metadata: %s does not hold a JSON object; serving {}", path)
+        return {}
+    return data
+
+
+def _text(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> Response:
+    return Response(status, (message + "\n").encode(), TEXT, headers or [])
+
+
+def _leaf(leaf: Leaf) -> Response:
+    return Response(200, leaf.body, leaf.content_type)
+
+
+class MetadataApp:
+    """Serves both metadata trees for whatever listener a request came through."""
+
+    def __init__(
+        self,
+        config: Config,
+        snapshot: Callable[[], Snapshot],
+        password_store: PasswordStore,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.config = config
+        self.snapshot = snapshot
+        self.password_store = password_store
+        self.random_bytes = random_bytes
+        self.tokens = TokenIssuer(clock)
+        self.limiter = RateLimiter(config.rate_limiting, clock)
+        self.vendordata = load_vendordata(config.vendordata_jsonfile_path)
+        self.architecture = platform.machine() or "x86_64"
+        self.nova = NovaForwarder(config) if config.metadata_backend == "nova" else None
+        # Passwords set through this process, until the snapshot shows them.
+        self._passwords: dict[InstanceId, str] = {}
+        self._seen: Snapshot | None = None
+        self._index = Index()
+        self._views: dict[tuple[str, str], InstanceData] = {}
+        self._leaves: dict[tuple[str, str, tuple[str, ...]], Leaf] = {}
+
+    async def close(self) -> None:
+        if self.nova is not None:
+            await self.nova.close()
+
+    # --- per-snapshot caches ---------------------------------------------
+    def _current(self) -> Snapshot:
+        snap = self.snapshot()
+        if snap is not self._seen:
+            self._seen = snap
+            self._index = Index.build(snap)
+            self._views.clear()
+            self._leaves.clear()
+        return snap
+
+    def _view(self, snap: Snapshot, instance: Instance, address: str) -> InstanceData:
+        key = (instance.id, address)
+        view = self._views.get(key)
+        if view is None:
+            if len(self._views) > _CACHE_LIMIT:
+                self._views.clear()
+            view = instance_data(
+                snap,
+                instance,
+                address,
+                dhcp_domain=self.config.dhcp_domain,
+                vendordata=self.vendordata,
+                architecture=self.architecture,
+            )
+            self._views[key] = view
+        return view
+
+    # --- dispatch ----------------------------------------------------------
+    async def handle(self, request: Request) -> Response:
+        try:
+            return await self._dispatch(request)
+        except PathNotFound as exc:
+            return _text(404, exc.message())
+        except IdentityError as exc:
+            return _text(404, f"Not found: {exc}")
+
+    async def _dispatch(self, request: Request) -> Response:
+        tokens = split_path(request.path)
+        if request.context.kind == "signed":
+            return await self._signed(request, tokens)
+        peer = request.peer_ip
+        decision = self.limiter.check((request.context.kind, request.context.id, peer), peer)
+        if not decision.allowed:
+            return _text(
+                429, "Too many metadata requests; slow down.", [("Retry-After", str(decision.retry_after))]
+            )
+        is_ec2 = not tokens or tokens[0] != "openstack"
+        if tuple(tokens) == TOKEN_PATH and self.config.imds_tokens != "off":
+            return self._token(request)
+        if is_ec2 and self.config.imds_tokens != "off":
+            refusal = self._check_token(request)
+            if refusal is not None:
+                return refusal
+        refusal = self._check_method(request, tokens)
+        if refusal is not None:
+            return refusal
+        if not tokens:
+            return _leaf(ec2.version_listing())
+        snap = self._current()
+        instance, _port = resolve(snap, request.context.kind, request.context.id, peer, self._index)
+        if self.nova is not None:
+            return await self.nova.forward(request, instance)
+        return await self._serve(request, tokens, self._view(snap, instance, _normal(peer)))
+
+    def _check_method(self, request: Request, tokens: list[str]) -> Response | None:
+        if request.method in _READ:
+            return None
+        if len(tokens) == 3 and tokens[0] == "openstack" and tokens[2] == openstack.PASSWORD:
+            return None  # the password handler answers every method itself
+        if tuple(tokens) == TOKEN_PATH:
+            # Token endpoint switched off: answer like Nova, which has none.
+            return _text(404, f"Not found: {request.path} (session tokens are disabled)")
+        return _text(405, f"Method {request.method} is not allowed here; use GET.", [("Allow", "GET, HEAD")])
+
+    # --- tokens --------------------------------------------------------------
+    def _binding(self, request: Request) -> tuple[str, str, str]:
+        return (request.context.kind, request.context.id, request.peer_ip)
+
+    def _token(self, request: Request) -> Response:
+        if request.method != "PUT":
+            return _text(405, "Use PUT to get a session token.", [("Allow", "PUT")])
+        if request.header_all("X-Forwarded-For"):
+            # AWS refuses forwarded token requests: a token must not leave the guest.
+            return _text(403, "Forbidden: a token request may not carry X-Forwarded-For.")
+        try:
+            ttl = parse_ttl(request.header(TTL_HEADER))
+        except TokenRequestError as exc:
+            return _text(exc.status, f"Bad request: {exc}")
+        token = self.tokens.issue(self._binding(request), ttl)
+        return Response(
+            200,
+            token.encode(),
+            TEXT,
+            [(TTL_HEADER, str(ttl))],
+            ttl=self.config.imds_token_hop_limit,
+        )
+
+    def _check_token(self, request: Request) -> Response | None:
+        values = request.header_all(TOKEN_HEADER)
+        if not values:
+            if self.config.imds_tokens == "required":
+                return _text(401, f"Unauthorized: a session token is required (PUT /latest/api/token, then send {TOKEN_HEADER}).")
+            return None
+        if len(values) == 1 and self.tokens.valid(self._binding(request), values[0].strip()):
+            return None
+        return _text(401, "Unauthorized: the session token is invalid or expired; fetch a new one.")
+
+    # --- trees -----------------------------------------------------------------
+    async def _serve(self, request: Request, tokens: list[str], view: InstanceData) -> Response:
+        if tokens[0] == "openstack":
+            cache_key = None
+            if len(tokens) == 3 and tokens[2] not in (openstack.MD_JSON, openstack.PASSWORD):
+                cache_key = (view.instance.id, view.address, tuple(tokens))
+                cached = self._leaves.get(cache_key)
+                if cached is not None:
+                    return _leaf(cached)
+            result = openstack.lookup(view, tokens[1:], self.random_bytes(512))
+            if isinstance(result, str):
+                return await self._password(request, view)
+            if cache_key is not None:
+                self._remember(cache_key, result)
+            return _leaf(result)
+        ec2_tokens = tokens[1:] if tokens[0] == "ec2" else tokens
+        key = (view.instance.id, view.address, tuple(ec2_tokens))
+        leaf = self._leaves.get(key)
+        if leaf is None:
+            leaf = ec2.lookup(view, ec2_tokens)
+            self._remember(key, leaf)
+        return _leaf(leaf)
+
+    def _remember(self, key: tuple[str, str, tuple[str, ...]], leaf: Leaf) -> None:
+        if len(self._leaves) > _CACHE_LIMIT:
+            self._leaves.clear()
+        self._leaves[key] = leaf
+
+    async def _password(self, request: Request, view: InstanceData) -> Response:
+        instance_id = view.instance.id
+        current = self._passwords.get(instance_id) or view.instance.password or ""
+        if request.method in _READ:
+            return Response(200, current.encode(), TEXT)
+        if request.method != "POST":
+            return _text(400, "GET and POST only are supported.")
+        if current:
+            return _text(409, "Conflict: the password is already set.")
+        if len(request.body) > MAX_PASSWORD:
+            return _text(400, "Request is too large.")
+        try:
+            value = request.body.decode("utf-8")
+        except UnicodeDecodeError:
+            return _text(400, "The password must be UTF-8 text.")
+        if not await self.password_store.set_password(instance_id, value):
+            return _text(409, "Conflict: the password is already set.")
+        self._passwords[instance_id] = value
+        return Response(200, b"", TEXT)
+
+    # --- the signed listener ------------------------------------------------------
+    async def _signed(self, request: Request, tokens: list[str]) -> Response:
+        if not tokens and request.method in _READ:
+            return _leaf(ec2.version_listing())
+        try:
+            ident = check_signed_headers(request, self.config.metadata_proxy_shared_secret)
+        except SignedHeaderError as exc:
+            return _text(exc.status, exc.message)
+        snap = self._current()
+        instance = snap.instances.get(InstanceId(ident.instance_id))
+        if instance is None or instance.project_id != ident.tenant_id:
+            return _text(404, f"Not found: no instance {ident.instance_id} in project {ident.tenant_id}")
+        refusal = self._check_method(request, tokens)
+        if refusal is not None:
+            return refusal
+        if not tokens:
+            return _leaf(ec2.version_listing())
+        address = _instance_address(snap, instance)
+        return await self._serve(request, tokens, self._view(snap, instance, address))
+
+
+def _normal(ip: str) -> str:
+    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
+
+
+def _instance_address(snap: Snapshot, instance: Instance) -> str:
+    """The instance's own first IPv4 (by port id): what local-ipv4 should say."""
+    for port in snap.ports_of_device(instance.id):
+        for fixed in port.fixed_ips:
+            if ":" not in fixed.ip_address:
+                return fixed.ip_address
+    return ""

@@ -1,0 +1,467 @@
+"""A small HTTP/1.1 server protocol for the metadata hot path.
+
+Why not aiohttp here: every guest request is a handful of header lines and a
+small answer, and the listener is opened inside each namespace by another
+part of the process. A plain :class:`asyncio.Protocol` keeps per-request cost
+to one parse and one write, accepts a pre-made socket, and gives full control
+over what a hostile guest can make it do. The rules it enforces:
+
+* HTTP/1.0 and 1.1, keep-alive and pipelining (answers in request order);
+* bodies only with ``Content-Length`` (at most ``MAX_BODY``, else 413);
+  ``Transfer-Encoding`` is refused with 400 — no guest needs chunked uploads;
+* the header block is capped (431) and lines must be well formed (400);
+* a slow client is cut off (``HEADER_TIMEOUT``), an idle one closed
+  (``IDLE_TIMEOUT``);
+* a handler exception becomes a bare 500 and is logged — never shown;
+* a :class:`Response` with ``ttl`` is sent with that IP TTL (the IMDSv2 hop
+  limit) and the socket's TTL is restored right after.
+
+Every answered request is counted in an :class:`AccessLog` keyed by listener
+context and peer, so tests can prove *which* listener answered a guest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Awaitable, Callable
+from urllib.parse import unquote
+
+LOG = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 8192
+MAX_HEADER_LINES = 100
+MAX_BODY = 64 * 1024
+MAX_PIPELINE_BYTES = 256 * 1024
+MAX_PENDING = 128
+HEADER_TIMEOUT = 10.0
+IDLE_TIMEOUT = 30.0
+SERVER = "netmeta"
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+@dataclass(frozen=True)
+class ListenerContext:
+    """Which listener a request came through: ``network``, ``router`` or ``signed``."""
+
+    kind: str
+    id: str
+
+
+SIGNED = ListenerContext(kind="signed", id="")
+
+
+@dataclass
+class Request:
+    method: str
+    target: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    peer_ip: str
+    context: ListenerContext
+    version: str = "HTTP/1.1"
+
+    def header(self, name: str) -> str | None:
+        """The first value of ``name`` (case-insensitive), or None."""
+        lower = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lower:
+                return value
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        lower = name.lower()
+        return [value for key, value in self.headers if key.lower() == lower]
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=UTF-8"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    ttl: int | None = None
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class AccessEntry:
+    kind: str
+    id: str
+    peer_ip: str
+    method: str
+    path: str
+    status: int
+
+
+class AccessLog:
+    """Counts of answered requests by (context kind, context id, peer IP), and the last N."""
+
+    def __init__(self, keep: int = 1000) -> None:
+        self.counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self.recent: collections.deque[AccessEntry] = collections.deque(maxlen=keep)
+
+    def record(self, context: ListenerContext, peer: str, method: str, path: str, status: int) -> None:
+        self.counts[(context.kind, context.id, peer)] += 1
+        self.recent.append(AccessEntry(context.kind, context.id, peer, method, path, status))
+
+    def count(self, kind: str, id: str, peer: str | None = None) -> int:
+        return sum(n for (k, i, p), n in self.counts.items() if k == kind and i == id and (peer is None or p == peer))
+
+    def clear(self) -> None:
+        self.counts.clear()
+        self.recent.clear()
+
+
+ACCESS_LOG = AccessLog()
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def _date() -> bytes:
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True).encode())
+    return _date_cache[1]
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+class _ProtocolError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _parse_head(head: bytes) -> tuple[str, str, str, list[tuple[str, str]]]:
+    """Parse a request line and header lines; raise _ProtocolError on anything odd."""
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError as exc:  # latin-1 decodes everything; kept for clarity
+        raise _ProtocolError(400, "undecodable request") from exc
+    lines = text.split("\n")
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    parts = lines[0].split(" ")
+    if len(parts) != 3:
+        raise _ProtocolError(400, "malformed request line")
+    method, target, version = parts
+    if not method or not set(method) <= _TOKEN_CHARS:
+        raise _ProtocolError(400, "malformed method")
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        if version.startswith("HTTP/") and version[5:6].isdigit():
+            raise _ProtocolError(505, "only HTTP/1.0 and HTTP/1.1 are supported")
+        raise _ProtocolError(400, "malformed HTTP version")
+    if not target or any(c <= " " or c == "\x7f" for c in target):
+        raise _ProtocolError(400, "malformed request target")
+    headers: list[tuple[str, str]] = []
+    if len(lines) - 1 > MAX_HEADER_LINES:
+        raise _ProtocolError(431, "too many header lines")
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or not set(name) <= _TOKEN_CHARS:
+            raise _ProtocolError(400, "malformed header line")
+        value = value.strip(" \t")
+        if any((c < " " and c != "\t") or c == "\x7f" for c in value):
+            raise _ProtocolError(400, "control character in header value")
+        headers.append((name, value))
+    return method, target, version, headers
+
+
+def _split_target(target: str) -> tuple[str, str]:
+    if target.startswith("/"):
+        raw_path, _, query = target.partition("?")
+    elif target.lower().startswith(("http://", "https://")):
+        rest = target.split("://", 1)[1]
+        slash = rest.find("/")
+        raw_path, _, query = ("/" if slash < 0 else rest[slash:]).partition("?")
+    else:
+        raise _ProtocolError(400, "request target must be a path")
+    raw_path = raw_path.partition("#")[0]
+    try:
+        path = unquote(raw_path, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise _ProtocolError(400, "path is not valid UTF-8") from exc
+    if "\0" in path:
+        raise _ProtocolError(400, "NUL in path")
+    return path, query
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One connection: parse requests, call the handler in order, write answers."""
+
+    def __init__(self, handler: Handler, context: ListenerContext, access_log: AccessLog | None = None) -> None:
+        self.handler = handler
+        self.context = context
+        self.access_log = access_log if access_log is not None else ACCESS_LOG
+        self.transport: asyncio.Transport | None = None
+        self.peer_ip = ""
+        self.buffer = bytearray()
+        self.pending: collections.deque[Request | _ProtocolError] = collections.deque()
+        self.worker: asyncio.Task[None] | None = None
+        self.closing = False
+        self.paused = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_event_loop()
+        self.continue_sent = False
+
+    # --- connection lifecycle ------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = str(peer[0]) if peer else ""
+        if self.peer_ip.startswith("::ffff:") and "." in self.peer_ip:
+            self.peer_ip = self.peer_ip[7:]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self._arm(HEADER_TIMEOUT)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.worker is not None and not self.worker.done():
+            self.worker.cancel()
+        self.transport = None
+
+    def _arm(self, delay: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(delay, self._timeout)
+
+    def _timeout(self) -> None:
+        if self.transport is not None and self.worker is None:
+            self.transport.close()
+
+    # --- parsing ---------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.buffer += data
+        try:
+            self._parse()
+        except Exception:  # a parser bug must not take down the listener
+            LOG.exception("metadata: parser failure from %s", self.peer_ip)
+            self.pending.append(_ProtocolError(400, "bad request"))
+            self.buffer.clear()
+            self.closing = True
+        backlog = len(self.buffer) > MAX_PIPELINE_BYTES or len(self.pending) >= MAX_PENDING
+        if backlog and self.transport is not None and not self.paused:
+            self.transport.pause_reading()
+            self.paused = True
+        self._kick()
+
+    def _parse(self) -> None:
+        while self.buffer and not self.closing and len(self.pending) < MAX_PENDING:
+            end = self.buffer.find(b"\r\n\r\n")
+            sep = 4
+            lf = self.buffer.find(b"\n\n")
+            if lf >= 0 and (end < 0 or lf < end):
+                end, sep = lf, 2
+            if end < 0:
+                if len(self.buffer) > MAX_HEADER_BYTES:
+                    self._fail(431, "request header block too large")
+                elif self.buffer[:1] in (b"\r", b"\n") and len(self.buffer) <= 2 and not self.pending:
+                    pass  # a stray CRLF between requests is tolerated (RFC 9112 §2.2)
+                return
+            if end > MAX_HEADER_BYTES:
+                self._fail(431, "request header block too large")
+                return
+            head = bytes(self.buffer[:end]).lstrip(b"\r\n")
+            try:
+                method, target, version, headers = _parse_head(head)
+                path, query = _split_target(target)
+                length = self._body_length(headers)
+            except _ProtocolError as err:
+                self._fail(err.status, err.message)
+                return
+            start = end + sep
+            if len(self.buffer) - start < length:
+                if length and not self.continue_sent and self.transport is not None:
+                    expect = [v for k, v in headers if k.lower() == "expect"]
+                    if expect and expect[0].lower() == "100-continue" and version == "HTTP/1.1":
+                        self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                        self.continue_sent = True
+                return
+            body = bytes(self.buffer[start : start + length])
+            del self.buffer[: start + length]
+            self.continue_sent = False
+            self.pending.append(Request(method, target, path, query, headers, body, self.peer_ip, self.context, version))
+
+    def _body_length(self, headers: list[tuple[str, str]]) -> int:
+        lengths = set()
+        for key, value in headers:
+            low = key.lower()
+            if low == "transfer-encoding":
+                raise _ProtocolError(400, "Transfer-Encoding is not supported; send Content-Length")
+            if low == "content-length":
+                lengths.update(v.strip() for v in value.split(","))
+        if not lengths:
+            return 0
+        if len(lengths) != 1:
+            raise _ProtocolError(400, "conflicting Content-Length")
+        text = lengths.pop()
+        if not text.isdigit() or len(text) > 12:
+            raise _ProtocolError(400, "malformed Content-Length")
+        if int(text) > MAX_BODY:
+            raise _ProtocolError(413, f"request body larger than {MAX_BODY} bytes")
+        return int(text)
+
+    def _fail(self, status: int, message: str) -> None:
+        self.pending.append(_ProtocolError(status, message))
+        self.buffer.clear()
+        self.closing = True  # after a framing error the stream cannot be trusted
+
+    # --- answering -------------------------------------------------------
+    def _kick(self) -> None:
+        if self.pending and self.worker is None:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            self.worker = self.loop.create_task(self._work())
+
+    async def _work(self) -> None:
+        try:
+            while self.pending and self.transport is not None:
+                item = self.pending.popleft()
+                if isinstance(item, _ProtocolError):
+                    self._write(item.status, item.message.encode() + b"\n", "text/plain; charset=UTF-8", [], None, False, "HTTP/1.1", False)
+                    self.access_log.record(self.context, self.peer_ip, "-", "-", item.status)
+                    self.transport.close()
+                    return
+                await self._answer(item)
+        finally:
+            self.worker = None
+        if self.transport is None:
+            return
+        if self.buffer and not self.closing:
+            self._parse_safely()
+        if self.paused and len(self.buffer) <= MAX_PIPELINE_BYTES and len(self.pending) < MAX_PENDING:
+            self.paused = False
+            self.transport.resume_reading()
+        if self.pending:
+            self._kick()
+        elif self.closing:
+            self.transport.close()
+        else:
+            self._arm(IDLE_TIMEOUT if not self.buffer else HEADER_TIMEOUT)
+
+    def _parse_safely(self) -> None:
+        try:
+            self._parse()
+        except Exception:
+            LOG.exception("metadata: parser failure from %s", self.peer_ip)
+            self._fail(400, "bad request")
+
+    async def _answer(self, request: Request) -> None:
+        try:
+            response = await self.handler(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            LOG.exception("metadata: handler failed for %s %s from %s", request.method, request.path, self.peer_ip)
+            response = Response(500, b"Internal error; the metadata service logged the details.\n")
+        keep = self._keep_alive(request)
+        if not keep:
+            self.closing = True
+        self._write(
+            response.status,
+            response.body,
+            response.content_type,
+            response.headers,
+            response.ttl,
+            keep,
+            request.version,
+            request.method == "HEAD",
+        )
+        self.access_log.record(self.context, self.peer_ip, request.method, request.path, response.status)
+
+    def _keep_alive(self, request: Request) -> bool:
+        if self.closing:
+            return False
+        conn = ",".join(request.header_all("Connection")).lower()
+        if request.version == "HTTP/1.0":
+            return "keep-alive" in conn
+        return "close" not in conn
+
+    def _write(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        extra: list[tuple[str, str]],
+        ttl: int | None,
+        keep: bool,
+        version: str,
+        head_only: bool,
+    ) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        lines = [
+            f"HTTP/1.1 {status} {_reason(status)}".encode(),
+            b"Server: " + SERVER.encode(),
+            b"Date: " + _date(),
+            b"Content-Type: " + content_type.encode("latin-1", "replace"),
+            b"Content-Length: " + str(len(body)).encode(),
+        ]
+        if not keep:
+            lines.append(b"Connection: close")
+        elif version == "HTTP/1.0":
+            lines.append(b"Connection: keep-alive")
+        for name, value in extra:
+            lines.append(f"{name}: {value}".encode("latin-1", "replace"))
+        payload = b"\r\n".join(lines) + b"\r\n\r\n" + (b"" if head_only else body)
+        if ttl is None:
+            transport.write(payload)
+            return
+        self._write_with_ttl(transport, payload, ttl)
+
+    def _write_with_ttl(self, transport: asyncio.Transport, payload: bytes, ttl: int) -> None:
+        """Send with a given IP TTL / hop limit, then restore the socket's own."""
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            transport.write(payload)
+            return
+        if sock.family == socket.AF_INET6 and not self.peer_ip.count("."):
+            level, option = socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS
+        else:  # IPv4, also an IPv4 guest on a dual-stack socket
+            level, option = socket.IPPROTO_IP, socket.IP_TTL
+        try:
+            before = sock.getsockopt(level, option)
+            sock.setsockopt(level, option, ttl)
+        except OSError:
+            transport.write(payload)
+            return
+        try:
+            # A small answer leaves in this call; anything the kernel queues
+            # for later (full window) would go with the restored TTL.
+            transport.write(payload)
+        finally:
+            try:
+                sock.setsockopt(level, option, before)
+            except OSError:
+                pass

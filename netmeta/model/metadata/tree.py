@@ -1,0 +1,183 @@
+"""Rules shared by both metadata trees: paths, listings, leaves, not-found.
+
+Nova normalises every path with ``posixpath.normpath`` (so a trailing slash
+and ``//`` or ``/./`` are ignored), sends ``/`` to the EC2 version list, and
+treats any first segment other than ``openstack`` or ``ec2`` as EC2. Listings
+are sorted keys, sub-trees as ``key/``, joined by ``\\n`` with no trailing
+newline. Those rules live here once so the two trees cannot drift apart.
+
+:class:`InstanceData` is everything a tree needs about one instance, gathered
+once from a :class:`~netmeta.model.types.Snapshot` by :func:`instance_data`.
+"""
+
+from __future__ import annotations
+
+import binascii
+import base64
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Union
+
+from netmeta.model.types import Instance, Network, NetworkId, Port, Snapshot, Subnet, SubnetId
+
+TEXT = "text/plain; charset=UTF-8"
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """A finished answer: bytes and the content type Nova gives them."""
+
+    body: bytes
+    content_type: str = TEXT
+
+
+@dataclass(frozen=True)
+class Named:
+    """A sub-tree listed under a label other than ``key/`` (``0=mykey``)."""
+
+    label: str
+    children: Mapping[str, "Node"]
+
+
+Node = Union[str, bytes, int, list[str], Mapping[str, Any], Named]
+
+
+class PathNotFound(LookupError):
+    """Nothing lives at this path; ``reason`` says which part was not found."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def message(self) -> str:
+        return f"Not found: {self.path} ({self.reason})"
+
+
+def split_path(path: str) -> list[str]:
+    """Nova's normalisation: ``normpath`` then split; ``[]`` is the root."""
+    norm = posixpath.normpath("/" + path.lstrip("/"))
+    # normpath keeps a leading "//" (POSIX allows it to mean something else).
+    norm = "/" + norm.lstrip("/")
+    return [t for t in norm.split("/") if t]
+
+
+def listing(items: list[str]) -> Leaf:
+    return Leaf("\n".join(items).encode())
+
+
+def render(node: Node) -> Leaf:
+    """Turn a tree node into what Nova's ``ec2_md_print`` prints."""
+    if isinstance(node, Named):
+        node = node.children
+    if isinstance(node, Mapping):
+        lines = []
+        for key in sorted(node):
+            child = node[key]
+            if isinstance(child, Named):
+                lines.append(child.label)
+            elif isinstance(child, Mapping):
+                lines.append(f"{key}/")
+            else:
+                lines.append(key)
+        return listing(lines)
+    if isinstance(node, list):
+        return listing([str(v) for v in node])
+    if isinstance(node, bytes):
+        return Leaf(node)
+    return Leaf(str(node).encode())
+
+
+def walk(node: Node, tokens: list[str], where: str) -> Node:
+    """Follow ``tokens`` down a nested mapping; name the first missing part."""
+    for depth, token in enumerate(tokens):
+        if isinstance(node, Named):
+            node = node.children
+        if not isinstance(node, Mapping) or token not in node:
+            parent = "/".join([where, *tokens[:depth]])
+            full = "/".join([where, *tokens[: depth + 1]])
+            if isinstance(node, Mapping):
+                raise PathNotFound(full, f"no {token!r} in {parent}/")
+            raise PathNotFound(full, f"{parent} is a value, not a directory")
+        node = node[token]
+    return node
+
+
+def decode_user_data(raw: str | None) -> bytes | None:
+    """User data is stored base64 (as Nova stores it) and served decoded."""
+    if raw is None:
+        return None
+    try:
+        return base64.b64decode(raw)
+    except (binascii.Error, ValueError):
+        # Stored text that is not base64 is served as it is rather than lost.
+        return raw.encode()
+
+
+@dataclass(frozen=True)
+class InstanceData:
+    """One instance and the network objects its metadata is built from."""
+
+    instance: Instance
+    # The instance's ports, sorted by id: a stable order for network_data.json.
+    ports: tuple[Port, ...]
+    subnets: Mapping[SubnetId, Subnet]
+    networks: Mapping[NetworkId, Network]
+    # The address the guest asked from (its own port IP), served as local-ipv4.
+    address: str
+    dhcp_domain: str = "novalocal"
+    vendordata: Mapping[str, Any] = field(default_factory=dict)
+    password: str | None = None
+    region: str = "RegionOne"
+    architecture: str = "x86_64"
+
+    @property
+    def hostname(self) -> str:
+        """Nova's ``_get_hostname``: ``<hostname>.<dhcp_domain>`` when a domain is set."""
+        host = self.instance.hostname or self.instance.name
+        return f"{host}.{self.dhcp_domain}" if self.dhcp_domain else host
+
+    @property
+    def user_data(self) -> bytes | None:
+        return decode_user_data(self.instance.user_data)
+
+    def fixed_ipv4(self) -> list[str]:
+        """Every fixed IPv4 of the instance, the asking address first."""
+        found = [self.address] if self.address and ":" not in self.address else []
+        for port in self.ports:
+            for fixed in port.fixed_ips:
+                subnet = self.subnets.get(fixed.subnet_id)
+                version = subnet.ip_version if subnet else (6 if ":" in fixed.ip_address else 4)
+                if version == 4 and fixed.ip_address not in found:
+                    found.append(fixed.ip_address)
+        return found
+
+
+def instance_data(
+    snapshot: Snapshot,
+    instance: Instance,
+    address: str,
+    *,
+    dhcp_domain: str = "novalocal",
+    vendordata: Mapping[str, Any] | None = None,
+    password: str | None = None,
+    region: str = "RegionOne",
+    architecture: str = "x86_64",
+) -> InstanceData:
+    """Gather the instance's ports and their subnets and networks from ``snapshot``."""
+    ports = tuple(snapshot.ports_of_device(instance.id))
+    subnet_ids = {f.subnet_id for p in ports for f in p.fixed_ips}
+    network_ids = {p.network_id for p in ports}
+    return InstanceData(
+        instance=instance,
+        ports=ports,
+        subnets={s: snapshot.subnets[s] for s in subnet_ids if s in snapshot.subnets},
+        networks={n: snapshot.networks[n] for n in network_ids if n in snapshot.networks},
+        address=address,
+        dhcp_domain=dhcp_domain,
+        vendordata=dict(vendordata or {}),
+        password=password if password is not None else instance.password,
+        region=region,
+        architecture=architecture,
+    )
