@@ -1,0 +1,540 @@
+"""What a network's DHCP namespace should hold: pure functions, no I/O.
+
+For every network that serves DHCP the agent needs one ``qdhcp-<net>``
+namespace with a tap carrying the DHCP port's addresses (and
+``169.254.169.254/32`` when metadata is served there), a dnsmasq command line
+and three dnsmasq files (``opts``, ``host``, ``addn_hosts``). This module
+computes all of it from a :class:`~netmeta.model.types.Snapshot` and the
+settings, so that an agent restart and a live change produce byte-for-byte
+the same result — the property Neutron lacked in the seed report, where the
+metadata route vanished from the opts file only after a restart.
+
+The rules follow Neutron's DHCP agent (``neutron/agent/linux/dhcp.py``, the
+``Dnsmasq`` driver) and its unit tests; where netmeta deliberately differs
+the function says so and why. Only IPv4 is served: netmeta runs no DHCPv6,
+so IPv6 subnets never produce options or ranges.
+
+Ordering: subnets are taken sorted by id (``Snapshot.subnets_of``), which is
+also the order Neutron's server hands them to its agent
+(``get_network_info`` sorts by id so tags don't move); ports sorted by id.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from netmeta.model import names
+from netmeta.model.types import (
+    DEVICE_OWNER_DHCP,
+    METADATA_CIDR,
+    ROUTER_INTERFACE_OWNERS,
+    NetworkId,
+    Port,
+    PortId,
+    Snapshot,
+    Subnet,
+    SubnetId,
+)
+
+if TYPE_CHECKING:  # settings are read, never imported at run time: model stays leaf
+    from netmeta.config import Config
+
+IPV4_ANY = "0.0.0.0/0"
+# dnsmasq's name for option 249, the Microsoft copy of 121 (classless routes).
+WIN2K3_STATIC_ROUTE = "249"
+# Neutron's dnsmasq_lease_max default: caps the sum of subnet sizes.
+DNSMASQ_LEASE_MAX = 2**24
+# Owners Neutron leaves out of the hosts files (neutron-lib
+# DHCP_CONFIG_NOT_REQUIRED_OWNERS): they never ask for a lease. Router
+# interfaces stay in, so their names resolve (traceroutes stay fast).
+DHCP_CONFIG_NOT_REQUIRED_OWNERS = frozenset(
+    {
+        "network:router_ha_interface",
+        "network:floatingip",
+        DEVICE_OWNER_DHCP,
+        "network:distributed",
+    }
+)
+FILE_KINDS = ("opts", "host", "addn_hosts")
+
+
+# --- which subnets, which port ---------------------------------------------
+
+
+def _dhcp_subnets(snapshot: Snapshot, network_id: NetworkId) -> list[Subnet]:
+    """DHCP-enabled IPv4 subnets of a network, sorted by id."""
+    return [s for s in snapshot.subnets_of(network_id) if s.enable_dhcp and s.ip_version == 4]
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
+
+
+def is_isolated(snapshot: Snapshot, subnet: Subnet) -> bool:
+    """Neutron's isolation test (``Dnsmasq.get_isolated_subnets``).
+
+    Every subnet starts isolated; it stops being isolated only when a port
+    owned by a router (any of ``ROUTER_INTERFACE_OWNERS``) holds the subnet's
+    gateway IP on that subnet. A subnet without a gateway is therefore always
+    isolated, and a router attached on some other address does not count:
+    guests send off-link traffic to the gateway, so only a router *there*
+    can answer for 169.254.169.254.
+    """
+    if not subnet.gateway_ip:
+        return True
+    for port in snapshot.ports_of(subnet.network_id):
+        if port.device_owner not in ROUTER_INTERFACE_OWNERS:
+            continue
+        for fixed in port.fixed_ips:
+            if fixed.subnet_id == subnet.id and _same_ip(fixed.ip_address, subnet.gateway_ip):
+                return False
+    return True
+
+
+def dhcp_port(snapshot: Snapshot, network_id: NetworkId) -> Port | None:
+    """The network's ``network:dhcp`` port (lowest id if, oddly, several)."""
+    for port in snapshot.ports_of(network_id):
+        if port.device_owner == DEVICE_OWNER_DHCP:
+            return port
+    return None
+
+
+# --- metadata decisions -----------------------------------------------------
+
+
+def should_enable_metadata(snapshot: Snapshot, network_id: NetworkId, config: Config) -> bool:
+    """Neutron's ``Dnsmasq.should_enable_metadata``, kept for comparison.
+
+    No DHCP-enabled subnet → no; ``force_metadata`` → yes;
+    ``enable_isolated_metadata`` off → no; otherwise yes only while some
+    DHCP-enabled subnet is isolated. (Neutron's OVN-metadata-port and
+    ``enable_metadata_network`` cases have no netmeta equivalent.) Like
+    Neutron, this looks at every DHCP-enabled subnet, IPv6 included.
+
+    netmeta does *not* use this to start the qdhcp listener — see
+    :func:`dhcp_listener_wanted` for why.
+    """
+    dhcp_subnets = [s for s in snapshot.subnets_of(network_id) if s.enable_dhcp]
+    if not dhcp_subnets:
+        return False
+    if config.force_metadata:
+        return True
+    if not config.enable_isolated_metadata:
+        return False
+    return any(is_isolated(snapshot, s) for s in dhcp_subnets)
+
+
+def dhcp_listener_wanted(snapshot: Snapshot, network_id: NetworkId, config: Config) -> bool:
+    """Whether a metadata listener belongs in ``qdhcp-<net>`` (DESIGN's table).
+
+    True whenever ``force_metadata`` or ``enable_isolated_metadata`` is on and
+    the network has a DHCP-enabled IPv4 subnet — isolated or not. This
+    differs from Neutron (:func:`should_enable_metadata`) in one row: a router
+    on the gateway with ``enable_isolated_metadata``. Neutron stops its proxy
+    there, yet guests that took their lease while the subnet was isolated
+    still hold the route ``169.254.169.254/32`` via the DHCP port until they
+    renew, and their metadata requests would go unanswered. A listener costs
+    netmeta one socket, not a process, so it stays; the tap keeps its
+    ``169.254.169.254/32`` anyway (:func:`metadata_address_on_tap`).
+    """
+    if not (config.force_metadata or config.enable_isolated_metadata):
+        return False
+    return bool(_dhcp_subnets(snapshot, network_id))
+
+
+def metadata_address_on_tap(config: Config) -> bool:
+    """``169.254.169.254/32`` sits on the DHCP tap whenever either option is on.
+
+    Neutron adds it whatever the isolation state, so the address never flaps
+    while routers come and go; netmeta does the same.
+    """
+    return config.force_metadata or config.enable_isolated_metadata
+
+
+# --- the opts file ----------------------------------------------------------
+
+
+def _tag(subnet_id: str) -> str:
+    return f"tag:subnet-{subnet_id}"
+
+
+def _dns_any(servers: tuple[str, ...]) -> bool:
+    """A single ``0.0.0.0`` means "announce no DNS server" (Neutron's special case)."""
+    if len(servers) != 1:
+        return False
+    try:
+        return ipaddress.ip_address(servers[0]) == ipaddress.IPv4Address(0)
+    except ValueError:
+        return False
+
+
+def _subnet_opts(
+    snapshot: Snapshot,
+    subnet: Subnet,
+    all_subnets: list[Subnet],
+    dhcp_ip: str | None,
+    config: Config,
+) -> list[str]:
+    """The lines of one DHCP-enabled IPv4 subnet, in Neutron's order.
+
+    dns-server, then classless-static-route and 249 (when there is any
+    route), then router — ``_generate_opts_per_subnet`` order today (the
+    seed, from an older Neutron, shows dns-server last).
+    """
+    tag = _tag(subnet.id)
+    lines: list[str] = []
+    if subnet.dns_nameservers:
+        if _dns_any(subnet.dns_nameservers):
+            lines.append(f"{tag},option:dns-server")
+        else:
+            lines.append(f"{tag},option:dns-server,{','.join(subnet.dns_nameservers)}")
+
+    # A default host route stands in for a missing gateway and is otherwise
+    # dropped: the default route is appended last, below, via the gateway.
+    gateway = subnet.gateway_ip
+    routes: list[str] = []
+    for route in subnet.host_routes:
+        if route.destination == IPV4_ANY:
+            if not gateway:
+                gateway = route.nexthop
+        else:
+            routes.append(f"{route.destination},{route.nexthop}")
+
+    # The metadata route. Via the DHCP port when forced or when isolated with
+    # enable_isolated_metadata (and only if the port has an address here —
+    # Neutron does not fall back to the gateway then). Otherwise via a router
+    # on the gateway, whatever the options: without it a guest whose
+    # classless routes exist would miss metadata (RFC 3442 clients ignore
+    # option 3), Neutron bug #1460793.
+    isolated = is_isolated(snapshot, subnet)
+    metadata_via: str | None = None
+    if config.force_metadata or (isolated and config.enable_isolated_metadata):
+        metadata_via = dhcp_ip
+    elif not isolated and gateway:
+        metadata_via = gateway
+    if metadata_via:
+        routes.append(f"{METADATA_CIDR},{metadata_via}")
+
+    # Other IPv4 subnets of the network are on-link. Neutron prepends each
+    # one in turn, so they come first and in reverse id order. DHCP-disabled
+    # subnets count too: they are on the same wire, and it is what Neutron
+    # computes after a full resync (its incremental path sees only DHCP
+    # subnets — one of the restart-dependent differences netmeta avoids).
+    for other in all_subnets:
+        if other.ip_version == 4 and other.cidr != subnet.cidr:
+            routes.insert(0, f"{other.cidr},0.0.0.0")
+
+    if routes:
+        # Clients that accept option 121 ignore option 3, so the default
+        # route must be in the list too.
+        if gateway:
+            routes.append(f"{IPV4_ANY},{gateway}")
+        joined = ",".join(routes)
+        lines.append(f"{tag},option:classless-static-route,{joined}")
+        lines.append(f"{tag},{WIN2K3_STATIC_ROUTE},{joined}")
+
+    # A bare option:router tells dnsmasq to send no router at all, instead
+    # of its default of offering itself as the gateway.
+    lines.append(f"{tag},option:router,{gateway}" if gateway else f"{tag},option:router")
+    return lines
+
+
+def opts_lines(snapshot: Snapshot, network_id: NetworkId, config: Config) -> list[str]:
+    """The dnsmasq ``--dhcp-optsfile`` of a network, one option per line.
+
+    Per DHCP-enabled IPv4 subnet (sorted by id) the lines of
+    :func:`_subnet_opts`; then, as in Neutron's ``_generate_opts_per_port``,
+    for a subnet without ``dns_nameservers`` served by *several* DHCP ports,
+    one ``option:dns-server`` line listing them. With netmeta's single DHCP
+    port per network nothing is emitted then, and dnsmasq offers its own
+    address as the DNS server, exactly like Neutron with one agent.
+    """
+    all_subnets = snapshot.subnets_of(network_id)
+    port = dhcp_port(snapshot, network_id)
+    lines: list[str] = []
+    without_nameservers: list[SubnetId] = []
+    for subnet in _dhcp_subnets(snapshot, network_id):
+        dhcp_ip = port.ip_on(subnet.id) if port is not None else None
+        lines.extend(_subnet_opts(snapshot, subnet, all_subnets, dhcp_ip, config))
+        if not subnet.dns_nameservers:
+            without_nameservers.append(subnet.id)
+
+    dhcp_ips: dict[SubnetId, list[str]] = {}
+    for other in snapshot.ports_of(network_id):
+        if other.device_owner != DEVICE_OWNER_DHCP:
+            continue
+        for fixed in other.fixed_ips:
+            if fixed.subnet_id in without_nameservers:
+                dhcp_ips.setdefault(fixed.subnet_id, []).append(fixed.ip_address)
+    for subnet_id, ips in dhcp_ips.items():
+        if len(ips) > 1:
+            lines.append(f"{_tag(subnet_id)},option:dns-server,{','.join(ips)}")
+    return lines
+
+
+# --- the hosts files --------------------------------------------------------
+
+
+def _needs_dhcp_entry(port: Port) -> bool:
+    """Neutron's ``port_requires_dhcp_configuration``."""
+    return not port.device_owner or port.device_owner not in DHCP_CONFIG_NOT_REQUIRED_OWNERS
+
+
+def host_name(ip_address: str) -> str:
+    """``host-192-168-0-2``: Neutron's generated name for an address."""
+    return "host-" + ip_address.replace(".", "-").replace(":", "-")
+
+
+def _fqdn(hostname: str, domain: str) -> str:
+    return f"{hostname}.{domain}" if domain else hostname
+
+
+def hosts_lines(snapshot: Snapshot, network_id: NetworkId, domain: str) -> list[str]:
+    """The dnsmasq ``--dhcp-hostsfile``: ``<mac>,<fqdn>,<ip>`` per lease.
+
+    One line per IPv4 fixed IP on a DHCP-enabled subnet, for every port that
+    asks for DHCP (ports sorted by id, fixed IPs in the port's order). The
+    name is the one Neutron's agent generates when the server sends no
+    ``dns_assignment``: ``host-<ip with dashes>.<domain>``. No
+    ``set:port-<id>`` tag is written: Neutron adds it only for ports with
+    extra DHCP options, which netmeta does not have.
+    """
+    dhcp_ids = {s.id for s in _dhcp_subnets(snapshot, network_id)}
+    lines: list[str] = []
+    for port in snapshot.ports_of(network_id):
+        if not _needs_dhcp_entry(port):
+            continue
+        for fixed in port.fixed_ips:
+            if fixed.subnet_id in dhcp_ids:
+                fqdn = _fqdn(host_name(fixed.ip_address), domain)
+                lines.append(f"{port.mac_address},{fqdn},{fixed.ip_address}")
+    return lines
+
+
+def addn_hosts_lines(snapshot: Snapshot, network_id: NetworkId, domain: str) -> list[str]:
+    """The dnsmasq ``--addn-hosts`` file: ``<ip>\\t<fqdn> <hostname>``.
+
+    Unlike the hosts file this lists *every* fixed IP of those ports (also on
+    DHCP-disabled subnets), as Neutron does: it is only for name resolution.
+    The FQDN comes first so that PTR answers carry it.
+    """
+    lines: list[str] = []
+    for port in snapshot.ports_of(network_id):
+        if not _needs_dhcp_entry(port):
+            continue
+        for fixed in port.fixed_ips:
+            hostname = host_name(fixed.ip_address)
+            lines.append(f"{fixed.ip_address}\t{_fqdn(hostname, domain)} {hostname}")
+    return lines
+
+
+def render_file(lines: list[str]) -> str:
+    """File text from lines: each line ends with a newline (empty → "").
+
+    Neutron writes the opts file without a final newline; dnsmasq reads both
+    the same, and a trailing newline keeps the files diffable.
+    """
+    return "".join(line + "\n" for line in lines)
+
+
+# --- dnsmasq ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DhcpRange:
+    """One ``--dhcp-range``: a subnet served with static leases only."""
+
+    subnet_id: SubnetId
+    network_address: str  # "192.168.111.0"
+    netmask: str  # "255.255.255.0"
+
+
+@dataclass(frozen=True)
+class DnsmasqSpec:
+    """Everything dnsmasq's command line depends on; equal specs, same argv.
+
+    The agent restarts dnsmasq only when this changes; everything else
+    (options, hosts) reaches it through the files and a SIGHUP.
+    """
+
+    network_id: NetworkId
+    interface: str  # the tap, e.g. "tap25fabc7f-c2"
+    files_dir: str  # holds pid, host, addn_hosts, opts, leases
+    ranges: tuple[DhcpRange, ...]
+    lease_duration: int  # seconds; -1 = infinite
+    lease_max: int
+    domain: str  # "" = no --domain
+    mtu: int  # 0 = not advertised
+
+    def path(self, kind: str) -> str:
+        return f"{self.files_dir.rstrip('/')}/{kind}"
+
+
+def dnsmasq_spec(
+    snapshot: Snapshot, network_id: NetworkId, config: Config, files_dir: str
+) -> DnsmasqSpec | None:
+    """The dnsmasq of a network, or None without DHCP subnets or DHCP port.
+
+    ``lease_max`` is Neutron's: the summed sizes of the served subnets
+    (network and broadcast addresses included — 256 for a /24, as in the
+    seed), capped at 2**24.
+    """
+    network = snapshot.networks.get(network_id)
+    port = dhcp_port(snapshot, network_id)
+    subnets = _dhcp_subnets(snapshot, network_id)
+    if network is None or port is None or not subnets:
+        return None
+    ranges: list[DhcpRange] = []
+    possible = 0
+    for subnet in subnets:
+        net = ipaddress.ip_network(subnet.cidr, strict=False)
+        ranges.append(DhcpRange(subnet.id, str(net.network_address), str(net.netmask)))
+        possible += net.num_addresses
+    return DnsmasqSpec(
+        network_id=network_id,
+        interface=names.tap_name(port.id),
+        files_dir=files_dir,
+        ranges=tuple(ranges),
+        lease_duration=config.dhcp_lease_duration,
+        lease_max=min(possible, DNSMASQ_LEASE_MAX),
+        domain=config.dns_domain,
+        mtu=max(network.mtu, 0),
+    )
+
+
+def dnsmasq_argv(spec: DnsmasqSpec) -> list[str]:
+    """dnsmasq's argv, in the order of Neutron's ``_build_cmdline_callback``.
+
+    Differences from today's Neutron, each deliberate:
+
+    * ``--interface=<tap> --except-interface=lo`` instead of
+      ``--local-service``: the namespace holds exactly one tap, so naming it
+      is both tighter and simpler (dnsmasq ignores ``--local-service``
+      whenever ``--interface`` is given, and ``--interface`` alone would add
+      ``lo``). ``--bind-dynamic`` stays, as in Neutron since 2019: it binds
+      per address without the "LOUD WARNING", and picks up addresses added
+      later without a restart.
+    * no ``--strict-order`` (the seed shows it; Neutron dropped it in 2018,
+      bug #1746000) and ``--conf-file=/dev/null`` (Neutron's default), so no
+      host configuration leaks in.
+    * no ``--dhcp-userclass=set:ipxe6,iPXE``: netmeta serves no DHCPv6.
+    """
+    lease = "infinite" if spec.lease_duration == -1 else f"{spec.lease_duration}s"
+    argv = [
+        "dnsmasq",
+        "--no-hosts",
+        "--no-resolv",
+        f"--pid-file={spec.path('pid')}",
+        f"--dhcp-hostsfile={spec.path('host')}",
+        f"--addn-hosts={spec.path('addn_hosts')}",
+        f"--dhcp-optsfile={spec.path('opts')}",
+        f"--dhcp-leasefile={spec.path('leases')}",
+        "--dhcp-match=set:ipxe,175",
+        "--bind-dynamic",
+        f"--interface={spec.interface}",
+        "--except-interface=lo",
+    ]
+    for r in spec.ranges:
+        argv.append(
+            f"--dhcp-range=set:subnet-{r.subnet_id},{r.network_address},static,{r.netmask},{lease}"
+        )
+    if spec.mtu > 0:
+        argv.append(f"--dhcp-option-force=option:mtu,{spec.mtu}")
+    argv.append(f"--dhcp-lease-max={spec.lease_max}")
+    argv.append("--conf-file=/dev/null")
+    if spec.domain:
+        argv.append(f"--domain={spec.domain}")
+    return argv
+
+
+# --- the whole qdhcp namespace ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class DhcpNetworkSpec:
+    """The desired content of one ``qdhcp-<net>`` namespace."""
+
+    network_id: NetworkId
+    namespace: str  # qdhcp-<network_id>
+    bridge: str  # brq<network_id[:11]>, where the tap's peer plugs in
+    port_id: PortId  # the network:dhcp port
+    tap: str  # tap<port_id[:11]>
+    mac: str  # the DHCP port's MAC, set on the tap
+    mtu: int
+    # CIDR strings on the tap, the DHCP port's IPv4 addresses in its
+    # fixed_ips order, then "169.254.169.254/32" when metadata_address.
+    addresses: tuple[str, ...]
+    metadata_address: bool
+    dnsmasq: DnsmasqSpec
+    # "opts", "host", "addn_hosts" → file text (each line newline-terminated).
+    files: Mapping[str, str] = field(default_factory=dict)
+    listener_wanted: bool = False
+
+    @property
+    def argv(self) -> list[str]:
+        return dnsmasq_argv(self.dnsmasq)
+
+
+def dhcp_files_dir(state_dir: str, network_id: str) -> str:
+    """``<state_dir>/dhcp/<network_id>``, Neutron's ``$dhcp_confs/<net>`` layout."""
+    return f"{state_dir.rstrip('/')}/dhcp/{network_id}"
+
+
+def desired_dhcp(
+    snapshot: Snapshot, config: Config, state_dir: str
+) -> dict[NetworkId, DhcpNetworkSpec]:
+    """Every qdhcp namespace that should exist, keyed by network id.
+
+    A network gets one when it is administratively up (Neutron's agent skips
+    admin-down networks), has a DHCP-enabled IPv4 subnet and has a
+    ``network:dhcp`` port. Everything else — no namespace, so the agent
+    removes any it finds.
+    """
+    out: dict[NetworkId, DhcpNetworkSpec] = {}
+    for network_id in sorted(snapshot.networks):
+        network = snapshot.networks[network_id]
+        if not network.admin_state_up:
+            continue
+        files_dir = dhcp_files_dir(state_dir, network_id)
+        spec = dnsmasq_spec(snapshot, network_id, config, files_dir)
+        port = dhcp_port(snapshot, network_id)
+        if spec is None or port is None:
+            continue
+        prefixes = {
+            s.id: ipaddress.ip_network(s.cidr, strict=False).prefixlen
+            for s in _dhcp_subnets(snapshot, network_id)
+        }
+        addresses = [
+            f"{fixed.ip_address}/{prefixes[fixed.subnet_id]}"
+            for fixed in port.fixed_ips
+            if fixed.subnet_id in prefixes
+        ]
+        on_tap = metadata_address_on_tap(config)
+        if on_tap:
+            addresses.append(METADATA_CIDR)
+        files = {
+            "opts": render_file(opts_lines(snapshot, network_id, config)),
+            "host": render_file(hosts_lines(snapshot, network_id, config.dns_domain)),
+            "addn_hosts": render_file(addn_hosts_lines(snapshot, network_id, config.dns_domain)),
+        }
+        out[network_id] = DhcpNetworkSpec(
+            network_id=network_id,
+            namespace=names.dhcp_namespace(network_id),
+            bridge=names.bridge_name(network_id),
+            port_id=port.id,
+            tap=names.tap_name(port.id),
+            mac=port.mac_address,
+            mtu=network.mtu,
+            addresses=tuple(addresses),
+            metadata_address=on_tap,
+            dnsmasq=spec,
+            files=files,
+            listener_wanted=dhcp_listener_wanted(snapshot, network_id, config),
+        )
+    return out

@@ -1,0 +1,265 @@
+"""What a router's namespace should hold: pure functions, no I/O.
+
+A router is a ``qrouter-<id>`` namespace with one ``qr-`` device per
+interface port and Neutron's metadata rules: requests to
+``169.254.169.254:80`` arriving on any ``qr-`` device are marked, redirected
+to the local listener on ``metadata_port`` (9697), accepted on INPUT because
+of the mark, and never forwarded. The rules come from Neutron's L3 agent
+(``RouterInfo.initialize_metadata_iptables``) and metadata driver
+(``metadata_filter_rules``, ``metadata_nat_rules``) and keep Neutron's
+wrapper-chain names, so that ``iptables-save | grep REDIRECT`` inside the
+namespace prints what operators expect.
+
+The rules are rendered as one ``iptables-restore`` payload that replaces the
+``filter``, ``nat`` and ``mangle`` tables of the namespace entirely (applied
+*without* ``--noflush``). netmeta owns the namespace, so a full replacement
+is both correct and idempotent: stale rules and chains vanish and applying
+twice changes nothing. The payload is written in the exact canonical form
+``iptables-save`` prints (tables in a fixed order, every built-in chain, user
+chains sorted, rules grouped by chain), so :func:`normalize_saved` of what
+the kernel holds equals the payload exactly when nothing needs applying.
+Only IPv4: netmeta routes no IPv6, so no ``ip6tables`` payload.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from netmeta.model import names
+from netmeta.model.types import METADATA_CIDR, NetworkId, PortId, RouterId, Snapshot
+
+if TYPE_CHECKING:  # settings are read, never imported at run time: model stays leaf
+    from netmeta.config import Config
+
+# The prefix of Neutron's L3 agent chains (binary name "neutron-l3-agent").
+WRAP = "neutron-l3-agent"
+# neutron-lib ROUTER_MARK_MASK: the low 16 bits belong to the metadata mark,
+# the high 16 to address scopes.
+ROUTER_MARK_MASK = "0xffff"
+INTERNAL_DEV_WILDCARD = names.ROUTER_PORT_PREFIX + "+"
+
+# Tables the payload owns, in the order rendered, and the built-in chains of
+# each in the order iptables-save lists them (nft and legacy agree).
+TABLES: tuple[str, ...] = ("filter", "nat", "mangle")
+BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+}
+
+
+@dataclass(frozen=True)
+class RouterInterface:
+    """One ``qr-`` device: a router interface port plugged into a network."""
+
+    port_id: PortId
+    device: str  # qr-<port_id[:11]>
+    mac: str
+    # IPv4 CIDR strings, e.g. ("172.31.0.1/24",), in the port's fixed_ips order.
+    addresses: tuple[str, ...]
+    network_id: NetworkId
+    bridge: str  # brq<network_id[:11]>
+    mtu: int = 1500
+
+    @property
+    def address(self) -> str | None:
+        """The first address (a router port usually has exactly one)."""
+        return self.addresses[0] if self.addresses else None
+
+
+@dataclass(frozen=True)
+class RouterSpec:
+    """The desired content of one ``qrouter-<id>`` namespace."""
+
+    router_id: RouterId
+    namespace: str  # qrouter-<router_id>
+    interfaces: tuple[RouterInterface, ...]  # sorted by port id
+    iptables: str  # full iptables-restore payload, see iptables_payload()
+    listener_wanted: bool  # a metadata listener on 0.0.0.0:<metadata_port>
+
+
+# --- rules -------------------------------------------------------------------
+
+
+def _chain(name: str) -> str:
+    return f"{WRAP}-{name}"
+
+
+def _mark(config: Config) -> str:
+    """The mark as iptables prints it back (``0x1``), whatever the config spelling."""
+    return f"{int(config.metadata_access_mark, 0):#x}/{ROUTER_MARK_MASK}"
+
+
+def _rules(config: Config) -> dict[str, dict[str, list[str]]]:
+    """table → chain → rule bodies (without ``-A <chain>``), in order.
+
+    The wrapper chains and jumps, the mangle MARK and the ``scope`` DROP are
+    always there: Neutron installs those for every router, so that a stray
+    request arriving before the redirect exists is dropped, and marked
+    packets are never forwarded (bug #1920778). The INPUT pair and the
+    REDIRECT exist only with ``enable_metadata_proxy``, as Neutron's metadata
+    driver adds them only then.
+    """
+    mark = _mark(config)
+    port = config.metadata_port
+    match = f"-d {METADATA_CIDR} -i {INTERNAL_DEV_WILDCARD} -p tcp -m tcp --dport 80"
+    filter_input: list[str] = []
+    nat_prerouting: list[str] = []
+    if config.enable_metadata_proxy:
+        filter_input = [f"-m mark --mark {mark} -j ACCEPT", f"-p tcp -m tcp --dport {port} -j DROP"]
+        nat_prerouting = [f"{match} -j REDIRECT --to-ports {port}"]
+    return {
+        "filter": {
+            "INPUT": [f"-j {_chain('INPUT')}"],
+            "FORWARD": [f"-j {_chain('FORWARD')}"],
+            _chain("FORWARD"): [f"-j {_chain('scope')}"],
+            _chain("INPUT"): filter_input,
+            _chain("scope"): [f"-m mark --mark {mark} -j DROP"],
+        },
+        "nat": {
+            "PREROUTING": [f"-j {_chain('PREROUTING')}"],
+            _chain("PREROUTING"): nat_prerouting,
+        },
+        "mangle": {
+            "PREROUTING": [f"-j {_chain('PREROUTING')}"],
+            _chain("PREROUTING"): [f"{match} -j MARK --set-xmark {mark}"],
+        },
+    }
+
+
+def _render(tables: dict[str, dict[str, tuple[str, list[str]]]]) -> str:
+    """Canonical iptables-save text from table → chain → (policy, rules)."""
+    out: list[str] = []
+    for table in TABLES:
+        if table not in tables:
+            continue
+        chains = tables[table]
+        builtins = [c for c in BUILTIN_CHAINS[table] if c in chains]
+        order = builtins + sorted(c for c in chains if c not in BUILTIN_CHAINS[table])
+        out.append(f"*{table}")
+        out.extend(f":{name} {chains[name][0]} [0:0]" for name in order)
+        for name in order:
+            out.extend(f"-A {name} {rule}" for rule in chains[name][1])
+        out.append("COMMIT")
+    return "".join(line + "\n" for line in out)
+
+
+def iptables_payload(interfaces: Sequence[RouterInterface], config: Config) -> str:
+    """One ``iptables-restore`` payload for a router namespace (no ``--noflush``).
+
+    It declares every built-in chain (policy ACCEPT) and Neutron's wrapper
+    chains of the ``filter``, ``nat`` and ``mangle`` tables, so applying it
+    replaces those tables wholesale. The rules match ``qr-+``, as Neutron's
+    do, so the payload is the same for 0, 1 or many interfaces — adding an
+    interface never needs an iptables change; ``interfaces`` is accepted so
+    callers need not special-case, and for rules that would name a device.
+    """
+    del interfaces  # see docstring: Neutron's metadata rules use the qr-+ wildcard
+    tables: dict[str, dict[str, tuple[str, list[str]]]] = {}
+    for table, chains in _rules(config).items():
+        decl: dict[str, tuple[str, list[str]]] = {c: ("ACCEPT", []) for c in BUILTIN_CHAINS[table]}
+        for chain, rules in chains.items():
+            policy = "ACCEPT" if chain in BUILTIN_CHAINS[table] else "-"
+            decl[chain] = (policy, list(rules))
+        tables[table] = decl
+    return _render(tables)
+
+
+_COUNTERS = re.compile(r"^\[\d+:\d+\]\s+")
+
+
+def normalize_saved(text: str) -> str:
+    """``iptables-save`` output reduced to what :func:`iptables_payload` renders.
+
+    Drops comments and blank lines, tables other than ``filter``, ``nat`` and
+    ``mangle`` (``raw`` and ``security`` are not ours), chain counters and
+    ``-c`` rule counters; orders tables, chains and rules the canonical way.
+    Rule order *within* a chain is kept — it is meaningful. Equal output means
+    the namespace already holds exactly the payload; a missing table renders
+    as absent, so the comparison fails and the agent re-applies.
+    """
+    tables: dict[str, dict[str, tuple[str, list[str]]]] = {}
+    current: dict[str, tuple[str, list[str]]] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            name = line[1:]
+            current = tables.setdefault(name, {}) if name in TABLES else None
+            continue
+        if current is None:
+            continue  # inside a table we don't own
+        if line == "COMMIT":
+            current = None
+            continue
+        if line.startswith(":"):
+            parts = line[1:].split()
+            chain, policy = parts[0], parts[1] if len(parts) > 1 else "-"
+            rules = current[chain][1] if chain in current else []
+            current[chain] = (policy, rules)
+            continue
+        line = _COUNTERS.sub("", line)
+        if line.startswith("-A "):
+            chain, _, body = line[3:].partition(" ")
+            policy, rules = current.get(chain, ("-", []))
+            rules.append(body)
+            current[chain] = (policy, rules)
+    return _render(tables)
+
+
+# --- routers -------------------------------------------------------------------
+
+
+def _interface(snapshot: Snapshot, port_id: PortId) -> RouterInterface:
+    port = snapshot.ports[port_id]
+    addresses: list[str] = []
+    for fixed in port.fixed_ips:
+        subnet = snapshot.subnets.get(fixed.subnet_id)
+        if subnet is None or subnet.ip_version != 4:
+            continue
+        prefix = ipaddress.ip_network(subnet.cidr, strict=False).prefixlen
+        addresses.append(f"{fixed.ip_address}/{prefix}")
+    network = snapshot.networks.get(port.network_id)
+    return RouterInterface(
+        port_id=port.id,
+        device=names.router_port_name(port.id),
+        mac=port.mac_address,
+        addresses=tuple(addresses),
+        network_id=port.network_id,
+        bridge=names.bridge_name(port.network_id),
+        mtu=network.mtu if network is not None else 1500,
+    )
+
+
+def router_interfaces(snapshot: Snapshot, router_id: RouterId) -> list[RouterInterface]:
+    """The router's interface ports (``ROUTER_INTERFACE_OWNERS``), by port id."""
+    return [_interface(snapshot, p.id) for p in snapshot.router_ports(router_id)]
+
+
+def desired_routers(snapshot: Snapshot, config: Config) -> dict[RouterId, RouterSpec]:
+    """Every qrouter namespace that should exist, keyed by router id.
+
+    A router gets one when it is administratively up (Neutron's server hands
+    only active routers to its L3 agents) and has at least one interface
+    port; a router without interfaces serves nobody, so its namespace goes.
+    """
+    out: dict[RouterId, RouterSpec] = {}
+    for router_id in sorted(snapshot.routers):
+        if not snapshot.routers[router_id].admin_state_up:
+            continue
+        interfaces = router_interfaces(snapshot, router_id)
+        if not interfaces:
+            continue
+        out[router_id] = RouterSpec(
+            router_id=router_id,
+            namespace=names.router_namespace(router_id),
+            interfaces=tuple(interfaces),
+            iptables=iptables_payload(interfaces, config),
+            listener_wanted=config.enable_metadata_proxy,
+        )
+    return out
+
