@@ -324,7 +324,7 @@ class HttpProtocol(asyncio.Protocol):
         if len(lengths) != 1:
             raise _ProtocolError(400, "conflicting Content-Length")
         text = lengths.pop()
-        if not text.isdigit() or len(text) > 12:
+        if not (text.isascii() and text.isdigit()) or len(text) > 12:
             raise _ProtocolError(400, "malformed Content-Length")
         if int(text) > MAX_BODY:
             raise _ProtocolError(413, f"request body larger than {MAX_BODY} bytes")
@@ -348,8 +348,8 @@ class HttpProtocol(asyncio.Protocol):
             while self.pending and self.transport is not None:
                 item = self.pending.popleft()
                 if isinstance(item, _ProtocolError):
-                    self._write(item.status, item.message.encode() + b"\n", "text/plain; charset=UTF-8", [], None, False, "HTTP/1.1", False)
                     self.access_log.record(self.context, self.peer_ip, "-", "-", item.status)
+                    self._write(item.status, item.message.encode() + b"\n", "text/plain; charset=UTF-8", [], None, False, "HTTP/1.1", False)
                     self.transport.close()
                     return
                 await self._answer(item)
@@ -387,6 +387,8 @@ class HttpProtocol(asyncio.Protocol):
         keep = self._keep_alive(request)
         if not keep:
             self.closing = True
+        # Record before writing, so a client that has its answer can rely on the log.
+        self.access_log.record(self.context, self.peer_ip, request.method, request.path, response.status)
         self._write(
             response.status,
             response.body,
@@ -397,7 +399,6 @@ class HttpProtocol(asyncio.Protocol):
             request.version,
             request.method == "HEAD",
         )
-        self.access_log.record(self.context, self.peer_ip, request.method, request.path, response.status)
 
     def _keep_alive(self, request: Request) -> bool:
         if self.closing:

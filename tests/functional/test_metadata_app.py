@@ -572,3 +572,20 @@ def test_fuzz_never_500_never_another_guest(fuzz_server: LiveServer, method: str
         assert status < 500 or status == 505
         assert VM1.encode() not in payload and b"i-1b2c3d4e" not in payload and b"vm1" not in payload
         assert b"Traceback" not in payload
+
+
+def test_rate_limit_answers_429_with_retry_after(tmp_path: Any) -> None:
+    from netmeta.config import RateLimitConfig
+
+    vendor = tmp_path / "vendor.json"
+    vendor.write_text('{"cloud": "netmeta"}')
+    limits = RateLimitConfig(rate_limit_enabled=True, base_query_rate_limit=3, burst_query_rate_limit=3)
+    server = LiveServer(Config(rate_limiting=limits, vendordata_jsonfile_path=str(vendor)), [NET_A_CTX])
+    try:
+        first = get(server.port, "/openstack/latest/vendor_data.json")
+        assert (first[0], first[2]) == (200, b'{"cloud": "netmeta"}')
+        statuses = [get(server.port, "/latest/meta-data/")[:2] for _ in range(3)]
+        assert [s for s, _ in statuses] == [200, 200, 429]
+        assert int(statuses[-1][1]["retry-after"]) >= 1
+    finally:
+        server.stop()

@@ -44,7 +44,7 @@ def parse_ttl(raw: str | None) -> int:
     if raw is None:
         raise TokenRequestError(400, f"{TTL_HEADER} header is required")
     text = raw.strip()
-    if not text.isdigit() or not MIN_TTL <= int(text) <= MAX_TTL:
+    if not (text.isascii() and text.isdigit()) or not MIN_TTL <= int(text) <= MAX_TTL:
         raise TokenRequestError(400, f"{TTL_HEADER} must be an integer from {MIN_TTL} to {MAX_TTL}")
     return int(text)
 

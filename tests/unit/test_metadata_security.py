@@ -1,0 +1,135 @@
+"""Tokens, rate limits and signatures, with a fake clock."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from netmeta.config import RateLimitConfig
+from netmeta.model.metadata.ratelimit import RateLimiter
+from netmeta.model.metadata.signing import sign, verify
+from netmeta.model.metadata.tokens import TokenIssuer, TokenRequestError, parse_ttl
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+BIND = ("network", "net-1", "10.0.0.5")
+
+
+# --- tokens -------------------------------------------------------------------
+
+
+def test_token_lifecycle() -> None:
+    clock = Clock()
+    issuer = TokenIssuer(clock)
+    token = issuer.issue(BIND, 60)
+    assert issuer.valid(BIND, token)
+    clock.now += 59.9
+    assert issuer.valid(BIND, token)
+    clock.now += 0.2
+    assert not issuer.valid(BIND, token)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [("network", "net-1", "10.0.0.6"), ("network", "net-2", "10.0.0.5"), ("router", "net-1", "10.0.0.5")],
+)
+def test_token_is_bound_to_listener_and_address(other: tuple[str, str, str]) -> None:
+    issuer = TokenIssuer(Clock())
+    assert not issuer.valid(other, issuer.issue(BIND, 60))
+
+
+@pytest.mark.parametrize("junk", ["", "x", "!!!!", "A" * 200, "AAAA" * 7, "é"])
+def test_junk_tokens_are_invalid_not_errors(junk: str) -> None:
+    assert not TokenIssuer(Clock()).valid(BIND, junk)
+
+
+def test_tokens_die_with_the_process_key() -> None:
+    clock = Clock()
+    token = TokenIssuer(clock).issue(BIND, 60)
+    assert not TokenIssuer(clock).valid(BIND, token)
+
+
+@pytest.mark.parametrize("raw, ttl", [("1", 1), ("21600", 21600), (" 60 ", 60)])
+def test_ttl_accepted(raw: str, ttl: int) -> None:
+    assert parse_ttl(raw) == ttl
+
+
+@pytest.mark.parametrize("raw", [None, "", "0", "21601", "-1", "1.5", "abc", "٣"])
+def test_ttl_refused_with_400(raw: str | None) -> None:
+    with pytest.raises(TokenRequestError) as err:
+        parse_ttl(raw)
+    assert err.value.status == 400
+
+
+# --- rate limits ------------------------------------------------------------------
+
+
+def limiter(clock: Clock, **kw: object) -> RateLimiter:
+    config = RateLimitConfig(rate_limit_enabled=True, **kw)  # type: ignore[arg-type]
+    return RateLimiter(config, clock)
+
+
+def test_disabled_by_default_and_per_ip_version() -> None:
+    clock = Clock()
+    off = RateLimiter(RateLimitConfig(), clock)
+    assert all(off.check("k", "10.0.0.5").allowed for _ in range(100))
+    v4_only = limiter(clock, base_query_rate_limit=1, burst_query_rate_limit=1)
+    assert all(v4_only.check("k6", "fd00::5").allowed for _ in range(10))
+    assert v4_only.check("k4", "10.0.0.5").allowed and not v4_only.check("k4", "10.0.0.5").allowed
+
+
+def test_base_window_limits_and_retry_after() -> None:
+    clock = Clock()
+    rl = limiter(clock, base_window_duration=10, base_query_rate_limit=3, burst_window_duration=10, burst_query_rate_limit=3)
+    results = []
+    for _ in range(4):
+        results.append(rl.check("g", "10.0.0.5"))
+        clock.now += 1
+    assert [r.allowed for r in results] == [True, True, True, False]
+    assert results[-1].retry_after == 8  # the oldest of the last 3 leaves the window at t=1010
+    assert rl.check("other", "10.0.0.6").allowed  # per guest
+    clock.now = 1000 + 10 + 4  # after the window (denied requests counted, like haproxy)
+    assert rl.check("g", "10.0.0.5").allowed
+
+
+def test_burst_window_refuses_short_bursts_too() -> None:
+    clock = Clock()
+    rl = limiter(clock, base_window_duration=60, base_query_rate_limit=100, burst_window_duration=1, burst_query_rate_limit=2)
+    assert [rl.check("g", "10.0.0.5").allowed for _ in range(3)] == [True, True, False]
+    clock.now += 1.01
+    assert rl.check("g", "10.0.0.5").allowed
+
+
+def test_memory_is_bounded() -> None:
+    clock = Clock()
+    rl = limiter(clock)
+    rl.max_entries = 50
+    for i in range(500):
+        rl.check(("net", f"10.0.{i // 250}.{i % 250}"), "10.0.0.1")
+    assert len(rl) <= 50
+    clock.now += 3600
+    rl.check("new", "10.0.0.1")
+    assert len(rl) == 1  # idle guests evicted
+
+
+# --- signatures ---------------------------------------------------------------------
+
+
+def test_sign_matches_neutron_definition() -> None:
+    expected = hmac.new(b"secret", b"uuid-1", hashlib.sha256).hexdigest()
+    assert sign("secret", "uuid-1") == expected
+    assert verify("secret", "uuid-1", expected)
+
+
+@pytest.mark.parametrize("signature", [None, "", "0" * 64, sign("other", "uuid-1"), sign("secret", "uuid-2"), "é" * 64])
+def test_verify_refuses(signature: str | None) -> None:
+    assert not verify("secret", "uuid-1", signature)
