@@ -27,7 +27,7 @@ from netmeta.agent.ledger import Ledger
 from netmeta.config import Config
 from netmeta.drivers import dnsmasq, iptables, links, netns
 from netmeta.model import names
-from netmeta.model.dhcp import DhcpNetworkSpec, desired_dhcp, dnsmasq_argv
+from netmeta.model.dhcp import DhcpNetworkSpec, desired_dhcp
 from netmeta.model.l3 import RouterSpec, desired_routers, normalize_saved
 from netmeta.model.types import Snapshot
 
@@ -117,14 +117,12 @@ class Reconciler:
         outer = names.dhcp_outer_name(spec.port_id)
         self.ledger.remember(namespace=spec.namespace, fabric_link=outer)
         netns.ensure_namespace(spec.namespace)
-        links.ensure_veth_into(
-            spec.namespace, spec.tap, self.fabric, outer, names.bridge_name(spec.network_id), spec.mac, spec.mtu
-        )
+        links.ensure_veth_into(spec.namespace, spec.tap, self.fabric, outer, spec.bridge, spec.mac, spec.mtu)
         links.ensure_addresses(spec.namespace, spec.tap, set(spec.addresses))
 
         _make_readable_dir(files_dir)
         changed = [name for name in DHCP_FILES if dnsmasq.write_file_atomic(os.path.join(files_dir, name), spec.files[name])]
-        argv = dnsmasq_argv(spec.dnsmasq)
+        argv = spec.argv
         pid = dnsmasq.running_pid(pid_file, spec.network_id)
         if pid is not None and dnsmasq.cmdline(pid) != argv:
             # The command line must change (interface, ranges): only then restart.
@@ -142,7 +140,7 @@ class Reconciler:
     def _keep_dnsmasq_alive(self, spec: DhcpNetworkSpec, pid_file: str, report: PassReport) -> None:
         if dnsmasq.running_pid(pid_file, spec.network_id) is None:
             log.warning("dnsmasq for network %s is not running: respawning", spec.network_id)
-            dnsmasq.start(spec.namespace, dnsmasq_argv(spec.dnsmasq), pid_file)
+            dnsmasq.start(spec.namespace, spec.argv, pid_file)
             report.spawned.append(spec.network_id)
 
     # --- router namespaces -----------------------------------------------
@@ -159,10 +157,9 @@ class Reconciler:
             links.ensure_veth_into(
                 spec.namespace, intf.device, self.fabric, outer, intf.bridge, intf.mac, intf.mtu
             )
-            links.ensure_addresses(spec.namespace, intf.device, {intf.address})
+            links.ensure_addresses(spec.namespace, intf.device, set(intf.addresses))
             wanted_devices.add(intf.device)
-        previous = self.applied_routers.get(spec.router_id)
-        for device in _router_devices(spec.namespace, previous):
+        for device in _router_devices(spec.namespace):
             if device not in wanted_devices:
                 links.delete_link(spec.namespace, device)
                 report.removed.append(f"{spec.namespace}/{device}")
@@ -217,7 +214,7 @@ class Reconciler:
             dnsmasq.stop(pid)
 
 
-def _router_devices(namespace: str, previous: RouterSpec | None) -> list[str]:
+def _router_devices(namespace: str) -> list[str]:
     """The qr- devices present in a router namespace (kernel truth, not memory)."""
     return [name for name in links.list_links(namespace) if name.startswith(names.ROUTER_PORT_PREFIX)]
 

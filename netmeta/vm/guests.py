@@ -136,7 +136,7 @@ class Guests:
         bridge = names.bridge_name(guest.network_id)
         deadline = time.monotonic() + timeout
         # The agent makes the bridge when it sees the network; wait for it.
-        while not links.link_exists(fabric, bridge):
+        while not (netns.namespace_exists(fabric) and links.link_exists(fabric, bridge)):
             if time.monotonic() > deadline:
                 raise GuestError(f"bridge {bridge} did not appear in {fabric}: is `netmeta agent` running?")
             time.sleep(0.05)

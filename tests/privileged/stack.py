@@ -1,0 +1,168 @@
+"""A whole netmeta on this host, for one test: server, agent, metadata, guests.
+
+Every stack has its own state directory, its own fabric namespace (unique
+prefix), and its API on a free loopback port. Teardown stops the three
+components, runs the same cleanup as ``netmeta down --purge`` and then checks
+that nothing the stack created is left: no namespace, no dnsmasq, no dhclient.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from netmeta.agent.service import read_status
+from netmeta.cli.commands import start_stack, teardown_host
+from netmeta.client import Client
+from netmeta.config import Config
+from netmeta.drivers.supervise import Component, stop_all
+from netmeta.model import names
+from netmeta.vm.guests import Guest, Guests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = 20.0, poll: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def in_ns(ns: str, *argv: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=timeout)
+
+
+@dataclass
+class Stack:
+    config: Config
+    components: list[Component]
+    client: Client
+    guests: Guests
+    namespaces_seen: set[str] = field(default_factory=set)
+
+    @property
+    def agent(self) -> Component:
+        return self.components[1]
+
+    @property
+    def metadata(self) -> Component:
+        return self.components[2]
+
+    # --- API helpers ------------------------------------------------------
+    def network(self, name: str, cidr: str, *, gateway: bool = True, **subnet: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        net = self.client.request("POST", "/v2.0/networks", {"network": {"name": name}})["network"]
+        body: dict[str, Any] = {"name": name, "network_id": net["id"], "ip_version": 4, "cidr": cidr, **subnet}
+        if not gateway:
+            body["gateway_ip"] = None
+        sub = self.client.request("POST", "/v2.0/subnets", {"subnet": body})["subnet"]
+        return net, sub
+
+    def router(self, name: str, *subnets: dict[str, Any]) -> dict[str, Any]:
+        router = self.client.request("POST", "/v2.0/routers", {"router": {"name": name}})["router"]
+        for sub in subnets:
+            self.client.request("PUT", f"/v2.0/routers/{router['id']}/add_router_interface", {"subnet_id": sub["id"]})
+        return router
+
+    def dhcp_port(self, net_id: str) -> dict[str, Any]:
+        ports = self.client.get("/v2.0/ports", network_id=net_id, device_owner="network:dhcp")["ports"]
+        assert len(ports) == 1, ports
+        return ports[0]  # type: ignore[no-any-return]
+
+    def boot(self, name: str, net_id: str, **kw: Any) -> Guest:
+        guest = self.guests.boot(name, net_id, **kw)
+        self.namespaces_seen.add(guest.namespace)
+        return guest
+
+    # --- host observations ------------------------------------------------
+    def files_dir(self, net_id: str) -> str:
+        return os.path.join(self.config.state_dir, "dhcp", net_id)
+
+    def opts(self, net_id: str) -> list[str]:
+        try:
+            with open(os.path.join(self.files_dir(net_id), "opts"), encoding="utf-8") as handle:
+                return handle.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def dnsmasq_pid(self, net_id: str) -> int | None:
+        from netmeta.drivers import processes
+
+        return processes.running_pid(os.path.join(self.files_dir(net_id), "pid"), net_id)
+
+    def converged(self, revision: int | None = None) -> dict[str, Any]:
+        """Wait until the agent has applied the server's current revision."""
+        target = self.client.state()["revision"] if revision is None else revision
+        return wait_until(
+            lambda: (s := read_status(self.config.state_dir)) and int(s["revision"]) >= target and s,  # type: ignore[arg-type]
+            f"the agent to converge on revision {target}",
+        )
+
+    def routes(self, guest: Guest) -> list[dict[str, Any]]:
+        out = in_ns(guest.namespace, "ip", "-j", "-4", "route")
+        return json.loads(out.stdout or "[]")  # type: ignore[no-any-return]
+
+    def curl(self, guest: Guest, path: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return in_ns(guest.namespace, "curl", "-s", "--max-time", "3", *extra, f"http://169.254.169.254{path}")
+
+    def fetch(self, guest: Guest, path: str) -> str:
+        def answered() -> str | None:
+            out = self.curl(guest, path, "-f")
+            return out.stdout if out.returncode == 0 else None
+
+        return str(wait_until(answered, f"{path} from {guest.name}"))
+
+
+def make_stack(**overrides: Any) -> Iterator[Stack]:
+    tag = secrets.token_hex(4)
+    state_dir = tempfile.mkdtemp(prefix=f"nmt{tag}-")
+    os.chmod(state_dir, 0o755)
+    config = Config(
+        state_dir=state_dir,
+        bind=f"127.0.0.1:{free_port()}",
+        fabric_namespace=f"nmt{tag}-fabric",
+        **overrides,
+    )
+    args = argparse.Namespace(
+        config=None, state_dir=config.state_dir, bind=config.bind, db=None,
+        dhcp_lease_duration=None, metadata_port=None, fabric_namespace=config.fabric_namespace,
+        imds_tokens=config.imds_tokens if "imds_tokens" in overrides else None,
+        enable_isolated_metadata=config.enable_isolated_metadata,
+        force_metadata=config.force_metadata,
+    )
+    components: list[Component] = []
+    stack: Stack | None = None
+    try:
+        components = start_stack(args, config)
+        stack = Stack(config, components, Client(config.api_url), Guests(config))
+        yield stack
+    finally:
+        stop_all(components)
+        from netmeta.agent.ledger import Ledger
+
+        owned = Ledger.load(state_dir).namespaces if os.path.isdir(state_dir) else set()
+        logs = os.path.join(state_dir, "log")
+        if os.environ.get("NETMETA_KEEP_LOGS") and os.path.isdir(logs):
+            shutil.copytree(logs, os.path.join(os.environ["NETMETA_KEEP_LOGS"], os.path.basename(state_dir)))
+        teardown_host(config, purge=True)
+        left = [ns for ns in owned | (stack.namespaces_seen if stack else set()) if os.path.exists(f"/run/netns/{ns}")]
+        shutil.rmtree(state_dir, ignore_errors=True)
+        assert not left, f"namespaces left behind: {left}"
+        assert not os.path.exists(f"/run/netns/{config.fabric_namespace}")
