@@ -1,0 +1,167 @@
+"""Fixtures that run a real netmeta server as a subprocess on 127.0.0.1.
+
+The server binds port 0 and prints ``netmeta server listening on
+http://HOST:PORT``; the fixture waits for that line (a signal, not a sleep),
+so no port is ever guessed. Each server gets its own temporary state
+directory and is always stopped — SIGTERM, then SIGKILL — also when a test
+fails. A subprocess, not a thread, because one test kills it with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+READY_TIMEOUT = 30.0
+
+
+class Api:
+    """A tiny JSON client on urllib: (status, parsed body) for any request."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
+             headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                payload = response.read()
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            payload = exc.read()
+            status = exc.code
+        return status, (json.loads(payload) if payload else None)
+
+    def ok(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        status, result = self.call(method, path, body, **kw)
+        assert 200 <= status < 300, (method, path, status, result)
+        return result
+
+    def get(self, path: str) -> Any:
+        return self.ok("GET", path)
+
+    def post(self, path: str, body: Any) -> Any:
+        return self.ok("POST", path, body)
+
+    def state(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.get("/netmeta/v1/state")
+        return result
+
+    # Neutron shortcuts, used throughout the tests.
+    def network(self, name: str, **extra: Any) -> dict[str, Any]:
+        return dict(self.post("/v2.0/networks", {"network": {"name": name, **extra}})["network"])
+
+    def subnet(self, network_id: str, cidr: str, **extra: Any) -> dict[str, Any]:
+        body = {"subnet": {"network_id": network_id, "cidr": cidr, "ip_version": 4, **extra}}
+        return dict(self.post("/v2.0/subnets", body)["subnet"])
+
+    def port(self, network_id: str, **extra: Any) -> dict[str, Any]:
+        return dict(self.post("/v2.0/ports", {"port": {"network_id": network_id, **extra}})["port"])
+
+    def router(self, name: str) -> dict[str, Any]:
+        return dict(self.post("/v2.0/routers", {"router": {"name": name}})["router"])
+
+
+class ServerProcess:
+    def __init__(self, state_dir: Path, extra_args: list[str]) -> None:
+        self.state_dir = state_dir
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.api = Api("")
+        self.log = state_dir / "server.log"
+
+    def start(self) -> "ServerProcess":
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "netmeta.server", "--bind", "127.0.0.1:0",
+                "--state-dir", str(self.state_dir), *self.extra_args]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log)
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + READY_TIMEOUT
+        line = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
+            if ready:
+                line = self.proc.stdout.readline()
+                if b"listening on " in line:
+                    break
+                if not line:
+                    break
+            if self.proc.poll() is not None:
+                break
+        if b"listening on " not in line:
+            self.stop()
+            raise RuntimeError(f"server did not start: {self.log.read_text()[-2000:]}")
+        self.url = line.decode().split("listening on ", 1)[1].strip()
+        self.api = Api(self.url)
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self._close()
+
+    def _close(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None and not self.proc.stdout.closed:
+            self.proc.stdout.close()
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self._close()
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._close()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start servers with chosen arguments; every one is stopped afterwards."""
+    started: list[ServerProcess] = []
+
+    def start(*extra_args: str, state_dir: Path | None = None) -> ServerProcess:
+        server = ServerProcess(state_dir or tmp_path / f"server{len(started)}", list(extra_args))
+        started.append(server)
+        return server.start()
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server per test module, for tests that only add their own objects."""
+    proc = ServerProcess(tmp_path_factory.mktemp("netmeta-server"), [])
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def api(server: ServerProcess) -> Api:
+    return server.api
