@@ -17,7 +17,7 @@ fi
 
 packages=(python3 python3-venv iproute2 dnsmasq-base isc-dhcp-client iptables curl procps)
 if [ $with_tests -eq 1 ]; then
-  packages+=(postgresql haproxy wrk)
+  packages+=(postgresql haproxy wrk iputils-ping)
 fi
 missing=()
 for p in "${packages[@]}"; do

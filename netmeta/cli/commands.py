@@ -119,7 +119,7 @@ def teardown_host(config: Config, *, purge: bool = False) -> list[str]:
     ledger.namespaces.clear()
     ledger.fabric_links.clear()
     ledger.save()
-    for runtime in ("agent", "log"):
+    for runtime in ("agent", "metadata", "log"):
         shutil.rmtree(os.path.join(config.state_dir, runtime), ignore_errors=True)
     if purge:
         shutil.rmtree(config.state_dir, ignore_errors=True)

@@ -18,7 +18,9 @@ would serve nobody), the listener is (re)opened on the next tick.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import socket
 from dataclasses import dataclass
 
@@ -26,7 +28,7 @@ from netmeta.config import Config
 from netmeta.drivers import netns, sockets
 from netmeta.feed import FeedFollower
 from netmeta.metadata.app import MetadataApp
-from netmeta.metadata.http import HttpProtocol, ListenerContext
+from netmeta.metadata.http import ACCESS_LOG, HttpProtocol, ListenerContext
 from netmeta.metadata.passwords import ApiPasswordStore
 from netmeta.model import names
 from netmeta.model.dhcp import dhcp_listener_wanted
@@ -76,6 +78,8 @@ class MetadataService:
         self.app = MetadataApp(config, lambda: self.follower.snapshot, ApiPasswordStore(config.api_url))
         self.open: dict[tuple[str, str], _Open] = {}
         self._wake = asyncio.Event()
+        self.status_path = os.path.join(config.state_dir, "metadata", "status.json")
+        self._status_written: object = None
 
     def _on_change(self, snapshot: Snapshot) -> None:
         self._wake.set()
@@ -87,6 +91,7 @@ class MetadataService:
             while True:
                 self._wake.clear()
                 await self.sync_listeners()
+                self._write_status()
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=RECHECK_INTERVAL)
                 except asyncio.TimeoutError:
@@ -134,6 +139,41 @@ class MetadataService:
         if entry is not None:
             entry.server.close()
             log.info("closed listener in %s", entry.spec.namespace)
+
+    def _write_status(self) -> None:
+        """Publish the open listeners and who each one answered (tests, `explain`).
+
+        Written only when something changed, at most every tick: the file is a
+        window into this process for operators, never on the request path.
+        """
+        listeners = [
+            {"kind": o.spec.context.kind, "id": o.spec.context.id, "namespace": o.spec.namespace,
+             "host": o.spec.host, "port": o.spec.port}
+            for o in self.open.values()
+        ]
+        access = [
+            {"kind": kind, "id": ident, "peer": peer, "count": count}
+            for (kind, ident, peer), count in sorted(ACCESS_LOG.counts.items())
+        ]
+        status = {"pid": os.getpid(), "revision": self.follower.snapshot.revision,
+                  "listeners": sorted(listeners, key=lambda l: (l["kind"], l["id"])), "access": access}
+        if status == self._status_written:
+            return
+        os.makedirs(os.path.dirname(self.status_path), exist_ok=True)
+        tmp = f"{self.status_path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(status, handle)
+        os.replace(tmp, self.status_path)
+        self._status_written = status
+
+
+def read_status(state_dir: str) -> dict[str, object] | None:
+    try:
+        with open(os.path.join(state_dir, "metadata", "status.json"), encoding="utf-8") as handle:
+            status: dict[str, object] = json.load(handle)
+            return status
+    except (OSError, ValueError):
+        return None
 
 
 def run(config: Config) -> None:
