@@ -266,7 +266,12 @@ class MetadataApp:
             value = request.body.decode("utf-8")
         except UnicodeDecodeError:
             return _text(400, "The password must be UTF-8 text.")
-        if not await self.password_store.set_password(instance_id, value):
+        try:
+            stored = await self.password_store.set_password(instance_id, value)
+        except Exception as exc:  # the store is remote: say so, never a traceback
+            LOG.warning("metadata: cannot store password for %s: %s", instance_id, exc)
+            return _text(503, "The password could not be stored; try again.")
+        if not stored:
             return _text(409, "Conflict: the password is already set.")
         self._passwords[instance_id] = value
         return Response(200, b"", TEXT)

@@ -589,3 +589,12 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path: Any) -> None:
         assert int(statuses[-1][1]["retry-after"]) >= 1
     finally:
         server.stop()
+
+
+def test_password_store_failure_is_a_503_not_a_traceback(live: LiveServer) -> None:
+    async def broken(instance_id: str, value: str) -> bool:
+        raise ConnectionError("server down")
+
+    live.passwords.set_password = broken  # type: ignore[method-assign]
+    status, _, body = get(live.port, "/openstack/latest/password", method="POST", body=b"pw")
+    assert status == 503 and b"could not be stored" in body
