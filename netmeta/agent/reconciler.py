@@ -111,17 +111,20 @@ class Reconciler:
     def _apply_dhcp(self, spec: DhcpNetworkSpec, report: PassReport) -> None:
         files_dir = os.path.join(self.dhcp_root, spec.network_id)
         pid_file = os.path.join(files_dir, "pid")
-        if self.applied_dhcp.get(spec.network_id) == spec:
+        previous = self.applied_dhcp.get(spec.network_id)
+        if previous == spec:
             self._keep_dnsmasq_alive(spec, pid_file, report)
             return
-        outer = names.dhcp_outer_name(spec.port_id)
-        self.ledger.remember(namespace=spec.namespace, fabric_link=outer)
-        netns.ensure_namespace(spec.namespace)
-        links.ensure_veth_into(spec.namespace, spec.tap, self.fabric, outer, spec.bridge, spec.mac, spec.mtu)
-        links.ensure_addresses(spec.namespace, spec.tap, set(spec.addresses))
-
+        # Files first: a router attach or a new port changes only the files,
+        # and guests should see the new options as soon as possible.
         _make_readable_dir(files_dir)
-        changed = [name for name in DHCP_FILES if dnsmasq.write_file_atomic(os.path.join(files_dir, name), spec.files[name])]
+        changed = [n for n in DHCP_FILES if dnsmasq.write_file_atomic(os.path.join(files_dir, n), spec.files[n])]
+        if previous is None or _plumbing(previous) != _plumbing(spec):
+            outer = names.dhcp_outer_name(spec.port_id)
+            self.ledger.remember(namespace=spec.namespace, fabric_link=outer)
+            netns.ensure_namespace(spec.namespace)
+            links.ensure_veth_into(spec.namespace, spec.tap, self.fabric, outer, spec.bridge, spec.mac, spec.mtu)
+            links.ensure_addresses(spec.namespace, spec.tap, set(spec.addresses))
         argv = spec.argv
         pid = dnsmasq.running_pid(pid_file, spec.network_id)
         if pid is not None and dnsmasq.cmdline(pid) != argv:
@@ -145,26 +148,36 @@ class Reconciler:
 
     # --- router namespaces -----------------------------------------------
     def _apply_router(self, spec: RouterSpec, report: PassReport) -> None:
-        if self.applied_routers.get(spec.router_id) == spec:
+        previous = self.applied_routers.get(spec.router_id)
+        if previous == spec:
             return
-        self.ledger.remember(namespace=spec.namespace)
-        netns.ensure_namespace(spec.namespace)
-        netns.set_sysctl(spec.namespace, "net.ipv4.ip_forward", "1")
-        wanted_devices = set()
+        if previous is None:
+            self.ledger.remember(namespace=spec.namespace)
+            netns.ensure_namespace(spec.namespace)
+            netns.set_sysctl(spec.namespace, "net.ipv4.ip_forward", "1")
+        # Between full passes only the interfaces that changed are touched: a
+        # router with many interfaces must not re-verify all of them per change.
+        before = {i.port_id: i for i in previous.interfaces} if previous else {}
         for intf in spec.interfaces:
+            if before.get(intf.port_id) == intf:
+                continue
             outer = names.router_outer_name(intf.port_id)
             self.ledger.remember(fabric_link=outer)
-            links.ensure_veth_into(
-                spec.namespace, intf.device, self.fabric, outer, intf.bridge, intf.mac, intf.mtu
-            )
+            links.ensure_veth_into(spec.namespace, intf.device, self.fabric, outer, intf.bridge, intf.mac, intf.mtu)
             links.ensure_addresses(spec.namespace, intf.device, set(intf.addresses))
-            wanted_devices.add(intf.device)
-        for device in _router_devices(spec.namespace):
-            if device not in wanted_devices:
-                links.delete_link(spec.namespace, device)
-                report.removed.append(f"{spec.namespace}/{device}")
-        if normalize_saved(iptables.save(spec.namespace)) != normalize_saved(spec.iptables):
-            iptables.restore(spec.namespace, spec.iptables)
+        wanted_devices = {i.device for i in spec.interfaces}
+        stale = (
+            [d for d in _router_devices(spec.namespace) if d not in wanted_devices]
+            if previous is None
+            else [i.device for i in previous.interfaces if i.device not in wanted_devices]
+        )
+        for device in stale:
+            links.delete_link(spec.namespace, device)
+            report.removed.append(f"{spec.namespace}/{device}")
+        if previous is None or previous.iptables != spec.iptables:
+            # Re-applied only when the kernel's rules differ from the payload.
+            if normalize_saved(iptables.save(spec.namespace)) != normalize_saved(spec.iptables):
+                iptables.restore(spec.namespace, spec.iptables)
         self.applied_routers[spec.router_id] = spec
         report.applied.append(spec.namespace)
 
@@ -217,6 +230,11 @@ class Reconciler:
 def _router_devices(namespace: str) -> list[str]:
     """The qr- devices present in a router namespace (kernel truth, not memory)."""
     return [name for name in links.list_links(namespace) if name.startswith(names.ROUTER_PORT_PREFIX)]
+
+
+def _plumbing(spec: DhcpNetworkSpec) -> tuple[object, ...]:
+    """The parts of a qdhcp spec that live in the kernel (not in files)."""
+    return (spec.namespace, spec.tap, spec.port_id, spec.mac, spec.mtu, spec.bridge, spec.addresses)
 
 
 def _make_readable_dir(path: str) -> None:

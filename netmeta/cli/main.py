@@ -37,7 +37,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dhcp-lease-duration", dest="dhcp_lease_duration", type=int)
     g.add_argument("--metadata-port", dest="metadata_port", type=int)
     g.add_argument("--fabric-namespace", dest="fabric_namespace", help="namespace holding the bridges")
-    g.add_argument("--imds-tokens", dest="imds_tokens", choices=("optional", "required"))
+    g.add_argument("--imds-tokens", dest="imds_tokens", choices=("optional", "required", "off"))
     g.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
 
 
