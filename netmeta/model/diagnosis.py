@@ -8,10 +8,18 @@ them into a chain of findings — the route, where it came from, the namespace
 behind the next hop, the address or REDIRECT rule, a live listener, the
 instance the listener resolves the caller to — and names every inconsistency
 plainly. No I/O here: the same observations always give the same story.
+
+Every finding has a severity: ``ok`` (this link of the chain holds),
+``note`` (the chain ends here *by configuration* — metadata off on an
+isolated network is Neutron's default, not a fault) and ``problem`` (an
+inconsistency or a failure). The explanation is *consistent* when there is
+no problem. Every finding also has a stable ``code`` so scripts and tests
+need not parse the sentence, which is written for people.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,28 +30,40 @@ from netmeta.model.types import (
     METADATA_CIDR,
     METADATA_IPV4,
     ROUTER_INTERFACE_OWNERS,
+    Port,
     Snapshot,
 )
+
+OK, NOTE, PROBLEM = "ok", "note", "problem"
+CLASSLESS = "option:classless-static-route"
 
 
 @dataclass(frozen=True)
 class NamespaceFacts:
+    """What was seen in the namespace behind the guest's next hop."""
+
     name: str
     exists: bool
     addresses: tuple[str, ...] = ()  # CIDRs on the device facing the guest
     iptables: str = ""  # iptables-save text (routers)
     listening: tuple[str, ...] = ()  # "addr:port" of TCP listeners
+    device: str = ""  # the tap or qr- device the addresses were read from
 
 
 @dataclass(frozen=True)
 class Observations:
+    """Everything ``explain`` looked at, as plain values (built by the CLI or by hand in tests)."""
+
     guest_name: str
     guest_ip: str
     instance_id: str
     network_id: str
     route_gateway: str | None  # None: on-link or no route
     route_found: bool
-    dhcp_routes: str = ""  # what dhclient received in option 121, as it recorded it
+    # True when the guest's table has a route for 169.254.169.254 itself;
+    # False when the lookup fell through to a wider one (the default route).
+    route_specific: bool = True
+    dhcp_routes: str = ""  # option 121 as dhclient recorded it ("32 169 254 169 254 10 0 0 2 ...")
     opts_lines: tuple[str, ...] = ()
     namespace: NamespaceFacts | None = None
     fetch_status: int | None = None
@@ -53,8 +73,13 @@ class Observations:
 
 @dataclass
 class Finding:
-    ok: bool
+    severity: str  # ok | note | problem
+    code: str
     text: str
+
+    @property
+    def ok(self) -> bool:
+        return self.severity == OK
 
 
 @dataclass
@@ -68,121 +93,246 @@ class Explanation:
 
     @property
     def consistent(self) -> bool:
-        return all(f.ok for f in self.findings)
+        return not self.problems
 
-    def add(self, ok: bool, text: str) -> None:
-        self.findings.append(Finding(ok, text))
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == PROBLEM]
+
+    def codes(self) -> list[str]:
+        return [f.code for f in self.findings]
+
+    def add(self, severity: str, code: str, text: str) -> None:
+        self.findings.append(Finding(severity, code, text))
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        for finding, raw in zip(self.findings, out["findings"]):
+            raw["ok"] = finding.ok
         out["consistent"] = self.consistent
+        out["problems"] = [f.text for f in self.problems]
         return out
 
 
-def explain(snapshot: Snapshot, obs: Observations, *, metadata_port: int = 9697) -> Explanation:
-    out = Explanation(guest=obs.guest_name)
-    if not obs.route_found:
-        out.add(False, f"the guest has no route to {METADATA_IPV4}: no DHCP option gave it one")
-        _unused_address_note(out, obs)
-        return out
-    if obs.route_gateway is None:
-        out.add(False, f"the guest sends {METADATA_IPV4} straight out of its interface (no next hop): "
-                       "nothing on the network answers for it")
-        return out
-    gw = obs.route_gateway
-    out.next_hop = gw
-    out.add(True, f"the guest's route to {METADATA_IPV4} goes via {gw}")
-    line = next((l for l in obs.opts_lines if f"{METADATA_CIDR},{gw}" in l and "classless-static-route" in l), None)
-    if line:
-        out.add(True, f"it came from DHCP option 121 (classless-static-route), opts line: {line}")
-    else:
-        current = next((l for l in obs.opts_lines if METADATA_CIDR in l and "classless" in l), None)
-        if current:
-            out.add(False, f"the guest's route via {gw} is stale: the opts file now says {current} "
-                           "(the guest has not renewed its lease since)")
-        else:
-            out.add(False, f"no line in the opts file routes {METADATA_CIDR} via {gw}")
-    owner = _port_at(snapshot, obs.network_id, gw)
-    if owner is None:
-        out.add(False, f"no port on the guest's network holds {gw}: the next hop does not exist")
-        return out
-    if owner.device_owner == DEVICE_OWNER_DHCP:
-        out.path, out.namespace = "dhcp", names.dhcp_namespace(owner.network_id)
-        out.add(True, f"{gw} is the DHCP port {owner.id}, in namespace {out.namespace}")
-        _check_dhcp(out, obs)
-        context = ("network", owner.network_id)
-    elif owner.device_owner in ROUTER_INTERFACE_OWNERS:
-        out.path, out.namespace = "router", names.router_namespace(owner.device_id)
-        out.add(True, f"{gw} is interface {names.router_port_name(owner.id)} of router {owner.device_id}, "
-                      f"in namespace {out.namespace}")
-        _check_router(out, obs, metadata_port)
-        context = ("router", owner.device_id)
-    else:
-        out.add(False, f"{gw} belongs to port {owner.id} ({owner.device_owner or 'no owner'}), "
-                       "which is neither a DHCP port nor a router interface: nothing serves metadata there")
-        return out
-    try:
-        instance, _port = resolve(snapshot, context[0], context[1], obs.guest_ip)
-        out.resolved_instance = instance.id
-        same = instance.id == obs.instance_id
-        out.add(same, f"the listener resolves {obs.guest_ip} to instance {instance.id} ({instance.name})"
-                      + ("" if same else f", but the guest is instance {obs.instance_id}"))
-    except IdentityError as exc:
-        out.add(False, f"the listener cannot tell who {obs.guest_ip} is: {exc}")
-    _check_fetch(out, obs)
+# --- parsing what was observed ----------------------------------------------------
+
+
+def parse_rfc3442(text: str) -> list[tuple[str, str]]:
+    """dhclient's ``new_rfc3442_classless_static_routes`` → [(cidr, gateway)].
+
+    The value is RFC 3442's encoding in decimal: a prefix length, the
+    significant octets of the destination, then the four octets of the
+    router. Anything malformed ends the list (the guest ignored it too).
+    """
+    octets: list[int] = []
+    for token in text.replace(",", " ").split():
+        if not token.isdigit():
+            return []
+        octets.append(int(token))
+    out: list[tuple[str, str]] = []
+    i = 0
+    while i < len(octets):
+        width = octets[i]
+        significant = (width + 7) // 8
+        if width > 32 or i + 1 + significant + 4 > len(octets):
+            break
+        dst = octets[i + 1:i + 1 + significant] + [0] * (4 - significant)
+        gw = octets[i + 1 + significant:i + 5 + significant]
+        out.append((f"{'.'.join(map(str, dst))}/{width}", ".".join(map(str, gw))))
+        i += 5 + significant
     return out
 
 
-def _port_at(snapshot: Snapshot, network_id: str, ip: str) -> Any:
+def opts_metadata_route(opts_lines: tuple[str, ...], subnet_ids: set[str]) -> tuple[str | None, str | None]:
+    """(next hop the opts file offers for 169.254.169.254/32, the line) for the guest's subnets.
+
+    Only ``option:classless-static-route`` lines tagged with one of the
+    guest's subnets count (a network may carry several subnets, each with its
+    own line). Fields are compared exactly: ``…/32,172.31.0.1`` must not
+    match ``…/32,172.31.0.10``.
+    """
+    for line in opts_lines:
+        fields = line.strip().split(",")
+        if len(fields) < 2 or fields[1] != CLASSLESS:
+            continue
+        tag = fields[0]
+        if subnet_ids and not any(tag == f"tag:subnet-{s}" for s in subnet_ids):
+            continue
+        pairs = fields[2:]
+        for dst, hop in zip(pairs[0::2], pairs[1::2]):
+            if dst == METADATA_CIDR:
+                return hop, line
+    return None, None
+
+
+def _guest_subnets(snapshot: Snapshot, obs: Observations) -> set[str]:
+    found: set[str] = set()
+    for port in snapshot.ports.values():
+        if port.network_id != obs.network_id:
+            continue
+        for fixed in port.fixed_ips:
+            if fixed.ip_address == obs.guest_ip:
+                found.add(fixed.subnet_id)
+    if not found:  # the guest's port is unknown: fall back to the IP's subnet
+        for subnet in snapshot.subnets_of(obs.network_id):
+            try:
+                if ipaddress.ip_address(obs.guest_ip) in subnet.network:
+                    found.add(subnet.id)
+            except ValueError:
+                continue
+    return found
+
+
+def _port_at(snapshot: Snapshot, network_id: str, ip: str) -> Port | None:
     for port in snapshot.ports.values():
         if port.network_id == network_id and any(f.ip_address == ip for f in port.fixed_ips):
             return port
     return None
 
 
+# --- the story --------------------------------------------------------------------
+
+
+def explain(snapshot: Snapshot, obs: Observations, *, metadata_port: int = 9697) -> Explanation:
+    """The chain of findings from the guest's route to the answer it gets."""
+    out = Explanation(guest=obs.guest_name)
+    offered, line = opts_metadata_route(obs.opts_lines, _guest_subnets(snapshot, obs))
+    lease = dict(parse_rfc3442(obs.dhcp_routes)).get(METADATA_CIDR)
+    if not obs.route_found:
+        _no_route(out, obs, offered, line)
+        return out
+    if obs.route_gateway is None:
+        out.add(PROBLEM, "on-link", f"the guest sends {METADATA_IPV4} straight out of its interface "
+                                    "(no next hop): nothing on the network answers for it")
+        return out
+    gw = obs.route_gateway
+    out.next_hop = gw
+    how = "its route for 169.254.169.254/32" if obs.route_specific else "its default route"
+    out.add(OK, "route", f"the guest's request to {METADATA_IPV4} goes via {gw} ({how})")
+    _route_origin(out, obs, gw, offered, line, lease)
+
+    owner = _port_at(snapshot, obs.network_id, gw)
+    if owner is None:
+        out.add(PROBLEM, "no-next-hop-port", f"no port on the guest's network holds {gw}: the next hop does not exist")
+        _check_fetch(out, obs)
+        return out
+    if owner.device_owner == DEVICE_OWNER_DHCP:
+        out.path, out.namespace = "dhcp", names.dhcp_namespace(owner.network_id)
+        out.add(OK, "next-hop", f"{gw} is the DHCP port {owner.id}, in namespace {out.namespace}")
+        _check_dhcp(out, obs)
+        context = ("network", owner.network_id)
+    elif owner.device_owner in ROUTER_INTERFACE_OWNERS:
+        out.path, out.namespace = "router", names.router_namespace(owner.device_id)
+        out.add(OK, "next-hop", f"{gw} is interface {names.router_port_name(owner.id)} of router "
+                                f"{owner.device_id}, in namespace {out.namespace}")
+        _check_router(out, obs, gw, metadata_port)
+        context = ("router", owner.device_id)
+    else:
+        out.add(PROBLEM, "next-hop-not-served",
+                f"{gw} belongs to port {owner.id} ({owner.device_owner or 'no owner'}), which is neither "
+                "a DHCP port nor a router interface: nothing serves metadata there")
+        _check_fetch(out, obs)
+        return out
+    try:
+        instance, _port = resolve(snapshot, context[0], context[1], obs.guest_ip)
+        out.resolved_instance = instance.id
+        same = instance.id == obs.instance_id
+        out.add(OK if same else PROBLEM, "identity",
+                f"the listener resolves {obs.guest_ip} to instance {instance.id} ({instance.name})"
+                + ("" if same else f", but the guest is instance {obs.instance_id}"))
+    except IdentityError as exc:
+        out.add(PROBLEM, "identity", f"the listener cannot tell who {obs.guest_ip} is: {exc}")
+    _check_fetch(out, obs)
+    return out
+
+
+def _no_route(out: Explanation, obs: Observations, offered: str | None, line: str | None) -> None:
+    if offered is not None:
+        out.add(PROBLEM, "route-not-installed",
+                f"the opts file offers {METADATA_CIDR} via {offered} ({line}), but the guest has no route "
+                f"to {METADATA_IPV4}: its lease predates that option, or its DHCP client ignored it")
+    else:
+        out.add(NOTE, "metadata-off",
+                f"the guest has no route to {METADATA_IPV4} and DHCP offers none: metadata is off for this "
+                "network (an isolated subnet with neither enable_isolated_metadata nor force_metadata, "
+                "Neutron's default)")
+    facts = obs.namespace
+    if facts is not None and facts.exists and METADATA_CIDR in facts.addresses and offered is None:
+        out.add(PROBLEM, "unused-address",
+                f"{METADATA_CIDR} is on the DHCP tap in {facts.name}, but no DHCP option routes guests to it")
+    _check_fetch(out, obs, expect_failure=offered is None)
+
+
+def _route_origin(out: Explanation, obs: Observations, gw: str, offered: str | None, line: str | None,
+                  lease: str | None) -> None:
+    if offered == gw:
+        out.add(OK, "route-origin", f"it came from DHCP option 121 (classless-static-route); the opts file "
+                                    f"says the same: {line}")
+    elif offered is not None:
+        held = f" (the guest's lease says via {lease})" if lease else ""
+        out.add(PROBLEM, "stale-route",
+                f"the guest's route via {gw} is stale{held}: DHCP now offers {METADATA_CIDR} via {offered} "
+                f"({line}). The guest has not renewed its lease since the change; a renew moves it to {offered}")
+    elif obs.route_specific:
+        out.add(PROBLEM, "route-not-offered",
+                f"the guest routes {METADATA_CIDR} via {gw}, but the opts file offers no route for it: "
+                "the route was added by hand or comes from an old lease")
+    else:
+        out.add(OK, "route-origin", f"DHCP offers no route for {METADATA_CIDR}; the default route carries it")
+
+
 def _check_dhcp(out: Explanation, obs: Observations) -> None:
     facts = obs.namespace
     if facts is None or not facts.exists:
-        out.add(False, f"namespace {out.namespace} does not exist on this host")
+        out.add(PROBLEM, "namespace-missing", f"namespace {out.namespace} does not exist on this host")
         return
+    tap = facts.device or "the DHCP tap"
     if METADATA_CIDR in facts.addresses:
-        out.add(True, f"{METADATA_CIDR} is on the DHCP tap")
+        out.add(OK, "address", f"{METADATA_CIDR} is on {tap}")
     else:
-        out.add(False, f"{METADATA_IPV4} is not on the DHCP tap: packets to it are not for this namespace")
+        out.add(PROBLEM, "address-missing",
+                f"{METADATA_CIDR} is not on {tap} in {out.namespace}: the DHCP port forwards nothing, so "
+                f"packets to {METADATA_IPV4} sent there are dropped")
     if f"{METADATA_IPV4}:80" in facts.listening or "0.0.0.0:80" in facts.listening:
-        out.add(True, f"a listener is live on {METADATA_IPV4}:80 in {out.namespace}")
+        out.add(OK, "listener", f"a listener is live on {METADATA_IPV4}:80 in {out.namespace}")
     else:
-        out.add(False, f"the guest's route points to {out.next_hop} (the DHCP port) but nothing listens "
-                       f"on {METADATA_IPV4}:80 in {out.namespace}")
+        out.add(PROBLEM, "no-listener",
+                f"the guest's route points to {out.next_hop} (the DHCP port) but nothing listens on "
+                f"{METADATA_IPV4}:80 in {out.namespace}")
 
 
-def _check_router(out: Explanation, obs: Observations, port: int) -> None:
+def _check_router(out: Explanation, obs: Observations, gw: str, port: int) -> None:
     facts = obs.namespace
     if facts is None or not facts.exists:
-        out.add(False, f"namespace {out.namespace} does not exist on this host")
+        out.add(PROBLEM, "namespace-missing", f"namespace {out.namespace} does not exist on this host")
         return
+    device = facts.device or "the router interface"
+    if any(a.split("/")[0] == gw for a in facts.addresses):
+        out.add(OK, "address", f"{gw} is on {device}")
+    else:
+        out.add(PROBLEM, "address-missing", f"{gw} is not on {device} in {out.namespace}: "
+                                            "the guest's packets to its next hop go nowhere")
     rule = f"-d {METADATA_CIDR} -i qr-+ -p tcp -m tcp --dport 80 -j REDIRECT --to-ports {port}"
-    if rule in facts.iptables:
-        out.add(True, f"the REDIRECT rule sends port 80 to {port}: {rule}")
+    if any(l.strip().endswith(rule) and l.startswith("-A ") for l in facts.iptables.splitlines()):
+        out.add(OK, "redirect", f"the REDIRECT rule sends port 80 to {port}: {rule}")
     else:
-        out.add(False, f"no REDIRECT rule for {METADATA_IPV4}:80 in {out.namespace}")
+        out.add(PROBLEM, "no-redirect",
+                f"no REDIRECT rule for {METADATA_IPV4}:80 in {out.namespace}'s nat table: requests are not "
+                f"sent to the listener on {port}")
     if f"0.0.0.0:{port}" in facts.listening:
-        out.add(True, f"a listener is live on 0.0.0.0:{port} in {out.namespace}")
+        out.add(OK, "listener", f"a listener is live on 0.0.0.0:{port} in {out.namespace}")
     else:
-        out.add(False, f"the guest's route points to the router {out.next_hop} but nothing listens on "
-                       f"port {port} in {out.namespace}")
+        out.add(PROBLEM, "no-listener",
+                f"the guest's route points to the router {out.next_hop} but nothing listens on "
+                f"port {port} in {out.namespace}")
 
 
-def _check_fetch(out: Explanation, obs: Observations) -> None:
+def _check_fetch(out: Explanation, obs: Observations, *, expect_failure: bool = False) -> None:
+    what = "GET /openstack/latest/meta_data.json from the guest"
     if obs.fetch_status == 200:
-        out.add(True, f"GET /openstack/latest/meta_data.json from the guest: 200 ({len(obs.fetch_body)} bytes)")
+        out.add(OK, "fetch", f"{what}: 200 ({len(obs.fetch_body)} bytes)")
     elif obs.fetch_status is not None:
-        out.add(False, f"GET /openstack/latest/meta_data.json from the guest: {obs.fetch_status} {obs.fetch_body[:200]}")
+        out.add(PROBLEM, "fetch", f"{what}: {obs.fetch_status} {obs.fetch_body[:200]}")
     else:
-        out.add(False, f"GET /openstack/latest/meta_data.json from the guest failed: {obs.fetch_error or 'no answer'}")
-
-
-def _unused_address_note(out: Explanation, obs: Observations) -> None:
-    facts = obs.namespace
-    if facts is not None and METADATA_CIDR in facts.addresses:
-        out.add(False, f"{METADATA_IPV4} is on the tap but no DHCP option routes guests to it")
+        out.add(NOTE if expect_failure else PROBLEM, "fetch",
+                f"{what} failed: {obs.fetch_error or 'no answer'}")
