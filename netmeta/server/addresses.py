@@ -59,7 +59,7 @@ def allocate_next(txn: Txn, subnet: dict[str, Any], port_id: str) -> str | None:
             offset = ipam.first_free([(lo, hi)], txn.taken_offsets(subnet["id"], lo, hi))
         if offset is not None:
             ip = ipam.address_at(net, offset)
-            txn.claim(subnet["id"], subnet["network_id"], port_id, ip, offset)
+            txn.claim(subnet["id"], subnet["network_id"], port_id, ip, offset, known_free=True)
             return ip
     return None
 

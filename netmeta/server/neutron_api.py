@@ -118,6 +118,10 @@ async def list_resources(request: web.Request) -> web.Response:
     bodies = await ctx(request).db.read(lambda conn: load_bodies(conn, kind, **pre))
     if not wanted and not controls:
         return raw_json('{"%s":[%s]}' % (kind, ",".join(bodies)))
+    if not controls:
+        # Filter on parsed documents but answer with the stored text: no re-encoding.
+        kept = [raw for raw in bodies if filters.apply((json.loads(raw),), wanted)]
+        return raw_json('{"%s":[%s]}' % (kind, ",".join(kept)))
     objs = filters.apply((json.loads(b) for b in bodies), wanted)
     objs, links = filters.sort_and_page(kind, objs, controls, f"{_base_url(request)}/v2.0/{kind}")
     fields = filters.field_list(controls)

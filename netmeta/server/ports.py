@@ -63,7 +63,7 @@ def new_port(port_id: str, network: dict[str, Any], now: str, randbytes: RandByt
 
 
 def _mac_taken(txn: Txn, network_id: str, mac: str, port_id: str) -> bool:
-    return any(p["mac_address"] == mac and p["id"] != port_id for p in txn.select("ports", network_id=network_id))
+    return any(found != port_id for found in txn.find_ids("ports", network_id=network_id, mac_address=mac))
 
 
 def _port_attrs(txn: Txn, obj: dict[str, Any], body: dict[str, Any]) -> None:

@@ -36,6 +36,8 @@ from typing import Any, Callable, Iterable, TypeVar
 from sqlalchemy import (
     Connection,
     Engine,
+    Executable,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -78,6 +80,31 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=False)
 
 
+_STATEMENTS: dict[tuple[str, ...], Any] = {}
+
+
+def _prepared(key: tuple[str, ...], build: Callable[[], Executable]) -> Any:
+    """Build each hot statement once: constructing SQLAlchemy expressions
+    costs more than executing them on SQLite, and a port create runs ten."""
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        stmt = _STATEMENTS[key] = build()
+    return stmt
+
+
+def _where(kind: str, columns: tuple[str, ...], what: str) -> Any:
+    table = schema.RESOURCE_TABLES[kind]
+
+    def build() -> Executable:
+        target = table.c.id if what == "id" else table.c.body
+        query = select(target)
+        for column in columns:
+            query = query.where(table.c[column] == bindparam(column))
+        return query.order_by(table.c.created_rev) if what == "body" else query
+
+    return _prepared(("where", kind, what, *columns), build)
+
+
 class Txn:
     """One write transaction: resource rows, allocations and the change log."""
 
@@ -90,16 +117,16 @@ class Txn:
     # --- reads -------------------------------------------------------------
 
     def get(self, kind: str, obj_id: str) -> dict[str, Any] | None:
-        table = schema.RESOURCE_TABLES[kind]
-        body = self.conn.execute(select(table.c.body).where(table.c.id == obj_id)).scalar()
+        body = self.conn.execute(_where(kind, ("id",), "one"), {"id": obj_id}).scalar()
         return json.loads(body) if body is not None else None
 
     def select(self, kind: str, **where: str) -> list[dict[str, Any]]:
-        table = schema.RESOURCE_TABLES[kind]
-        query = select(table.c.body).order_by(table.c.created_rev)
-        for column, value in where.items():
-            query = query.where(table.c[column] == value)
-        return [json.loads(b) for b in self.conn.execute(query).scalars()]
+        rows = self.conn.execute(_where(kind, tuple(sorted(where)), "body"), where).scalars()
+        return [json.loads(b) for b in rows]
+
+    def find_ids(self, kind: str, **where: str) -> list[str]:
+        """Ids of rows matching indexed columns, without parsing documents."""
+        return list(self.conn.execute(_where(kind, tuple(sorted(where)), "id"), where).scalars())
 
     # --- resource writes, each one revision and one change row ---------------
 
@@ -107,7 +134,8 @@ class Txn:
         self.revision += 1
         self.changed += 1
         self.conn.execute(
-            insert(schema.changes).values(revision=self.revision, kind=kind, type=change, object=dumps(obj))
+            _prepared(("insert", "changes"), lambda: insert(schema.changes)),
+            {"revision": self.revision, "kind": kind, "type": change, "object": dumps(obj)},
         )
         return self.revision
 
@@ -118,13 +146,15 @@ class Txn:
             cols["network_id"] = obj["network_id"]
         if kind == "ports":
             cols["device_id"] = obj.get("device_id") or ""
+            cols["mac_address"] = obj.get("mac_address") or ""
         return cols
 
     def add(self, kind: str, obj: dict[str, Any]) -> None:
         rev = self._record(kind, ADDED, obj)
         table = schema.RESOURCE_TABLES[kind]
         self.conn.execute(
-            insert(table).values(id=obj["id"], created_rev=rev, body=dumps(obj), **self._columns(kind, obj))
+            _prepared(("insert", kind), lambda: insert(table)),
+            {"id": obj["id"], "created_rev": rev, "body": dumps(obj), **self._columns(kind, obj)},
         )
 
     def update(self, kind: str, obj: dict[str, Any]) -> None:
@@ -143,20 +173,21 @@ class Txn:
 
     # --- address allocations -------------------------------------------------
 
-    def claim(self, subnet_id: str, network_id: str, port_id: str, ip: str, offset: int | None) -> None:
+    def claim(self, subnet_id: str, network_id: str, port_id: str, ip: str, offset: int | None,
+              known_free: bool = False) -> None:
         """Record an allocation; the unique constraint has the final word."""
         if offset is not None and offset >= 2**62:
             offset = None  # beyond a signed 64-bit column; the scan never needs it
         # Writers are serialized (one thread here, the revision row lock across
         # processes), so checking first is exact; the constraint stays as the
         # backstop and then aborts the whole transaction, which is also right.
-        if self.is_taken(subnet_id, ip):
+        if not known_free and self.is_taken(subnet_id, ip):
             raise AddressTaken(subnet_id, ip)
         try:
             self.conn.execute(
-                insert(schema.ip_allocations).values(
-                    subnet_id=subnet_id, ip_address=ip, ip_offset=offset, port_id=port_id, network_id=network_id
-                )
+                _prepared(("insert", "ip_allocations"), lambda: insert(schema.ip_allocations)),
+                {"subnet_id": subnet_id, "ip_address": ip, "ip_offset": offset, "port_id": port_id,
+                 "network_id": network_id},
             )
         except IntegrityError as exc:
             raise AddressTaken(subnet_id, ip) from exc
@@ -175,19 +206,17 @@ class Txn:
 
     def is_taken(self, subnet_id: str, ip: str) -> bool:
         table = schema.ip_allocations
-        found = self.conn.execute(
-            select(table.c.port_id).where(table.c.subnet_id == subnet_id, table.c.ip_address == ip)
-        ).first()
-        return found is not None
+        stmt = _prepared(("taken",), lambda: select(table.c.port_id).where(
+            table.c.subnet_id == bindparam("subnet_id"), table.c.ip_address == bindparam("ip")))
+        return self.conn.execute(stmt, {"subnet_id": subnet_id, "ip": ip}).first() is not None
 
     def range_usage(self, subnet_id: str, lo: int, hi: int) -> tuple[int, int | None]:
         """How many allocations fall in ``[lo, hi]`` and the highest of them."""
         table = schema.ip_allocations
-        row = self.conn.execute(
-            select(func.count(), func.max(table.c.ip_offset)).where(
-                table.c.subnet_id == subnet_id, table.c.ip_offset >= lo, table.c.ip_offset <= hi
-            )
-        ).one()
+        stmt = _prepared(("usage",), lambda: select(func.count(), func.max(table.c.ip_offset)).where(
+            table.c.subnet_id == bindparam("subnet_id"), table.c.ip_offset >= bindparam("lo"),
+            table.c.ip_offset <= bindparam("hi")))
+        row = self.conn.execute(stmt, {"subnet_id": subnet_id, "lo": lo, "hi": hi}).one()
         return int(row[0]), (int(row[1]) if row[1] is not None else None)
 
     def taken_offsets(self, subnet_id: str, lo: int, hi: int) -> Iterable[int]:

@@ -69,8 +69,10 @@ ports = Table(
     Column("id", String(ID), primary_key=True),
     Column("network_id", String(ID), nullable=False, index=True),
     Column("device_id", String(255), nullable=False, index=True),
+    Column("mac_address", String(32), nullable=False),
     Column("created_rev", BigInteger, nullable=False, index=True),
     Column("body", Text, nullable=False),
+    Index("ix_ports_network_mac", "network_id", "mac_address"),
 )
 
 ip_allocations = Table(
