@@ -75,12 +75,12 @@ def main() -> None:
             if i == warm:
                 # Measure growth after a warm-up batch: the first listeners load
                 # code and allocate pools that later ones share.
-                stack.converged()
+                stack.converged(timeout=300)
                 wait_until(lambda: _listeners(stack) >= warm, "the warm-up listeners", timeout=60)
                 rss0 = rss_kb(meta_pid)
             net, sub = stack.network(f"b{i}", f"10.{100 + i // 250}.{i % 250}.0/24")
             subnets.append((net, sub))
-        stack.converged()
+        stack.converged(timeout=300)
         build = time.monotonic() - t0
         wait_until(lambda: len(stack.client.get("/v2.0/networks")["networks"]) == args.networks, "networks")
         wait_until(lambda: dnsmasq_count(stack.config.state_dir) == args.networks, "every dnsmasq", timeout=120)

@@ -63,6 +63,8 @@ class Reconciler:
         self.applied_dhcp: dict[str, DhcpNetworkSpec] = {}
         self.applied_routers: dict[str, RouterSpec] = {}
         self.bridges: dict[str, int] = {}
+        # The fabric's links as observed at the start of a full pass (else None).
+        self._fabric_view: dict[str, dict[str, Any]] | None = None
 
     # --- the pass -------------------------------------------------------
     def converge(self, snapshot: Snapshot, *, full: bool = False) -> PassReport:
@@ -72,6 +74,7 @@ class Reconciler:
             self.applied_routers.clear()
             self.bridges.clear()
         self._ensure_fabric()
+        self._fabric_view = links.observe(self.fabric or None) if full else None
         wanted_dhcp = desired_dhcp(snapshot, self.config, self.config.state_dir)
         wanted_routers = desired_routers(snapshot, self.config)
 
@@ -103,7 +106,9 @@ class Reconciler:
                 continue
             bridge = names.bridge_name(net_id)
             self.ledger.remember(fabric_link=bridge)
-            links.ensure_bridge(self.fabric, bridge, network.mtu)
+            seen = (self._fabric_view or {}).get(bridge)
+            if not (seen and seen["kind"] == "bridge" and seen["up"] and seen["mtu"] == network.mtu):
+                links.ensure_bridge(self.fabric, bridge, network.mtu)
             self.bridges[net_id] = network.mtu
             report.applied.append(bridge)
 
@@ -122,9 +127,11 @@ class Reconciler:
         if previous is None or _plumbing(previous) != _plumbing(spec):
             outer = names.dhcp_outer_name(spec.port_id)
             self.ledger.remember(namespace=spec.namespace, fabric_link=outer)
-            netns.ensure_namespace(spec.namespace)
-            links.ensure_veth_into(spec.namespace, spec.tap, self.fabric, outer, spec.bridge, spec.mac, spec.mtu)
-            links.ensure_addresses(spec.namespace, spec.tap, set(spec.addresses))
+            inner = self._observed(spec.namespace)
+            if not _veth_in_sync(inner, spec.tap, self._fabric_view, outer, spec.bridge, spec.mac, spec.mtu, spec.addresses):
+                netns.ensure_namespace(spec.namespace)
+                links.ensure_veth_into(spec.namespace, spec.tap, self.fabric, outer, spec.bridge, spec.mac, spec.mtu)
+                links.ensure_addresses(spec.namespace, spec.tap, set(spec.addresses))
         argv = spec.argv
         pid = dnsmasq.running_pid(pid_file, spec.network_id)
         if pid is not None and dnsmasq.cmdline(pid) != argv:
@@ -151,9 +158,12 @@ class Reconciler:
         previous = self.applied_routers.get(spec.router_id)
         if previous == spec:
             return
+        inner = None
         if previous is None:
             self.ledger.remember(namespace=spec.namespace)
-            netns.ensure_namespace(spec.namespace)
+            inner = self._observed(spec.namespace)
+            if inner is None:
+                netns.ensure_namespace(spec.namespace)
             netns.set_sysctl(spec.namespace, "net.ipv4.ip_forward", "1")
         # Between full passes only the interfaces that changed are touched: a
         # router with many interfaces must not re-verify all of them per change.
@@ -163,11 +173,14 @@ class Reconciler:
                 continue
             outer = names.router_outer_name(intf.port_id)
             self.ledger.remember(fabric_link=outer)
+            if _veth_in_sync(inner, intf.device, self._fabric_view, outer, intf.bridge, intf.mac, intf.mtu, intf.addresses):
+                continue
             links.ensure_veth_into(spec.namespace, intf.device, self.fabric, outer, intf.bridge, intf.mac, intf.mtu)
             links.ensure_addresses(spec.namespace, intf.device, set(intf.addresses))
         wanted_devices = {i.device for i in spec.interfaces}
         stale = (
-            [d for d in _router_devices(spec.namespace) if d not in wanted_devices]
+            [d for d in (inner if inner is not None else _router_devices(spec.namespace))
+             if d.startswith(names.ROUTER_PORT_PREFIX) and d not in wanted_devices]
             if previous is None
             else [i.device for i in previous.interfaces if i.device not in wanted_devices]
         )
@@ -180,6 +193,12 @@ class Reconciler:
                 iptables.restore(spec.namespace, spec.iptables)
         self.applied_routers[spec.router_id] = spec
         report.applied.append(spec.namespace)
+
+    def _observed(self, namespace: str) -> dict[str, dict[str, Any]] | None:
+        """The namespace's links, during a full pass and if it exists; else None."""
+        if self._fabric_view is None or not netns.namespace_exists(namespace):
+            return None
+        return links.observe(namespace)
 
     # --- removal ----------------------------------------------------------
     def _remove_unwanted(
@@ -230,6 +249,34 @@ class Reconciler:
 def _router_devices(namespace: str) -> list[str]:
     """The qr- devices present in a router namespace (kernel truth, not memory)."""
     return [name for name in links.list_links(namespace) if name.startswith(names.ROUTER_PORT_PREFIX)]
+
+
+def _veth_in_sync(
+    inner: dict[str, dict[str, Any]] | None,
+    inner_name: str,
+    fabric: dict[str, dict[str, Any]] | None,
+    outer_name: str,
+    bridge: str,
+    mac: str,
+    mtu: int,
+    addresses: tuple[str, ...],
+) -> bool:
+    """Whether an observed veth pair already is exactly what is wanted."""
+    if inner is None or fabric is None:
+        return False
+    inn, out = inner.get(inner_name), fabric.get(outer_name)
+    if not inn or not out or not inner.get("lo", {}).get("up"):
+        return False
+    return (
+        inn["kind"] == out["kind"] == "veth"
+        and inn["peer_index"] == out["index"]
+        and out["peer_index"] == inn["index"]
+        and inn["mac"] == mac.lower()
+        and inn["mtu"] == out["mtu"] == mtu
+        and inn["up"] and out["up"]
+        and out["master"] == bridge
+        and inn["addresses"] == set(addresses)
+    )
 
 
 def _plumbing(spec: DhcpNetworkSpec) -> tuple[object, ...]:

@@ -107,12 +107,13 @@ class Stack:
 
         return processes.running_pid(os.path.join(self.files_dir(net_id), "pid"), net_id)
 
-    def converged(self, revision: int | None = None) -> dict[str, Any]:
+    def converged(self, revision: int | None = None, timeout: float = 20.0) -> dict[str, Any]:
         """Wait until the agent has applied the server's current revision."""
         target = self.client.state()["revision"] if revision is None else revision
         return wait_until(
             lambda: (s := read_status(self.config.state_dir)) and int(s["revision"]) >= target and s,  # type: ignore[arg-type]
             f"the agent to converge on revision {target}",
+            timeout=timeout,
         )
 
     def routes(self, guest: Guest) -> list[dict[str, Any]]:
@@ -130,6 +131,34 @@ class Stack:
         return str(wait_until(answered, f"{path} from {guest.name}"))
 
 
+def _config_file(state_dir: str, overrides: dict[str, Any]) -> str | None:
+    """Write ``overrides`` as the INI file every child component reads.
+
+    Only a few settings have command-line flags; without the file, overrides
+    such as ``rate_limiting`` or ``metadata_proxy_shared_secret`` would reach
+    this test's :class:`Config` but silently not the metadata process.
+    """
+    if not overrides:
+        return None
+
+    def ini(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, tuple):
+            return " ".join(str(v) for v in value)
+        return str(value)
+
+    lines = ["[DEFAULT]"]
+    lines += [f"{key} = {ini(value)}" for key, value in overrides.items() if key != "rate_limiting"]
+    if "rate_limiting" in overrides:
+        lines.append("[metadata_rate_limiting]")
+        lines += [f"{key} = {ini(value)}" for key, value in vars(overrides["rate_limiting"]).items()]
+    path = os.path.join(state_dir, "netmeta.ini")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return path
+
+
 def make_stack(**overrides: Any) -> Iterator[Stack]:
     tag = secrets.token_hex(4)
     state_dir = tempfile.mkdtemp(prefix=f"nmt{tag}-")
@@ -141,7 +170,7 @@ def make_stack(**overrides: Any) -> Iterator[Stack]:
         **overrides,
     )
     args = argparse.Namespace(
-        config=None, state_dir=config.state_dir, bind=config.bind, db=None,
+        config=_config_file(state_dir, overrides), state_dir=config.state_dir, bind=config.bind, db=None,
         dhcp_lease_duration=None, metadata_port=None, fabric_namespace=config.fabric_namespace,
         imds_tokens=config.imds_tokens if "imds_tokens" in overrides else None,
         enable_isolated_metadata=config.enable_isolated_metadata,
