@@ -100,14 +100,23 @@ def main() -> None:
         stack.fetch(vm, "/openstack/latest/meta_data.json")
         failures = 0
         fetched = 0
+        renewed = 0
+        renew_failures = 0
         stop = threading.Event()
 
         def hammer() -> None:
-            nonlocal failures, fetched
+            nonlocal failures, fetched, renewed, renew_failures
             while not stop.is_set():
                 out = stack.curl(vm, "/openstack/latest/meta_data.json", "-f")
                 fetched += 1
                 failures += out.returncode != 0
+                if fetched % 25 == 0:
+                    # A DHCP exchange while the agent restarts: dnsmasq must keep answering.
+                    try:
+                        stack.guests.renew(vm.name, timeout=10)
+                        renewed += 1
+                    except Exception:  # noqa: BLE001 - counted, reported
+                        renew_failures += 1
 
         worker = threading.Thread(target=hammer)
         worker.start()
@@ -128,7 +137,8 @@ def main() -> None:
         print(f"processes per network: {dnsmasq_count(stack.config.state_dir) / args.networks:.2f} (dnsmasq)")
         print(f"metadata RSS: {rss0} KB with {warm} networks -> {rss1} KB with {args.networks}: "
               f"{(rss1 - rss0) / (args.networks - warm):.1f} KB per network")
-        print(f"agent restart to first full pass: {restart:.2f}s; metadata fetches meanwhile: {fetched}, failed: {failures}")
+        print(f"agent restart to first full pass: {restart:.2f}s; metadata fetches meanwhile: {fetched}, failed: {failures}; "
+              f"DHCP renewals meanwhile: {renewed}, failed: {renew_failures}")
 
 
 if __name__ == "__main__":

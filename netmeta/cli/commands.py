@@ -81,9 +81,19 @@ def start_stack(args: argparse.Namespace, config: Config, log_dir: str | None = 
     return components
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_up(args: argparse.Namespace, config: Config) -> int:
+    import signal
+
     from netmeta.drivers.supervise import stop_all, watch
 
+    # Ctrl-C and a service manager's SIGTERM both stop the three components
+    # (a shell's background job would otherwise ignore SIGINT).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     components = start_stack(args, config)
     print(f"netmeta is up: API {config.api_url}  state {config.state_dir}  logs {config.state_dir}/log")
     print(f"  openstack --os-auth-type none --os-endpoint {config.api_url} network list")
@@ -128,6 +138,15 @@ def teardown_host(config: Config, *, purge: bool = False) -> list[str]:
 
 
 def cmd_down(args: argparse.Namespace, config: Config) -> int:
+    from netmeta.agent.service import read_status
+    from netmeta.drivers import processes
+
+    status = read_status(config.state_dir) or {}
+    pid = status.get("pid")
+    if isinstance(pid, int) and processes.matches(pid, "netmeta"):
+        print(f"netmeta: an agent (pid {pid}) still runs for {config.state_dir} and would re-create "
+              "what `down` removes: stop `netmeta up` first", file=sys.stderr)
+        return 1
     removed = teardown_host(config, purge=args.purge)
     for item in removed:
         print(f"removed {item}")
@@ -179,7 +198,7 @@ def cmd_vm_exec(args: argparse.Namespace, config: Config) -> int:
     from netmeta.drivers import netns
     from netmeta.vm.guests import GuestError
 
-    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    argv = args.argv
     if not argv:
         print("netmeta: vm exec NAME -- CMD ...: no command given", file=sys.stderr)
         return 2

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the lease")
     ex = add_vm("exec", commands.cmd_vm_exec, "run a command inside the guest")
     ex.add_argument("name")
-    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    ex.add_argument("argv", nargs="*", metavar="-- CMD ...", help="the command, after --")
     renew = add_vm("renew", commands.cmd_vm_renew, "renew the guest's DHCP lease (fresh options and routes)")
     renew.add_argument("name")
     add_vm("list", commands.cmd_vm_list, "list the guests on this host")
@@ -107,7 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first "--" is the guest's command (`vm exec NAME -- CMD`),
+    # so options may come before or after the guest's name.
+    command: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, command = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
+    if command:
+        if getattr(args, "argv", None) is None:
+            parser.error("'--' is only used as `netmeta vm exec NAME -- CMD ...`")
+        args.argv = [*args.argv, *command]
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
