@@ -15,15 +15,17 @@ anything.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
+from typing import Any
 
 from netmeta.agent.reconciler import PassReport, Reconciler
 from netmeta.config import Config
 from netmeta.feed import FeedFollower
 from netmeta.model.types import Snapshot
+from netmeta.status import read_status as read_component_status
+from netmeta.status import write_status
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,6 @@ class Agent:
         self.last_report: PassReport | None = None
         self.converged_revision = -1
         self.passes = 0
-        self.status_path = os.path.join(config.state_dir, "agent", "status.json")
 
     def _on_change(self, snapshot: Snapshot) -> None:
         self._wake.set()
@@ -93,20 +94,11 @@ class Agent:
             "spawned": report.spawned,
             "failed": report.failed,
         }
-        os.makedirs(os.path.dirname(self.status_path), exist_ok=True)
-        tmp = f"{self.status_path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(status, handle)
-        os.replace(tmp, self.status_path)
+        write_status(self.config.state_dir, "agent", status)
 
 
-def read_status(state_dir: str) -> dict[str, object] | None:
-    try:
-        with open(os.path.join(state_dir, "agent", "status.json"), encoding="utf-8") as handle:
-            status: dict[str, object] = json.load(handle)
-            return status
-    except (OSError, ValueError):
-        return None
+def read_status(state_dir: str) -> dict[str, Any] | None:
+    return read_component_status(state_dir, "agent")
 
 
 def run(config: Config) -> None:

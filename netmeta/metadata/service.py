@@ -18,11 +18,11 @@ would serve nobody), the listener is (re)opened on the next tick.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from netmeta.config import Config
 from netmeta.drivers import netns, sockets
@@ -33,6 +33,8 @@ from netmeta.metadata.passwords import ApiPasswordStore
 from netmeta.model import names
 from netmeta.model.dhcp import dhcp_listener_wanted
 from netmeta.model.types import METADATA_IPV4, Snapshot
+from netmeta.status import read_status as read_component_status
+from netmeta.status import write_status
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,6 @@ class MetadataService:
         self.app = MetadataApp(config, lambda: self.follower.snapshot, ApiPasswordStore(config.api_url))
         self.open: dict[tuple[str, str], _Open] = {}
         self._wake = asyncio.Event()
-        self.status_path = os.path.join(config.state_dir, "metadata", "status.json")
         self._status_written: object = None
 
     def _on_change(self, snapshot: Snapshot) -> None:
@@ -159,21 +160,12 @@ class MetadataService:
                   "listeners": sorted(listeners, key=lambda l: (l["kind"], l["id"])), "access": access}
         if status == self._status_written:
             return
-        os.makedirs(os.path.dirname(self.status_path), exist_ok=True)
-        tmp = f"{self.status_path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(status, handle)
-        os.replace(tmp, self.status_path)
+        write_status(self.config.state_dir, "metadata", status)
         self._status_written = status
 
 
-def read_status(state_dir: str) -> dict[str, object] | None:
-    try:
-        with open(os.path.join(state_dir, "metadata", "status.json"), encoding="utf-8") as handle:
-            status: dict[str, object] = json.load(handle)
-            return status
-    except (OSError, ValueError):
-        return None
+def read_status(state_dir: str) -> dict[str, Any] | None:
+    return read_component_status(state_dir, "metadata")
 
 
 def run(config: Config) -> None:
