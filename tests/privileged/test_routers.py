@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any, Iterator
 
 import pytest
@@ -288,7 +289,14 @@ def test_agent_restart_leaves_the_router_alone(plain_stack: Stack) -> None:
         return {"inode": os.stat(f"/run/netns/{qrouter}").st_ino, "qr": devices(qrouter)[qr],
                 "rules": rule_counters(qrouter)}
 
-    before = view()
+    def settled() -> dict[str, Any] | None:
+        # The guest's last ACK/FIN of a fetch can reach mangle PREROUTING after curl
+        # has returned: wait (bounded) until two reads agree before taking the picture.
+        first = view()
+        time.sleep(0.3)
+        return first if view() == first else None
+
+    before = wait_until(settled, "the router's rule counters to settle", timeout=10)
     marked = [line for line in before["rules"] if "MARK" in line or "REDIRECT" in line]
     assert marked and all(not line.startswith("[0:0]") for line in marked), before["rules"]
 
