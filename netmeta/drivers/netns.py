@@ -28,6 +28,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Iterator, TypeVar
@@ -70,9 +71,29 @@ def namespace_path(name: str) -> str:
     return os.path.join(NETNS_DIR, check_name(name))
 
 
+def _nsfs_device() -> int:
+    # Every namespace file lives on the kernel's nsfs; our own is one.
+    return os.stat("/proc/self/ns/net").st_dev
+
+
+def _pinned_stat(name: str) -> os.stat_result | None:
+    """The stat of ``/run/netns/<name>`` once it is a mounted namespace.
+
+    ``ip netns add`` and pyroute2 first create an empty file and then
+    bind-mount the namespace onto it; in between the file exists but is no
+    namespace (opening it for setns fails with EINVAL). Only a file on nsfs
+    counts, so another process's half-made namespace reads as "not yet".
+    """
+    try:
+        st = os.stat(namespace_path(name))
+    except FileNotFoundError:
+        return None
+    return st if st.st_dev == _nsfs_device() else None
+
+
 def namespace_exists(name: str) -> bool:
-    """True if ``/run/netns/<name>`` exists (the namespace is pinned)."""
-    return os.path.exists(namespace_path(name))
+    """True if ``/run/netns/<name>`` is a mounted namespace (not a half-made one)."""
+    return _pinned_stat(name) is not None
 
 
 def list_namespaces() -> list[str]:
@@ -87,10 +108,8 @@ def namespace_inode(name: str) -> int | None:
     the agent and the metadata process compare it to know that their sockets
     or links belong to a namespace that no longer exists.
     """
-    try:
-        return os.stat(namespace_path(name)).st_ino
-    except FileNotFoundError:
-        return None
+    st = _pinned_stat(name)
+    return st.st_ino if st is not None else None
 
 
 @contextmanager
@@ -149,7 +168,18 @@ def ensure_namespace(name: str) -> bool:
             pr_netns.create(name)
             created = True
         except FileExistsError:
-            pass  # created concurrently: fine, it exists now
+            # Another creator is between "create the file" and "mount": give it
+            # a moment; a file nobody mounts is a leftover of a crash: replace it.
+            deadline = time.monotonic() + 1.0
+            while not namespace_exists(name) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if not namespace_exists(name):
+                _remove_stale_file(name)
+                try:
+                    pr_netns.create(name)
+                    created = True
+                except OSError as exc:
+                    raise translate(exc, f"create namespace {name}") from exc
         except OSError as exc:
             raise translate(exc, f"create namespace {name}") from exc
     with netlink(name) as ipr:
@@ -161,6 +191,17 @@ def ensure_namespace(name: str) -> bool:
     return created
 
 
+def _remove_stale_file(name: str) -> bool:
+    """Unlink ``/run/netns/<name>`` if it is a plain file, not a mounted namespace."""
+    try:
+        if os.stat(namespace_path(name)).st_dev != _nsfs_device():
+            os.unlink(namespace_path(name))
+            return True
+    except FileNotFoundError:
+        pass
+    return False
+
+
 def delete_namespace(name: str) -> bool:
     """Remove the namespace; False if it was already gone.
 
@@ -169,7 +210,7 @@ def delete_namespace(name: str) -> bool:
     interfaces would outlive the name.
     """
     if not namespace_exists(name):
-        return False
+        return _remove_stale_file(name)
     try:
         pr_netns.remove(name)
     except FileNotFoundError:
