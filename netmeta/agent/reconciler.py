@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from netmeta.agent.ledger import Ledger
 from netmeta.config import Config
@@ -29,7 +29,7 @@ from netmeta.drivers import dnsmasq, iptables, links, netns
 from netmeta.model import names
 from netmeta.model.dhcp import DhcpNetworkSpec, desired_dhcp
 from netmeta.model.l3 import RouterSpec, desired_routers, normalize_saved
-from netmeta.model.types import Snapshot
+from netmeta.model.types import NetworkId, RouterId, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +203,8 @@ class Reconciler:
     # --- removal ----------------------------------------------------------
     def _remove_unwanted(
         self,
-        wanted_dhcp: dict[str, DhcpNetworkSpec],
-        wanted_routers: dict[str, RouterSpec],
+        wanted_dhcp: Mapping[NetworkId, DhcpNetworkSpec],
+        wanted_routers: Mapping[RouterId, RouterSpec],
         snapshot: Snapshot,
         report: PassReport,
     ) -> None:
@@ -267,7 +267,7 @@ def _veth_in_sync(
     inn, out = inner.get(inner_name), fabric.get(outer_name)
     if not inn or not out or not inner.get("lo", {}).get("up"):
         return False
-    return (
+    return bool(
         inn["kind"] == out["kind"] == "veth"
         and inn["peer_index"] == out["index"]
         and out["peer_index"] == inn["index"]

@@ -223,7 +223,7 @@ def cmd_vm_renew(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_vm_list(args: argparse.Namespace, config: Config) -> int:
-    guests = _guests(config).list()
+    guests = _guests(config).list_all()
     print(f"{'NAME':16} {'IP':16} {'INSTANCE':36} NAMESPACE")
     for g in guests:
         print(f"{g.name:16} {g.ip:16} {g.instance_id:36} {g.namespace}")

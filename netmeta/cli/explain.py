@@ -37,7 +37,7 @@ CURL_ERRORS = {6: "could not resolve host", 7: "connection refused or no route t
 def _find_guest(config: Config, key: str) -> Guest:
     from netmeta.vm.guests import GuestError, Guests
 
-    for guest in Guests(config).list():
+    for guest in Guests(config).list_all():
         if key in (guest.name, guest.instance_id, guest.ip):
             return guest
     raise GuestError(f"no guest on this host is named, has the instance id or the IP {key!r}")

@@ -62,8 +62,8 @@ def _kind(msg: Any) -> str | None:
     return info.get_attr("IFLA_INFO_KIND") if info is not None else None
 
 
-def _lookup(ipr: Any, ifname: str) -> Any | None:
-    """The link message for ``ifname``, or None if absent."""
+def _lookup(ipr: Any, ifname: str) -> Any:
+    """The link message for ``ifname``, or None if absent (typed Any: pyroute2 is untyped)."""
     try:
         return ipr.link("get", ifname=ifname)[0]
     except NetlinkError as exc:

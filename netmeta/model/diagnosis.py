@@ -30,6 +30,7 @@ from netmeta.model.types import (
     METADATA_CIDR,
     METADATA_IPV4,
     ROUTER_INTERFACE_OWNERS,
+    NetworkId,
     Port,
     Snapshot,
 )
@@ -174,7 +175,7 @@ def _guest_subnets(snapshot: Snapshot, obs: Observations) -> set[str]:
             if fixed.ip_address == obs.guest_ip:
                 found.add(fixed.subnet_id)
     if not found:  # the guest's port is unknown: fall back to the IP's subnet
-        for subnet in snapshot.subnets_of(obs.network_id):
+        for subnet in snapshot.subnets_of(NetworkId(obs.network_id)):
             try:
                 if ipaddress.ip_address(obs.guest_ip) in subnet.network:
                     found.add(subnet.id)
@@ -220,7 +221,7 @@ def explain(snapshot: Snapshot, obs: Observations, *, metadata_port: int = 9697)
         out.path, out.namespace = "dhcp", names.dhcp_namespace(owner.network_id)
         out.add(OK, "next-hop", f"{gw} is the DHCP port {owner.id}, in namespace {out.namespace}")
         _check_dhcp(out, obs)
-        context = ("network", owner.network_id)
+        context: tuple[str, str] = ("network", owner.network_id)
     elif owner.device_owner in ROUTER_INTERFACE_OWNERS:
         out.path, out.namespace = "router", names.router_namespace(owner.device_id)
         out.add(OK, "next-hop", f"{gw} is interface {names.router_port_name(owner.id)} of router "

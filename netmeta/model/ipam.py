@@ -182,7 +182,7 @@ def validate_pools(net: IPNetwork, raw: object, gateway: str | None) -> list[Poo
             start, end = parse_ip(item["start"]), parse_ip(item["end"])
         except IpamError as exc:
             raise InvalidAllocationPool(f"The allocation pool {item} is not valid") from exc
-        if start.version != net.version or end.version != net.version or start > end:
+        if start.version != net.version or end.version != net.version or int(start) > int(end):
             raise InvalidAllocationPool(f"The allocation pool {item['start']}-{item['end']} is not valid")
         if start not in net or end not in net:
             raise OutOfBoundsAllocationPool(
@@ -253,7 +253,11 @@ def validate_fixed_ip(net: IPNetwork, ip: str) -> str:
 
 def overlaps(a: str, b: str) -> bool:
     na, nb = ipaddress.ip_network(a), ipaddress.ip_network(b)
-    return na.version == nb.version and na.overlaps(nb)  # type: ignore[arg-type]
+    if isinstance(na, ipaddress.IPv4Network) and isinstance(nb, ipaddress.IPv4Network):
+        return na.overlaps(nb)
+    if isinstance(na, ipaddress.IPv6Network) and isinstance(nb, ipaddress.IPv6Network):
+        return na.overlaps(nb)
+    return False
 
 
 def validate_ip_list(raw: object, what: str) -> list[str]:

@@ -247,10 +247,18 @@ PARSERS = {
 
 def snapshot_from_state(state: Mapping[str, Any]) -> Snapshot:
     """Build a :class:`Snapshot` from the server's ``/netmeta/v1/state`` body."""
-    parsed: dict[str, dict[str, Any]] = {}
+    parsed: dict[str, dict[Any, Any]] = {}
     for kind, parse in PARSERS.items():
-        parsed[kind] = {}
+        objs: dict[Any, Any] = {}
         for raw in state.get(kind) or ():
-            obj = parse(raw)
-            parsed[kind][obj.id] = obj
-    return Snapshot(revision=int(state.get("revision", 0)), **parsed)
+            obj: Any = parse(raw)
+            objs[obj.id] = obj
+        parsed[kind] = objs
+    return Snapshot(
+        revision=int(state.get("revision", 0)),
+        networks=parsed["networks"],
+        subnets=parsed["subnets"],
+        ports=parsed["ports"],
+        routers=parsed["routers"],
+        instances=parsed["instances"],
+    )

@@ -47,7 +47,7 @@ async def neutron_errors(request: web.Request, handler: Handler) -> web.StreamRe
             error = MethodNotAllowed(f"Method {request.method} is not allowed on {request.path}.")
         elif exc.status >= 400:
             error = NeutronError(exc.reason, f"HTTP{exc.reason.replace(' ', '')}")
-            error.status = exc.status  # type: ignore[misc]
+            error.status = exc.status
         else:
             raise
         response = dump(error.body(), status=error.status)

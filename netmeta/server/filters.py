@@ -153,7 +153,8 @@ def sort_and_page(
         direction = dirs[index] if index < len(dirs) else "asc"
         if direction not in ("asc", "desc"):
             raise BadRequest(f"{direction} is an invalid value for sort_dirs", "HTTPBadRequest")
-        objs = sorted(objs, key=lambda o, k=keys[index]: _sort_value(o.get(k)), reverse=direction == "desc")
+        key = keys[index]
+        objs = sorted(objs, key=lambda o: _sort_value(o.get(key)), reverse=direction == "desc")
     marker = controls.get("marker", [None])[-1]
     if marker:
         ids = [o["id"] for o in objs]

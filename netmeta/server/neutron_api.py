@@ -13,7 +13,6 @@ keystoneauth's endpoint discovery reads it even with ``--os-auth-type none``.
 from __future__ import annotations
 
 import json
-from functools import partial
 from typing import Any, Callable
 
 from aiohttp import web
@@ -144,7 +143,8 @@ async def create_resource(request: web.Request) -> web.Response:
     kind = request.match_info["kind"]
     body = resource_body(await json_body(request), kind, creating=True)
     server = ctx(request)
-    obj = await server.write(partial(CREATE[kind], body=body, caller=server.caller(request)))
+    create, caller = CREATE[kind], server.caller(request)
+    obj = await server.write(lambda txn: create(txn, body, caller))
     return dump({SINGULAR[kind]: obj}, status=201)
 
 

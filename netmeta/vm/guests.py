@@ -26,6 +26,7 @@ from typing import Any
 from netmeta.client import Client
 from netmeta.config import Config
 from netmeta.drivers import dhclient, links, netns
+from netmeta.drivers.errors import DriverError
 from netmeta.model import names
 
 VM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -68,7 +69,7 @@ class Guests:
         except FileNotFoundError:
             raise GuestError(f"no guest named {name!r} on this host (see `netmeta vm list`)") from None
 
-    def list(self) -> list[Guest]:
+    def list_all(self) -> list[Guest]:
         if not os.path.isdir(self.root):
             return []
         found = []
@@ -136,9 +137,19 @@ class Guests:
         bridge = names.bridge_name(guest.network_id)
         deadline = time.monotonic() + timeout
         # The agent makes the bridge when it sees the network; wait for it.
-        while not (netns.namespace_exists(fabric) and links.link_exists(fabric, bridge)):
+        last: DriverError | None = None
+        while True:
+            try:
+                if netns.namespace_exists(fabric) and links.link_exists(fabric, bridge):
+                    break
+            except DriverError as exc:
+                # /run/netns/<fabric> exists a moment before it is bind-mounted
+                # (the agent is creating it right now): opening it then fails
+                # with EINVAL. Not ready yet, not an error.
+                last = exc
             if time.monotonic() > deadline:
-                raise GuestError(f"bridge {bridge} did not appear in {fabric}: is `netmeta agent` running?")
+                why = f" (last error: {last})" if last else ""
+                raise GuestError(f"bridge {bridge} did not appear in {fabric}: is `netmeta agent` running?{why}")
             time.sleep(0.05)
         netns.ensure_namespace(guest.namespace)
         links.ensure_veth_into(
@@ -171,7 +182,7 @@ class Guests:
     def teardown_all_local(self) -> list[str]:
         """Remove every guest's namespace and processes (``netmeta down``)."""
         removed = []
-        for guest in self.list():
+        for guest in self.list_all():
             self._teardown_local(guest.name)
             removed.append(guest.name)
         return removed

@@ -82,4 +82,4 @@ class TokenIssuer:
         (expiry,) = struct.unpack(">Q", raw[:8])
         if not hmac.compare_digest(raw[8:], self._mac(binding, expiry)):
             return False
-        return self.clock() < expiry
+        return bool(self.clock() < expiry)
