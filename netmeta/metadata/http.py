@@ -14,7 +14,11 @@ over what a hostile guest can make it do. The rules it enforces:
   (``IDLE_TIMEOUT``);
 * a handler exception becomes a bare 500 and is logged — never shown;
 * a :class:`Response` with ``ttl`` is sent with that IP TTL (the IMDSv2 hop
-  limit) and the socket's TTL is restored right after.
+  limit), and the connection keeps that TTL until it closes: TCP sends
+  retransmissions with the socket's *current* TTL, so restoring it would let
+  a retransmitted token cross the hops the first copy could not (a relay
+  behind the guest got the token ~200 ms later). A guest talking to its own
+  listener is one L2 hop away, so later answers on the connection still reach it.
 
 Every answered request is counted in an :class:`AccessLog` keyed by listener
 context and peer, so tests can prove *which* listener answered a guest.
@@ -442,27 +446,20 @@ class HttpProtocol(asyncio.Protocol):
         self._write_with_ttl(transport, payload, ttl)
 
     def _write_with_ttl(self, transport: asyncio.Transport, payload: bytes, ttl: int) -> None:
-        """Send with a given IP TTL / hop limit, then restore the socket's own."""
+        """Send with a given IP TTL / hop limit, and keep it for the rest of the connection.
+
+        Never restored: the kernel builds every (re)transmitted segment's IP
+        header with the TTL current at that moment, so a restore would let a
+        retransmission of the token reach a client the hop limit must exclude.
+        """
         sock = transport.get_extra_info("socket")
-        if sock is None:
-            transport.write(payload)
-            return
-        if sock.family == socket.AF_INET6 and not self.peer_ip.count("."):
-            level, option = socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS
-        else:  # IPv4, also an IPv4 guest on a dual-stack socket
-            level, option = socket.IPPROTO_IP, socket.IP_TTL
-        try:
-            before = sock.getsockopt(level, option)
-            sock.setsockopt(level, option, ttl)
-        except OSError:
-            transport.write(payload)
-            return
-        try:
-            # A small answer leaves in this call; anything the kernel queues
-            # for later (full window) would go with the restored TTL.
-            transport.write(payload)
-        finally:
+        if sock is not None:
+            if sock.family == socket.AF_INET6 and not self.peer_ip.count("."):
+                level, option = socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS
+            else:  # IPv4, also an IPv4 guest on a dual-stack socket
+                level, option = socket.IPPROTO_IP, socket.IP_TTL
             try:
-                sock.setsockopt(level, option, before)
+                sock.setsockopt(level, option, ttl)
             except OSError:
                 pass
+        transport.write(payload)
