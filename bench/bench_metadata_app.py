@@ -54,7 +54,7 @@ def serve(tokens: str, port_queue: "multiprocessing.Queue[int]") -> None:
         ctx = ListenerContext("network", NET_A)
         log = AccessLog(keep=100)
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: HttpProtocol(app.handle, ctx, log), "127.0.0.1", 0, backlog=1024)
+        server = await loop.create_server(lambda: HttpProtocol(app.dispatch, ctx, log), "127.0.0.1", 0, backlog=1024)
         port_queue.put(server.sockets[0].getsockname()[1])
         await asyncio.Event().wait()
 

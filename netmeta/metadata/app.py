@@ -28,7 +28,7 @@ import logging
 import os
 import platform
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol, Union
 
 from netmeta.config import Config
 from netmeta.metadata.http import Request, Response
@@ -46,6 +46,9 @@ from netmeta.model.metadata.tokens import (
 )
 from netmeta.model.metadata.tree import TEXT, InstanceData, Leaf, PathNotFound, instance_data, split_path
 from netmeta.model.types import Instance, InstanceId, Snapshot
+
+# What a request gets: the response now, or (password POST, Nova) later.
+Answer = Union[Response, Awaitable[Response]]
 
 LOG = logging.getLogger(__name__)
 
@@ -145,17 +148,28 @@ class MetadataApp:
 
     # --- dispatch ----------------------------------------------------------
     async def handle(self, request: Request) -> Response:
+        answer = self.dispatch(request)
+        return answer if isinstance(answer, Response) else await answer
+
+    def dispatch(self, request: Request) -> Answer:
+        """Answer now when no I/O is needed (nearly always), else an awaitable.
+
+        The listener calls this directly: a request that needs no other
+        service (everything but a password POST and the Nova backend) is
+        answered without creating a task, which is most of the cost of a
+        small request in asyncio.
+        """
         try:
-            return await self._dispatch(request)
+            return self._dispatch(request)
         except PathNotFound as exc:
             return _text(404, exc.message())
         except IdentityError as exc:
             return _text(404, f"Not found: {exc}")
 
-    async def _dispatch(self, request: Request) -> Response:
+    def _dispatch(self, request: Request) -> Answer:
         tokens = split_path(request.path)
         if request.context.kind == "signed":
-            return await self._signed(request, tokens)
+            return self._signed(request, tokens)
         peer = request.peer_ip
         decision = self.limiter.check((request.context.kind, request.context.id, peer), peer)
         if not decision.allowed:
@@ -177,8 +191,8 @@ class MetadataApp:
         snap = self._current()
         instance, _port = resolve(snap, request.context.kind, request.context.id, peer, self._index)
         if self.nova is not None:
-            return await self.nova.forward(request, instance)
-        return await self._serve(request, tokens, self._view(snap, instance, _normal(peer)))
+            return self.nova.forward(request, instance)
+        return self._serve(request, tokens, self._view(snap, instance, _normal(peer)))
 
     def _check_method(self, request: Request, tokens: list[str]) -> Response | None:
         if request.method in _READ:
@@ -224,7 +238,7 @@ class MetadataApp:
         return _text(401, "Unauthorized: the session token is invalid or expired; fetch a new one.")
 
     # --- trees -----------------------------------------------------------------
-    async def _serve(self, request: Request, tokens: list[str], view: InstanceData) -> Response:
+    def _serve(self, request: Request, tokens: list[str], view: InstanceData) -> Answer:
         if tokens[0] == "openstack":
             cache_key = None
             if len(tokens) == 3 and tokens[2] not in (openstack.MD_JSON, openstack.PASSWORD):
@@ -234,7 +248,7 @@ class MetadataApp:
                     return _leaf(cached)
             result = openstack.lookup(view, tokens[1:], self.random_bytes(512))
             if isinstance(result, str):
-                return await self._password(request, view)
+                return self._password(request, view)
             if cache_key is not None:
                 self._remember(cache_key, result)
             return _leaf(result)
@@ -251,7 +265,7 @@ class MetadataApp:
             self._leaves.clear()
         self._leaves[key] = leaf
 
-    async def _password(self, request: Request, view: InstanceData) -> Response:
+    def _password(self, request: Request, view: InstanceData) -> Answer:
         instance_id = view.instance.id
         current = self._passwords.get(instance_id) or view.instance.password or ""
         if request.method in _READ:
@@ -266,6 +280,9 @@ class MetadataApp:
             value = request.body.decode("utf-8")
         except UnicodeDecodeError:
             return _text(400, "The password must be UTF-8 text.")
+        return self._store_password(instance_id, value)
+
+    async def _store_password(self, instance_id: InstanceId, value: str) -> Response:
         try:
             stored = await self.password_store.set_password(instance_id, value)
         except Exception as exc:  # the store is remote: say so, never a traceback
@@ -277,7 +294,7 @@ class MetadataApp:
         return Response(200, b"", TEXT)
 
     # --- the signed listener ------------------------------------------------------
-    async def _signed(self, request: Request, tokens: list[str]) -> Response:
+    def _signed(self, request: Request, tokens: list[str]) -> Answer:
         if not tokens and request.method in _READ:
             return _leaf(ec2.version_listing())
         try:
@@ -294,7 +311,7 @@ class MetadataApp:
         if not tokens:
             return _leaf(ec2.version_listing())
         address = _instance_address(snap, instance)
-        return await self._serve(request, tokens, self._view(snap, instance, address))
+        return self._serve(request, tokens, self._view(snap, instance, address))
 
 
 def _normal(ip: str) -> str:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -47,7 +48,10 @@ MAX_PENDING = 128
 HEADER_TIMEOUT = 10.0
 IDLE_TIMEOUT = 30.0
 SERVER = "netmeta"
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# Compiled once: checking characters one by one was the parser's main cost.
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_TARGET_BAD = re.compile(r"[\x00-\x20\x7f]")
+_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,8 @@ class Response:
     ttl: int | None = None
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+# A handler answers at once (a Response) or later (an awaitable, for I/O).
+Handler = Callable[[Request], "Response | Awaitable[Response]"]
 
 
 @dataclass(frozen=True)
@@ -166,13 +171,13 @@ def _parse_head(head: bytes) -> tuple[str, str, str, list[tuple[str, str]]]:
     if len(parts) != 3:
         raise _ProtocolError(400, "malformed request line")
     method, target, version = parts
-    if not method or not set(method) <= _TOKEN_CHARS:
+    if not _TOKEN_RE.match(method):
         raise _ProtocolError(400, "malformed method")
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         if version.startswith("HTTP/") and version[5:6].isdigit():
             raise _ProtocolError(505, "only HTTP/1.0 and HTTP/1.1 are supported")
         raise _ProtocolError(400, "malformed HTTP version")
-    if not target or any(c <= " " or c == "\x7f" for c in target):
+    if not target or _TARGET_BAD.search(target):
         raise _ProtocolError(400, "malformed request target")
     headers: list[tuple[str, str]] = []
     if len(lines) - 1 > MAX_HEADER_LINES:
@@ -181,10 +186,10 @@ def _parse_head(head: bytes) -> tuple[str, str, str, list[tuple[str, str]]]:
         if not line:
             continue
         name, sep, value = line.partition(":")
-        if not sep or not name or not set(name) <= _TOKEN_CHARS:
+        if not sep or not _TOKEN_RE.match(name):
             raise _ProtocolError(400, "malformed header line")
         value = value.strip(" \t")
-        if any((c < " " and c != "\t") or c == "\x7f" for c in value):
+        if _VALUE_BAD.search(value):
             raise _ProtocolError(400, "control character in header value")
         headers.append((name, value))
     return method, target, version, headers
@@ -224,13 +229,14 @@ class HttpProtocol(asyncio.Protocol):
         self.closing = False
         self.paused = False
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0
         self.loop = asyncio.get_event_loop()
         self.continue_sent = False
 
     # --- connection lifecycle ------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Any stream transport (asyncio's or uvloop's) has write/close/pause_reading.
+        self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer_ip = str(peer[0]) if peer else ""
         if self.peer_ip.startswith("::ffff:") and "." in self.peer_ip:
@@ -252,13 +258,24 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = None
 
     def _arm(self, delay: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = self.loop.call_later(delay, self._timeout)
+        """Move the connection's deadline; at most one timer exists per connection.
+
+        Re-scheduling a timer for every request cost more than parsing it, so
+        the timer only ever moves forward lazily: when it fires early it
+        re-arms itself for the current deadline.
+        """
+        self.deadline = self.loop.time() + delay
+        if self.timer is None:
+            self.timer = self.loop.call_at(self.deadline, self._timeout)
 
     def _timeout(self) -> None:
-        if self.transport is not None and self.worker is None:
-            self.transport.close()
+        self.timer = None
+        if self.transport is None or self.worker is not None:
+            return  # an answer is on its way; _settle arms the next deadline
+        if self.loop.time() < self.deadline:
+            self.timer = self.loop.call_at(self.deadline, self._timeout)
+            return
+        self.transport.close()
 
     # --- parsing ---------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -286,10 +303,10 @@ class HttpProtocol(asyncio.Protocol):
             if lf >= 0 and (end < 0 or lf < end):
                 end, sep = lf, 2
             if end < 0:
+                # Incomplete: wait for more (a stray CRLF between requests is
+                # tolerated, RFC 9112 §2.2: lstrip below drops it).
                 if len(self.buffer) > MAX_HEADER_BYTES:
                     self._fail(431, "request header block too large")
-                elif self.buffer[:1] in (b"\r", b"\n") and len(self.buffer) <= 2 and not self.pending:
-                    pass  # a stray CRLF between requests is tolerated (RFC 9112 §2.2)
                 return
             if end > MAX_HEADER_BYTES:
                 self._fail(431, "request header block too large")
@@ -316,7 +333,7 @@ class HttpProtocol(asyncio.Protocol):
             self.pending.append(Request(method, target, path, query, headers, body, self.peer_ip, self.context, version))
 
     def _body_length(self, headers: list[tuple[str, str]]) -> int:
-        lengths = set()
+        lengths: set[str] = set()
         for key, value in headers:
             low = key.lower()
             if low == "transfer-encoding":
@@ -341,36 +358,62 @@ class HttpProtocol(asyncio.Protocol):
 
     # --- answering -------------------------------------------------------
     def _kick(self) -> None:
-        if self.pending and self.worker is None:
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
-            self.worker = self.loop.create_task(self._work())
+        """Answer pending requests in order; only one needing I/O gets a task.
 
-    async def _work(self) -> None:
+        Most answers need no I/O, and creating a task per request is most of
+        what a small request costs in asyncio: those are written right here.
+        A handler that returns an awaitable parks the queue behind one task
+        until its answer is written, so pipelined answers never reorder.
+        """
+        while self.pending and self.worker is None and self.transport is not None:
+            item = self.pending.popleft()
+            if isinstance(item, _ProtocolError):
+                self.access_log.record(self.context, self.peer_ip, "-", "-", item.status)
+                self._write(item.status, item.message.encode() + b"\n", "text/plain; charset=UTF-8", [], None, False, "HTTP/1.1", False)
+                self.transport.close()
+                return
+            try:
+                answer = self.handler(item)
+            except Exception:
+                answer = self._internal_error(item)
+            if isinstance(answer, Response):
+                self._respond(item, answer)
+                if self.closing:
+                    self.pending.clear()  # nothing is answered after "Connection: close"
+            else:
+                self.worker = self.loop.create_task(self._finish(item, answer))
+                return
+            if not self.pending and self.buffer and not self.closing:
+                self._parse_safely()
+        if self.worker is None:
+            self._settle()
+
+    async def _finish(self, request: Request, answer: Awaitable[Response]) -> None:
         try:
-            while self.pending and self.transport is not None:
-                item = self.pending.popleft()
-                if isinstance(item, _ProtocolError):
-                    self.access_log.record(self.context, self.peer_ip, "-", "-", item.status)
-                    self._write(item.status, item.message.encode() + b"\n", "text/plain; charset=UTF-8", [], None, False, "HTTP/1.1", False)
-                    self.transport.close()
-                    return
-                await self._answer(item)
+            try:
+                response = await answer
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                response = self._internal_error(request)
+            self._respond(request, response)
         finally:
             self.worker = None
+        if self.transport is not None:
+            if self.buffer and not self.closing:
+                self._parse_safely()
+            self._kick()
+
+    def _settle(self) -> None:
+        """After a batch: resume reading, close, or wait for the next request."""
         if self.transport is None:
             return
-        if self.buffer and not self.closing:
-            self._parse_safely()
         if self.paused and len(self.buffer) <= MAX_PIPELINE_BYTES and len(self.pending) < MAX_PENDING:
             self.paused = False
             self.transport.resume_reading()
-        if self.pending:
-            self._kick()
-        elif self.closing:
+        if self.closing and not self.pending:
             self.transport.close()
-        else:
+        elif not self.pending:
             self._arm(IDLE_TIMEOUT if not self.buffer else HEADER_TIMEOUT)
 
     def _parse_safely(self) -> None:
@@ -380,14 +423,11 @@ class HttpProtocol(asyncio.Protocol):
             LOG.exception("metadata: parser failure from %s", self.peer_ip)
             self._fail(400, "bad request")
 
-    async def _answer(self, request: Request) -> None:
-        try:
-            response = await self.handler(request)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            LOG.exception("metadata: handler failed for %s %s from %s", request.method, request.path, self.peer_ip)
-            response = Response(500, b"Internal error; the metadata service logged the details.\n")
+    def _internal_error(self, request: Request) -> Response:
+        LOG.exception("metadata: handler failed for %s %s from %s", request.method, request.path, self.peer_ip)
+        return Response(500, b"Internal error; the metadata service logged the details.\n")
+
+    def _respond(self, request: Request, response: Response) -> None:
         keep = self._keep_alive(request)
         if not keep:
             self.closing = True

@@ -53,7 +53,7 @@ class LiveServer:
         self.servers = []
         for ctx in self.contexts:
             server = await self.loop.create_server(
-                lambda ctx=ctx: HttpProtocol(self.app.handle, ctx, self.log), "127.0.0.1", 0
+                lambda ctx=ctx: HttpProtocol(self.app.dispatch, ctx, self.log), "127.0.0.1", 0
             )
             self.servers.append(server)
             self.ports[ctx] = server.sockets[0].getsockname()[1]

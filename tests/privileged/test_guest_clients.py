@@ -119,6 +119,12 @@ def run_client(guest: Guest, mode: str, cloudinit: str = "", timeout: float = 60
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
+def status_of(stack: Stack, guest: Guest, path: str, *extra: str) -> int | None:
+    """The status of one GET from the guest, or None while nothing answers yet."""
+    out = stack.curl(guest, path, "-o", "/dev/null", "-w", "%{http_code}", *extra)
+    return int(out.stdout) if out.returncode == 0 and out.stdout.isdigit() else None
+
+
 def http(stack: Stack, guest: Guest, path: str, *extra: str) -> tuple[int, dict[str, str], str]:
     """One curl from inside the guest: (status, headers lower-cased, body)."""
     out = stack.curl(guest, path, "-i", *extra)
@@ -293,7 +299,7 @@ def test_botocore_uses_a_token_when_tokens_are_required(required_tokens_stack: S
     stack = required_tokens_stack
     net, _ = stack.network("gc-req", "10.66.1.0/24", gateway=False)
     guest = stack.boot("gc-req", net["id"])
-    wait_until(lambda: http(stack, guest, "/latest/meta-data/instance-id")[0] == 401, "the listener to refuse a tokenless GET")
+    wait_until(lambda: status_of(stack, guest, "/latest/meta-data/instance-id") == 401, "the listener to refuse a tokenless GET")
     status, _, token = http(stack, guest, "/latest/api/token", *TOKEN_PUT)
     assert status == 200
     assert http(stack, guest, "/latest/meta-data/instance-id", "-H", f"X-aws-ec2-metadata-token: {token}")[0] == 200
