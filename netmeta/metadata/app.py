@@ -44,7 +44,7 @@ from netmeta.model.metadata.tokens import (
     TokenRequestError,
     parse_ttl,
 )
-from netmeta.model.metadata.tree import TEXT, InstanceData, Leaf, PathNotFound, instance_data, split_path
+from netmeta.model.metadata.tree import JSON, TEXT, InstanceData, Leaf, PathNotFound, instance_data, split_path
 from netmeta.model.types import Instance, InstanceId, Snapshot
 
 # What a request gets: the response now, or (password POST, Nova) later.
@@ -114,6 +114,7 @@ class MetadataApp:
         self._index = Index()
         self._views: dict[tuple[str, str], InstanceData] = {}
         self._leaves: dict[tuple[str, str, tuple[str, ...]], Leaf] = {}
+        self._meta_data: dict[tuple[str, str, str], openstack.MetaDataTemplate] = {}
 
     async def close(self) -> None:
         if self.nova is not None:
@@ -127,6 +128,7 @@ class MetadataApp:
             self._index = Index.build(snap)
             self._views.clear()
             self._leaves.clear()
+            self._meta_data.clear()
         return snap
 
     def _view(self, snap: Snapshot, instance: Instance, address: str) -> InstanceData:
@@ -240,6 +242,8 @@ class MetadataApp:
     # --- trees -----------------------------------------------------------------
     def _serve(self, request: Request, tokens: list[str], view: InstanceData) -> Answer:
         if tokens[0] == "openstack":
+            if len(tokens) == 3 and tokens[2] == openstack.MD_JSON:
+                return self._meta_data_json(view, tokens[1])
             cache_key = None
             if len(tokens) == 3 and tokens[2] not in (openstack.MD_JSON, openstack.PASSWORD):
                 cache_key = (view.instance.id, view.address, tuple(tokens))
@@ -260,9 +264,20 @@ class MetadataApp:
             self._remember(key, leaf)
         return _leaf(leaf)
 
+    def _meta_data_json(self, view: InstanceData, version_token: str) -> Response:
+        key = (view.instance.id, view.address, version_token)
+        template = self._meta_data.get(key)
+        if template is None:
+            if len(self._meta_data) > _CACHE_LIMIT:
+                self._meta_data.clear()
+            template = openstack.meta_data_template(view, version_token)
+            self._meta_data[key] = template
+        return Response(200, template.render(self.random_bytes(512)), JSON)
+
     def _remember(self, key: tuple[str, str, tuple[str, ...]], leaf: Leaf) -> None:
         if len(self._leaves) > _CACHE_LIMIT:
             self._leaves.clear()
+            self._meta_data.clear()
         self._leaves[key] = leaf
 
     def _password(self, request: Request, view: InstanceData) -> Answer:

@@ -95,6 +95,18 @@ def test_meta_data_json_keys_by_version(version: str, keys: list[str]) -> None:
         assert md["project_id"] == "proj-1"
 
 
+@pytest.mark.parametrize("version", [*OS_MD_KEYS, "latest"])
+@pytest.mark.parametrize("which", [VM1, VM2])
+def test_meta_data_template_renders_exactly_what_lookup_serves(version: str, which: str) -> None:
+    # The listener serves the pre-encoded template; it must be byte-identical
+    # to the plain document for the same seed, in every version.
+    leaf = openstack.lookup(vm(which), [version, "meta_data.json"], SEED)
+    assert isinstance(leaf, Leaf)
+    assert openstack.meta_data_template(vm(which), version).render(SEED) == leaf.body
+    other = openstack.meta_data_template(vm(which), version).render(bytes(512))
+    assert json.loads(other).get("random_seed", "") in ("", base64.b64encode(bytes(512)).decode())
+
+
 def test_meta_data_without_key_or_meta_omits_them() -> None:
     md = json.loads(openstack.lookup(vm(VM2), ["latest", "meta_data.json"], SEED).body)  # type: ignore[union-attr]
     assert "public_keys" not in md and "keys" not in md and "meta" not in md
