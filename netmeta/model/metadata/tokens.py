@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 TOKEN_PATH = ("latest", "api", "token")
@@ -39,6 +39,10 @@ class TokenRequestError(ValueError):
         self.status = status
 
 
+# How many verified tokens to remember (a few per guest at most).
+VERIFIED_CACHE = 4096
+
+
 def parse_ttl(raw: str | None) -> int:
     """The TTL header must be an integer from 1 to 21600 (else 400, like AWS)."""
     if raw is None:
@@ -55,6 +59,9 @@ class TokenIssuer:
 
     clock: Callable[[], float]
     key: bytes = b""
+    # Tokens already verified, with their expiry: a guest sends the same token
+    # on every GET, and the HMAC was the whole cost of checking it.
+    _verified: dict[tuple[tuple[str, str, str], str], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -71,6 +78,9 @@ class TokenIssuer:
 
     def valid(self, binding: tuple[str, str, str], token: str) -> bool:
         """True for an unexpired token issued to this binding; never raises."""
+        known = self._verified.get((binding, token))
+        if known is not None:
+            return bool(self.clock() < known)
         if len(token) > 64:
             return False
         try:
@@ -82,4 +92,7 @@ class TokenIssuer:
         (expiry,) = struct.unpack(">Q", raw[:8])
         if not hmac.compare_digest(raw[8:], self._mac(binding, expiry)):
             return False
+        if len(self._verified) >= VERIFIED_CACHE:
+            self._verified.clear()  # bounded: forget, re-verify on next use
+        self._verified[(binding, token)] = expiry
         return bool(self.clock() < expiry)
