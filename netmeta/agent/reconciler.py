@@ -57,7 +57,9 @@ class Reconciler:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.fabric = config.fabric_namespace
+        # None: bridges in the host's own namespace (fabric_namespace = ""),
+        # for plugging real VM taps; drivers refuse "" so it cannot happen by accident.
+        self.fabric: str | None = config.fabric_namespace or None
         self.dhcp_root = os.path.join(config.state_dir, "dhcp")
         self.ledger = Ledger.load(config.state_dir)
         self.applied_dhcp: dict[str, DhcpNetworkSpec] = {}
@@ -74,7 +76,7 @@ class Reconciler:
             self.applied_routers.clear()
             self.bridges.clear()
         self._ensure_fabric()
-        self._fabric_view = links.observe(self.fabric or None) if full else None
+        self._fabric_view = links.observe(self.fabric) if full else None
         wanted_dhcp = desired_dhcp(snapshot, self.config, self.config.state_dir)
         wanted_routers = desired_routers(snapshot, self.config)
 

@@ -133,14 +133,14 @@ class Guests:
         return guest
 
     def _plug(self, guest: Guest, mtu: int, timeout: float) -> None:
-        fabric = self.config.fabric_namespace
+        fabric = self.config.fabric_namespace or None
         bridge = names.bridge_name(guest.network_id)
         deadline = time.monotonic() + timeout
         # The agent makes the bridge when it sees the network; wait for it.
         last: DriverError | None = None
         while True:
             try:
-                if netns.namespace_exists(fabric) and links.link_exists(fabric, bridge):
+                if (fabric is None or netns.namespace_exists(fabric)) and links.link_exists(fabric, bridge):
                     break
             except DriverError as exc:
                 # /run/netns/<fabric> exists a moment before it is bind-mounted
@@ -175,7 +175,7 @@ class Guests:
         except GuestError:
             return
         dhclient.stop(guest.namespace, guest.paths)
-        links.delete_link(self.config.fabric_namespace, names.guest_outer_name(guest.port_id))
+        links.delete_link(self.config.fabric_namespace or None, names.guest_outer_name(guest.port_id))
         netns.delete_namespace(guest.namespace)
         shutil.rmtree(guest.directory, ignore_errors=True)
 
