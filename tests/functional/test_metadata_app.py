@@ -362,36 +362,18 @@ def test_botocore_region_fetcher_uses_tokens(live_required: LiveServer, live_off
 
 
 @pytest.fixture(scope="session")
-def cloudinit_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Debian's cloud-init package, unpacked (never installed) once per session.
-
-    Installing it would add boot services to this host; unpacking it only
-    gives us its Python modules. ``NETMETA_CLOUDINIT_DEB`` may name a local
-    .deb instead of running ``apt-get download``.
-    """
-    import glob
-    import os
-    import shutil
-    import subprocess
+def cloudinit_path() -> Iterator[str]:
+    """Debian's cloud-init package, unpacked (never installed), on sys.path for the session."""
     import sys
 
-    where = tmp_path_factory.mktemp("cloud-init")
-    deb = os.environ.get("NETMETA_CLOUDINIT_DEB", "")
-    if not deb:
-        if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-            pytest.skip("cloud-init client tests need apt-get and dpkg-deb to fetch Debian's cloud-init")
-        got = subprocess.run(["apt-get", "download", "cloud-init"], cwd=where, capture_output=True, text=True, timeout=120)
-        debs = glob.glob(str(where / "cloud-init_*.deb"))
-        if got.returncode != 0 or not debs:
-            pytest.skip(f"cannot download cloud-init with apt-get: {got.stderr.strip()[-200:]}")
-        deb = debs[0]
-    subprocess.run(["dpkg-deb", "-x", deb, str(where / "root")], check=True)
-    path = str(where / "root" / "usr" / "lib" / "python3" / "dist-packages")
-    for module in ("configobj", "requests", "yaml", "jinja2"):
-        pytest.importorskip(module, reason=f"cloud-init needs {module}")
-    sys.path.insert(0, path)
-    yield path
-    sys.path.remove(path)
+    from tests.cloudinit import cloudinit_dist_packages
+
+    with cloudinit_dist_packages() as path:
+        sys.path.insert(0, path)
+        try:
+            yield path
+        finally:
+            sys.path.remove(path)
 
 
 def test_cloud_init_openstack_reader(live: LiveServer, cloudinit_path: str) -> None:

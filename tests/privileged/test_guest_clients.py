@@ -13,13 +13,10 @@ namespace behind the REDIRECT rule (routed network). Nothing is pointed at
 from __future__ import annotations
 
 import base64
-import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +26,7 @@ from netmeta.config import RateLimitConfig
 from netmeta.metadata.service import read_status as metadata_status
 from netmeta.model import names
 from netmeta.vm.guests import Guest
+from tests.cloudinit import cloudinit_dist_packages
 from tests.privileged.stack import Stack, in_ns, make_stack, wait_until
 
 pytestmark = pytest.mark.privileged
@@ -36,7 +34,6 @@ pytestmark = pytest.mark.privileged
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENT = os.path.join(HERE, "guest_client.py")
 REPO = os.path.dirname(os.path.dirname(HERE))
-CACHED_CLOUDINIT = os.path.join(REPO, ".cache", "cloud-init", "usr", "lib", "python3", "dist-packages")
 
 # Bytes that are not UTF-8, so "user data round-trips" means byte-for-byte.
 USER_DATA = b"#cloud-config\nruncmd: [echo hi]\n# \xff\xfe raw bytes\n"
@@ -49,26 +46,9 @@ PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGuestClientTestKeyOnlyForNetm
 
 @pytest.fixture(scope="session")
 def cloudinit_path() -> Iterator[str]:
-    """cloud-init 22.4.2's Python tree: the one setup.sh unpacked, else unpack it now.
-
-    Never installed (that would add boot services to this host); the guest
-    client only puts the unpacked ``dist-packages`` on its ``sys.path``.
-    """
-    if os.path.isdir(os.path.join(CACHED_CLOUDINIT, "cloudinit")):
-        yield CACHED_CLOUDINIT
-        return
-    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        pytest.skip("guest client tests need cloud-init: run scripts/setup.sh --test (apt-get, dpkg-deb)")
-    where = tempfile.mkdtemp(prefix="nm-cloudinit-")
-    try:
-        got = subprocess.run(["apt-get", "download", "cloud-init"], cwd=where, capture_output=True, text=True, timeout=120)
-        debs = glob.glob(os.path.join(where, "cloud-init_*.deb"))
-        if got.returncode != 0 or not debs:
-            pytest.skip(f"cannot download cloud-init with apt-get: {got.stderr.strip()[-200:]}")
-        subprocess.run(["dpkg-deb", "-x", debs[0], os.path.join(where, "root")], check=True)
-        yield os.path.join(where, "root", "usr", "lib", "python3", "dist-packages")
-    finally:
-        shutil.rmtree(where, ignore_errors=True)
+    """cloud-init 22.4.2's Python tree (see tests/cloudinit.py); the guest client puts it on its sys.path."""
+    with cloudinit_dist_packages() as path:
+        yield path
 
 
 @pytest.fixture

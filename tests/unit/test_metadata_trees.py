@@ -188,7 +188,7 @@ NETWORK_DATA_SCHEMA = {
 
 
 def test_network_data_shape_and_schema() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
     leaf = openstack.lookup(vm(), ["latest", "network_data.json"], SEED)
     assert isinstance(leaf, Leaf) and leaf.content_type == "text/plain; charset=UTF-8"
     nd = json.loads(leaf.body)
