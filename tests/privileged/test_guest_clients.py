@@ -33,7 +33,6 @@ pytestmark = pytest.mark.privileged
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENT = os.path.join(HERE, "guest_client.py")
-REPO = os.path.dirname(os.path.dirname(HERE))
 
 # Bytes that are not UTF-8, so "user data round-trips" means byte-for-byte.
 USER_DATA = b"#cloud-config\nruncmd: [echo hi]\n# \xff\xfe raw bytes\n"
