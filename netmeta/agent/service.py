@@ -61,7 +61,15 @@ class Agent:
             snapshot = self.follower.snapshot
             full = self._full_due or time.monotonic() - last_full >= self.full_resync_interval
             self._wake.clear()
-            report = await asyncio.to_thread(self.reconciler.converge, snapshot, full=full)
+            try:
+                report = await asyncio.to_thread(self.reconciler.converge, snapshot, full=full)
+            except Exception as exc:  # noqa: BLE001 - e.g. the fabric namespace vanished
+                # A failure outside any one network (the fabric itself) must not
+                # end the agent: everything keeps serving; retry with a full pass.
+                log.warning("pass at revision %d failed: %s; retrying with a full pass", snapshot.revision, exc)
+                self._full_due = True
+                await asyncio.sleep(1.0)
+                continue
             if full:
                 last_full = time.monotonic()
                 self._full_due = False
