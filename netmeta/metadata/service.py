@@ -131,7 +131,12 @@ class MetadataService:
             log.warning("cannot listen in %s on %s:%d: %s", spec.namespace, spec.host, spec.port, exc)
             return
         context = spec.context
-        server = await loop.create_server(lambda: HttpProtocol(self.app.dispatch, context), sock=sock)
+        try:
+            server = await loop.create_server(lambda: HttpProtocol(self.app.dispatch, context), sock=sock)
+        except OSError as exc:
+            sock.close()
+            log.warning("cannot serve %s:%d in %s: %s", spec.host, spec.port, spec.namespace, exc)
+            return
         self.open[key] = _Open(spec, server, inode)
         log.info("listening in %s on %s:%d", spec.namespace, spec.host, spec.port)
 
