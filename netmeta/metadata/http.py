@@ -10,8 +10,11 @@ over what a hostile guest can make it do. The rules it enforces:
 * bodies only with ``Content-Length`` (at most ``MAX_BODY``, else 413);
   ``Transfer-Encoding`` is refused with 400 — no guest needs chunked uploads;
 * the header block is capped (431) and lines must be well formed (400);
-* a slow client is cut off (``HEADER_TIMEOUT``), an idle one closed
-  (``IDLE_TIMEOUT``);
+* a request must arrive whole within ``HEADER_TIMEOUT`` of its first byte
+  (trickling a byte at a time does not extend it), an idle connection is
+  closed after ``IDLE_TIMEOUT``, and one guest holds at most
+  ``MAX_CONNECTIONS_PER_PEER`` connections per listener — one process serves
+  every tenant, so no guest may use up its file descriptors;
 * a handler exception becomes a bare 500 and is logged — never shown;
 * a :class:`Response` with ``ttl`` is sent with that IP TTL (the IMDSv2 hop
   limit), and the connection keeps that TTL until it closes: TCP sends
@@ -47,6 +50,10 @@ MAX_PIPELINE_BYTES = 256 * 1024
 MAX_PENDING = 128
 HEADER_TIMEOUT = 10.0
 IDLE_TIMEOUT = 30.0
+MAX_CONNECTIONS_PER_PEER = 64
+
+# Open connections by (listener kind, listener id, peer), across all listeners.
+_OPEN_CONNECTIONS: collections.Counter[tuple[str, str, str]] = collections.Counter()
 SERVER = "netmeta"
 # Compiled once: checking characters one by one was the parser's main cost.
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -230,6 +237,9 @@ class HttpProtocol(asyncio.Protocol):
         self.paused = False
         self.timer: asyncio.TimerHandle | None = None
         self.deadline = 0.0
+        # Whether the request now arriving already has its deadline.
+        self.request_deadline_set = False
+        self.counted: tuple[str, str, str] | None = None
         self.loop = asyncio.get_event_loop()
         self.continue_sent = False
 
@@ -241,15 +251,30 @@ class HttpProtocol(asyncio.Protocol):
         self.peer_ip = str(peer[0]) if peer else ""
         if self.peer_ip.startswith("::ffff:") and "." in self.peer_ip:
             self.peer_ip = self.peer_ip[7:]
+        key = (self.context.kind, self.context.id, self.peer_ip)
+        if _OPEN_CONNECTIONS[key] >= MAX_CONNECTIONS_PER_PEER:
+            LOG.warning("metadata: %s holds %d connections to %s %s; refusing more",
+                        self.peer_ip, MAX_CONNECTIONS_PER_PEER, self.context.kind, self.context.id)
+            self.closing = True
+            transport.close()
+            return
+        _OPEN_CONNECTIONS[key] += 1
+        self.counted = key
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
+        self.request_deadline_set = True  # the first request is due HEADER_TIMEOUT from now
         self._arm(HEADER_TIMEOUT)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.counted is not None:
+            _OPEN_CONNECTIONS[self.counted] -= 1
+            if _OPEN_CONNECTIONS[self.counted] <= 0:
+                del _OPEN_CONNECTIONS[self.counted]
+            self.counted = None
         self.closing = True
         if self.timer is not None:
             self.timer.cancel()
@@ -261,10 +286,13 @@ class HttpProtocol(asyncio.Protocol):
         """Move the connection's deadline; at most one timer exists per connection.
 
         Re-scheduling a timer for every request cost more than parsing it, so
-        the timer only ever moves forward lazily: when it fires early it
-        re-arms itself for the current deadline.
+        a later deadline is taken lazily (the timer, firing early, re-arms
+        itself); only an earlier one replaces the timer.
         """
         self.deadline = self.loop.time() + delay
+        if self.timer is not None and self.timer.when() > self.deadline:
+            self.timer.cancel()
+            self.timer = None
         if self.timer is None:
             self.timer = self.loop.call_at(self.deadline, self._timeout)
 
@@ -330,6 +358,7 @@ class HttpProtocol(asyncio.Protocol):
             body = bytes(self.buffer[start : start + length])
             del self.buffer[: start + length]
             self.continue_sent = False
+            self.request_deadline_set = False  # what follows is a new request
             self.pending.append(Request(method, target, path, query, headers, body, self.peer_ip, self.context, version))
 
     def _body_length(self, headers: list[tuple[str, str]]) -> int:
@@ -414,7 +443,14 @@ class HttpProtocol(asyncio.Protocol):
         if self.closing and not self.pending:
             self.transport.close()
         elif not self.pending:
-            self._arm(IDLE_TIMEOUT if not self.buffer else HEADER_TIMEOUT)
+            if not self.buffer:
+                self.request_deadline_set = False
+                self._arm(IDLE_TIMEOUT)
+            elif not self.request_deadline_set:
+                # The first bytes of a request: it is due whole by HEADER_TIMEOUT.
+                # Later chunks of the same request never move this deadline.
+                self.request_deadline_set = True
+                self._arm(HEADER_TIMEOUT)
 
     def _parse_safely(self) -> None:
         try:

@@ -15,6 +15,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -581,3 +582,69 @@ def test_password_store_failure_is_a_503_not_a_traceback(live: LiveServer) -> No
     live.passwords.set_password = broken  # type: ignore[method-assign]
     status, _, body = get(live.port, "/openstack/latest/password", method="POST", body=b"pw")
     assert status == 503 and b"could not be stored" in body
+
+
+# --- slow and greedy clients ------------------------------------------------------
+
+
+def test_a_trickling_request_is_cut_off_from_its_first_byte(monkeypatch: pytest.MonkeyPatch) -> None:
+    from netmeta.metadata import http as http_module
+
+    monkeypatch.setattr(http_module, "HEADER_TIMEOUT", 0.6)
+    server = LiveServer(Config(), [ListenerContext("network", NET_A)])
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            started = time.monotonic()
+            request = b"GET /openstack HTTP/1.1\r\nHost: x\r\n"
+            closed_at = None
+            for byte in request:  # one byte every 0.1 s: never idle for long, never finished
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:
+                    closed_at = time.monotonic()
+                    break
+                time.sleep(0.1)
+            if closed_at is None:
+                sock.settimeout(2)
+                assert sock.recv(100) == b""
+                closed_at = time.monotonic()
+        # Trickling must not extend the deadline: cut off ~0.6 s after the first byte.
+        assert closed_at - started < 1.8
+    finally:
+        server.stop()
+
+
+def test_one_guest_cannot_hold_unbounded_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    from netmeta.metadata import http as http_module
+
+    monkeypatch.setattr(http_module, "MAX_CONNECTIONS_PER_PEER", 3)
+    server = LiveServer(Config(), [ListenerContext("network", NET_A)])
+    held = []
+    try:
+        for _ in range(3):
+            held.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        extra = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        extra.settimeout(3)
+        assert extra.recv(100) == b""  # refused: closed at once
+        extra.close()
+        # The held connections still work, and closing one frees a place.
+        held[0].sendall(b"GET /openstack HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert held[0].recv(100).startswith(b"HTTP/1.1 200")
+        held.pop(0).close()
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        for _ in range(50):  # the server notices the close asynchronously
+            try:
+                conn.request("GET", "/openstack")
+                if conn.getresponse().status == 200:
+                    break
+            except (ConnectionError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+                time.sleep(0.05)
+        else:
+            pytest.fail("no connection accepted after one was freed")
+        conn.close()
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
