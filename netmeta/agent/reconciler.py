@@ -16,6 +16,7 @@ others.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -27,13 +28,14 @@ from netmeta.agent.ledger import Ledger
 from netmeta.config import Config
 from netmeta.drivers import dnsmasq, iptables, links, netns
 from netmeta.model import names
-from netmeta.model.dhcp import DhcpNetworkSpec, desired_dhcp
+from netmeta.model.dhcp import FILE_KINDS, DhcpNetworkSpec, desired_dhcp
 from netmeta.model.l3 import RouterSpec, desired_routers, normalize_saved
 from netmeta.model.types import NetworkId, RouterId, Snapshot
 
 log = logging.getLogger(__name__)
 
-DHCP_FILES = ("host", "addn_hosts", "opts")
+# Beside dnsmasq's files: a digest of the files it has last read (start or SIGHUP).
+LOADED_MARKER = "loaded"
 
 
 @dataclass
@@ -104,20 +106,22 @@ class Reconciler:
 
     def _converge_bridges(self, snapshot: Snapshot, report: PassReport) -> None:
         for net_id, network in snapshot.networks.items():
-            if self.bridges.get(net_id) == network.mtu:
-                continue
-            bridge = names.bridge_name(net_id)
-            self.ledger.remember(fabric_link=bridge)
-            seen = (self._fabric_view or {}).get(bridge)
-            if not (seen and seen["kind"] == "bridge" and seen["up"] and seen["mtu"] == network.mtu):
-                links.ensure_bridge(self.fabric, bridge, network.mtu)
-            self.bridges[net_id] = network.mtu
-            report.applied.append(bridge)
+            if self.bridges.get(net_id) != network.mtu:
+                self._guarded(report, f"bridge of {net_id}", self._ensure_bridge, net_id, network.mtu, report)
+
+    def _ensure_bridge(self, net_id: str, mtu: int, report: PassReport) -> None:
+        bridge = names.bridge_name(net_id)
+        self.ledger.remember(fabric_link=bridge)
+        seen = (self._fabric_view or {}).get(bridge)
+        if not (seen and seen["kind"] == "bridge" and seen["up"] and seen["mtu"] == mtu):
+            links.ensure_bridge(self.fabric, bridge, mtu)
+        self.bridges[net_id] = mtu
+        report.applied.append(bridge)
 
     # --- DHCP namespaces --------------------------------------------------
     def _apply_dhcp(self, spec: DhcpNetworkSpec, report: PassReport) -> None:
-        files_dir = os.path.join(self.dhcp_root, spec.network_id)
-        pid_file = os.path.join(files_dir, "pid")
+        files_dir = spec.dnsmasq.files_dir
+        pid_file = spec.dnsmasq.path("pid")
         previous = self.applied_dhcp.get(spec.network_id)
         if previous == spec:
             self._keep_dnsmasq_alive(spec, pid_file, report)
@@ -125,7 +129,8 @@ class Reconciler:
         # Files first: a router attach or a new port changes only the files,
         # and guests should see the new options as soon as possible.
         _make_readable_dir(files_dir)
-        changed = [n for n in DHCP_FILES if dnsmasq.write_file_atomic(os.path.join(files_dir, n), spec.files[n])]
+        for kind in FILE_KINDS:
+            dnsmasq.write_file_atomic(spec.dnsmasq.path(kind), spec.files[kind])
         if previous is None or _plumbing(previous) != _plumbing(spec):
             outer = names.dhcp_outer_name(spec.port_id)
             self.ledger.remember(namespace=spec.namespace, fabric_link=outer)
@@ -140,11 +145,18 @@ class Reconciler:
             # The command line must change (interface, ranges): only then restart.
             dnsmasq.stop(pid)
             pid = None
+        # Whether dnsmasq has read these files is remembered beside them, not
+        # inferred from "the write changed something": a pass (or an agent)
+        # that died between writing and signalling must still signal next time.
+        loaded = spec.dnsmasq.path(LOADED_MARKER)
+        digest = _files_digest(spec.files)
         if pid is None:
             dnsmasq.start(spec.namespace, argv, pid_file)
+            dnsmasq.write_file_atomic(loaded, digest)
             report.spawned.append(spec.network_id)
-        elif changed:
+        elif _read(loaded) != digest:
             dnsmasq.reload(pid)
+            dnsmasq.write_file_atomic(loaded, digest)
             report.signalled.append(spec.network_id)
         self.applied_dhcp[spec.network_id] = spec
         report.applied.append(spec.namespace)
@@ -153,6 +165,7 @@ class Reconciler:
         if dnsmasq.running_pid(pid_file, spec.network_id) is None:
             log.warning("dnsmasq for network %s is not running: respawning", spec.network_id)
             dnsmasq.start(spec.namespace, spec.argv, pid_file)
+            dnsmasq.write_file_atomic(spec.dnsmasq.path(LOADED_MARKER), _files_digest(spec.files))
             report.spawned.append(spec.network_id)
 
     # --- router namespaces -----------------------------------------------
@@ -214,11 +227,7 @@ class Reconciler:
         if self.fabric:
             keep_ns.add(self.fabric)
         for ns in sorted(self.ledger.namespaces - keep_ns):
-            if ns.startswith(names.DHCP_NS_PREFIX):
-                self._stop_dnsmasq(ns[len(names.DHCP_NS_PREFIX):])
-            netns.delete_namespace(ns)
-            self.ledger.forget(namespace=ns)
-            report.removed.append(ns)
+            self._guarded(report, f"removing {ns}", self._remove_namespace, ns, report)
         for net_id in list(self.applied_dhcp):
             if net_id not in wanted_dhcp:
                 del self.applied_dhcp[net_id]
@@ -229,18 +238,31 @@ class Reconciler:
         if os.path.isdir(self.dhcp_root):
             for net_id in os.listdir(self.dhcp_root):
                 if net_id not in wanted_dhcp:
-                    self._stop_dnsmasq(net_id)
-                    shutil.rmtree(os.path.join(self.dhcp_root, net_id), ignore_errors=True)
+                    self._guarded(report, f"removing dnsmasq files of {net_id}", self._remove_dhcp_files, net_id)
         keep_links = {names.bridge_name(n) for n in snapshot.networks}
         keep_links |= {names.dhcp_outer_name(s.port_id) for s in wanted_dhcp.values()}
         keep_links |= {names.router_outer_name(i.port_id) for s in wanted_routers.values() for i in s.interfaces}
         for link in sorted(self.ledger.fabric_links - keep_links):
-            links.delete_link(self.fabric, link)
-            self.ledger.forget(fabric_link=link)
-            report.removed.append(f"{self.fabric}/{link}")
+            self._guarded(report, f"removing {link}", self._remove_fabric_link, link, report)
         for net_id in list(self.bridges):
             if net_id not in snapshot.networks:
                 del self.bridges[net_id]
+
+    def _remove_namespace(self, ns: str, report: PassReport) -> None:
+        if ns.startswith(names.DHCP_NS_PREFIX):
+            self._stop_dnsmasq(ns[len(names.DHCP_NS_PREFIX):])
+        netns.delete_namespace(ns)
+        self.ledger.forget(namespace=ns)
+        report.removed.append(ns)
+
+    def _remove_dhcp_files(self, net_id: str) -> None:
+        self._stop_dnsmasq(net_id)
+        shutil.rmtree(os.path.join(self.dhcp_root, net_id), ignore_errors=True)
+
+    def _remove_fabric_link(self, link: str, report: PassReport) -> None:
+        links.delete_link(self.fabric, link)
+        self.ledger.forget(fabric_link=link)
+        report.removed.append(f"{self.fabric or 'host'}/{link}")
 
     def _stop_dnsmasq(self, net_id: str) -> None:
         pid = dnsmasq.running_pid(os.path.join(self.dhcp_root, net_id, "pid"), net_id)
@@ -279,6 +301,21 @@ def _veth_in_sync(
         and out["master"] == bridge
         and inn["addresses"] == set(addresses)
     )
+
+
+def _files_digest(files: Mapping[str, str]) -> str:
+    digest = hashlib.sha256()
+    for kind in FILE_KINDS:
+        digest.update(files[kind].encode() + b"\0")
+    return digest.hexdigest() + "\n"
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return None
 
 
 def _plumbing(spec: DhcpNetworkSpec) -> tuple[object, ...]:

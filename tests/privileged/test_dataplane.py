@@ -188,3 +188,30 @@ def test_behaviour_table(options: dict[str, bool], routed: bool, route_via: str 
         if route_via is not None:
             meta = json.loads(stack.fetch(vm, "/openstack/latest/meta_data.json"))
             assert meta["uuid"] == vm.instance_id
+
+
+def test_files_written_but_never_signalled_are_signalled_after_a_restart(isolated_stack: Stack) -> None:
+    # An agent that died between writing dnsmasq's files and its SIGHUP: the
+    # next agent finds the files already current on disk and must still signal.
+    stack = isolated_stack
+    net, _ = stack.network("hup", "10.82.0.0/24", gateway=False)
+    stack.converged()
+    pid = wait_until(lambda: stack.dnsmasq_pid(net["id"]), "dnsmasq")
+    stack.agent.stop()
+    with open(os.path.join(stack.files_dir(net["id"]), "loaded"), "w", encoding="utf-8") as handle:
+        handle.write("files of an older revision\n")
+    stack.agent.start()
+    new_agent = stack.agent.pid
+    status = wait_until(
+        lambda: (s := read_status(stack.config.state_dir)) and s.get("pid") == new_agent and s, "the new agent's pass"
+    )
+    assert status["signalled"] == [net["id"]]
+    assert status["spawned"] == []
+    assert stack.dnsmasq_pid(net["id"]) == pid
+    # And a restart after that one signals nothing.
+    stack.agent.restart()
+    again = stack.agent.pid
+    status = wait_until(
+        lambda: (s := read_status(stack.config.state_dir)) and s.get("pid") == again and s, "the next agent's pass"
+    )
+    assert status["signalled"] == [] and status["spawned"] == []
