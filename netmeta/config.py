@@ -102,8 +102,15 @@ class Config:
     rate_limiting: RateLimitConfig = field(default_factory=RateLimitConfig)
 
     def __post_init__(self) -> None:
-        if self.force_metadata and self.enable_isolated_metadata:
-            pass  # allowed; force_metadata wins, as in Neutron
+        # dnsmasq chdir()s to / when it daemonizes: every path it is given
+        # (pid, leases, opts) must be absolute, so the state directory is.
+        object.__setattr__(self, "state_dir", os.path.abspath(self.state_dir))
+        try:
+            mark = int(self.metadata_access_mark, 0)
+        except ValueError:
+            mark = -1
+        if not 0 < mark <= 0xFFFF:
+            raise ConfigError("metadata_access_mark must be a mark such as 0x1 (1 to 0xffff)")
         if self.dhcp_lease_duration <= 0 and self.dhcp_lease_duration != -1:
             raise ConfigError("dhcp_lease_duration must be positive or -1 (infinite)")
         if not 1 <= self.metadata_port <= 65535:
@@ -122,10 +129,6 @@ class Config:
     @property
     def api_url(self) -> str:
         return f"http://{self.bind}"
-
-    @property
-    def metadata_enabled_in_dhcp(self) -> bool:
-        return self.force_metadata or self.enable_isolated_metadata
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)

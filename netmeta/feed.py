@@ -68,6 +68,13 @@ class FeedFollower:
                     log.warning("change feed unavailable (%s); retrying in %.1fs", exc, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
+                except Exception:  # noqa: BLE001 - a bad object or callback must not freeze the copy
+                    # Anything else (an object that does not parse, a failing
+                    # callback) would otherwise end this task silently and leave
+                    # its owner serving a frozen snapshot: log, back off, relist.
+                    log.exception("change feed: unexpected failure; listing again in %.1fs", backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
 
     async def _list(self, session: aiohttp.ClientSession) -> None:
         async with session.get(f"{self.api_url}/netmeta/v1/state") as resp:

@@ -76,7 +76,10 @@ class Agent:
             self.last_report = report
             self.converged_revision = snapshot.revision
             self.passes += 1
-            self._write_status(report, full)
+            try:
+                self._write_status(report, full)
+            except OSError as exc:  # a diagnostics file must never stop the agent
+                log.warning("cannot write the agent status file: %s", exc)
             if report.changed or report.failed:
                 log.info(
                     "revision %d: applied %d, removed %d, signalled %d, spawned %d, failed %d",

@@ -122,6 +122,14 @@ def teardown_host(config: Config, *, purge: bool = False) -> list[str]:
                 removed.append(f"dnsmasq {pid}")
         shutil.rmtree(dhcp_root, ignore_errors=True)
     ledger = Ledger.load(config.state_dir)
+    if not config.fabric_namespace:
+        # Bridges and veth ends in the host's own namespace: deleting namespaces
+        # does not remove them, so delete exactly the ones the agent recorded.
+        from netmeta.drivers import links
+
+        for link in sorted(ledger.fabric_links):
+            if links.delete_link(None, link):
+                removed.append(f"link {link}")
     for ns in sorted(ledger.namespaces, key=lambda n: n == config.fabric_namespace):
         if netns.namespace_exists(ns):
             netns.delete_namespace(ns)

@@ -129,6 +129,13 @@ class MetadataApp:
             self._views.clear()
             self._leaves.clear()
             self._meta_data.clear()
+            # A password set here is kept only until the snapshot speaks for it:
+            # once it shows one (or the instance is gone, or it was cleared
+            # through the API after showing), the snapshot is the truth.
+            for instance_id in list(self._passwords):
+                instance = snap.instances.get(instance_id)
+                if instance is None or instance.password:
+                    del self._passwords[instance_id]
         return snap
 
     def _view(self, snap: Snapshot, instance: Instance, address: str) -> InstanceData:

@@ -92,7 +92,10 @@ class MetadataService:
             while True:
                 self._wake.clear()
                 await self.sync_listeners()
-                self._write_status()
+                try:
+                    self._write_status()
+                except OSError as exc:  # a diagnostics file must never stop serving
+                    log.warning("cannot write the metadata status file: %s", exc)
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=RECHECK_INTERVAL)
                 except asyncio.TimeoutError:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any
 
 from aiohttp import web
@@ -128,8 +129,8 @@ def _number(request: web.Request, name: str, default: float | None) -> float:
         value = float(raw)
     except ValueError as exc:
         raise BadRequest(f"{name} must be a number, not {raw!r}", "HTTPBadRequest") from exc
-    if value != value or value < 0:
-        raise BadRequest(f"{name} must be zero or more", "HTTPBadRequest")
+    if not math.isfinite(value) or value < 0:
+        raise BadRequest(f"{name} must be a finite number, zero or more", "HTTPBadRequest")
     return value
 
 
@@ -142,10 +143,10 @@ def _read_changes(since: int) -> Any:
 
 
 async def watch(request: web.Request) -> web.Response:
-    since_f = _number(request, "since", 0.0)
-    if since_f != int(since_f):
-        raise BadRequest("since must be an integer revision", "HTTPBadRequest")
-    since = int(since_f)
+    raw_since = request.query.get("since", "0")
+    if not (raw_since.isascii() and raw_since.isdigit()) or len(raw_since) > 18:
+        raise BadRequest(f"since must be a revision number, not {raw_since!r}", "HTTPBadRequest")
+    since = int(raw_since)
     timeout = min(_number(request, "timeout", DEFAULT_TIMEOUT), MAX_TIMEOUT)
     server = ctx(request)
     loop = asyncio.get_running_loop()

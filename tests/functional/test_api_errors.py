@@ -151,6 +151,9 @@ CASES: list[tuple[str, str, Callable[[World], str], Any, int, str]] = [
     ("password already set", "POST", sub("/netmeta/v1/instances/{instance}/password"),
      {"password": "again"}, 409, "PasswordAlreadySet"),
     ("watch since not a number", "GET", sub("/netmeta/v1/watch?since=abc"), None, 400, "HTTPBadRequest"),
+    ("watch since infinite", "GET", sub("/netmeta/v1/watch?since=inf"), None, 400, "HTTPBadRequest"),
+    ("watch since fractional", "GET", sub("/netmeta/v1/watch?since=1.5"), None, 400, "HTTPBadRequest"),
+    ("watch timeout infinite", "GET", sub("/netmeta/v1/watch?since=0&timeout=inf"), None, 400, "HTTPBadRequest"),
     ("watch since in the future", "GET", sub("/netmeta/v1/watch?since=999999999&timeout=0"), None, 410,
      "ResourceVersionTooOld"),
 ]

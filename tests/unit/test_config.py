@@ -43,6 +43,8 @@ def test_parse_reads_neutron_names() -> None:
         ("[DEFAULT]\ndhcp_lease_duration = 0\n", "dhcp_lease_duration must be positive"),
         ("[DEFAULT]\nmetadata_port = 70000\n", "metadata_port"),
         ("[DEFAULT]\nimds_tokens = sometimes\n", "imds_tokens"),
+        ("[DEFAULT]\nmetadata_access_mark = mark\n", "metadata_access_mark"),
+        ("[DEFAULT]\nmetadata_access_mark = 0x10000\n", "metadata_access_mark"),
         ("[agent]\nx = 1\n", "unknown section [agent]"),
         ("enable_isolated_metadata = True\n", "cannot parse config"),
     ],
@@ -64,6 +66,12 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     assert config.dhcp_lease_duration == 600  # from the file, not overridden
     assert config.state_dir == "/x"
     assert config.db_url == "sqlite:////x/netmeta.sqlite"
+
+
+def test_state_dir_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # dnsmasq chdir()s to / when it daemonizes: a relative path would point elsewhere.
+    monkeypatch.chdir(tmp_path)
+    assert Config(state_dir="st").state_dir == str(tmp_path / "st")
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
