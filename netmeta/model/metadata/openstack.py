@@ -235,7 +235,7 @@ def lookup(data: InstanceData, tokens: list[str], random_bytes: bytes) -> Leaf |
             raise PathNotFound(path, why)
         raise PathNotFound(path, f"no file {name!r} in /openstack/{tokens[0]}/")
     if name == MD_JSON:
-        return _json(meta_data(data, version, random_bytes))
+        return Leaf(MetaDataTemplate(data, version).render(random_bytes), JSON)
     if name == USER_DATA:
         return Leaf(data.user_data or b"", TEXT)
     if name == PASSWORD:
