@@ -31,7 +31,7 @@ from netmeta.metadata.app import MetadataApp
 from netmeta.metadata.http import ACCESS_LOG, HttpProtocol, ListenerContext
 from netmeta.metadata.passwords import ApiPasswordStore
 from netmeta.model import names
-from netmeta.model.dhcp import dhcp_listener_wanted
+from netmeta.model.dhcp import dhcp_listener_wanted, dhcp_port
 from netmeta.model.types import METADATA_IPV4, Snapshot
 from netmeta.status import read_status as read_component_status
 from netmeta.status import write_status
@@ -50,15 +50,22 @@ class ListenerSpec:
 
 
 def desired_listeners(snapshot: Snapshot, config: Config) -> dict[tuple[str, str], ListenerSpec]:
-    """Every listener this host should have for the snapshot (pure)."""
+    """Every listener this host should have for the snapshot (pure).
+
+    Only where the agent makes a namespace: an admin-down network, one without
+    a DHCP port, or an admin-down router gets none (see ``model.dhcp`` and
+    ``model.l3``), so no listener is wanted there either.
+    """
     wanted: dict[tuple[str, str], ListenerSpec] = {}
-    for net_id in snapshot.networks:
+    for net_id, network in snapshot.networks.items():
+        if not network.admin_state_up or dhcp_port(snapshot, net_id) is None:
+            continue
         if dhcp_listener_wanted(snapshot, net_id, config):
             ctx = ListenerContext("network", net_id)
             wanted[("network", net_id)] = ListenerSpec(ctx, names.dhcp_namespace(net_id), METADATA_IPV4, 80)
     if config.enable_metadata_proxy:
-        for router_id in snapshot.routers:
-            if snapshot.router_ports(router_id):
+        for router_id, router in snapshot.routers.items():
+            if router.admin_state_up and snapshot.router_ports(router_id):
                 ctx = ListenerContext("router", router_id)
                 wanted[("router", router_id)] = ListenerSpec(
                     ctx, names.router_namespace(router_id), "0.0.0.0", config.metadata_port
@@ -81,6 +88,8 @@ class MetadataService:
         self.open: dict[tuple[str, str], _Open] = {}
         self._wake = asyncio.Event()
         self._status_written: object = None
+        self._wanted: dict[tuple[str, str], ListenerSpec] = {}
+        self._wanted_for: Snapshot | None = None
 
     def _on_change(self, snapshot: Snapshot) -> None:
         self._wake.set()
@@ -108,7 +117,13 @@ class MetadataService:
             await self.app.close()
 
     async def sync_listeners(self) -> None:
-        wanted = desired_listeners(self.follower.snapshot, self.config)
+        snapshot = self.follower.snapshot
+        if snapshot is not self._wanted_for:
+            # Recomputed per snapshot, not per tick: the tick only re-checks
+            # namespaces (a stat each) on the loop that serves guests.
+            self._wanted = desired_listeners(snapshot, self.config)
+            self._wanted_for = snapshot
+        wanted = self._wanted
         for key in list(self.open):
             if key not in wanted or self.open[key].spec != wanted[key]:
                 await self._close(key)

@@ -1,0 +1,74 @@
+"""Which listeners the metadata process opens, for each row of DESIGN.md's table."""
+
+from __future__ import annotations
+
+import pytest
+
+from netmeta.config import Config
+from netmeta.metadata.service import desired_listeners
+from netmeta.model.types import (
+    FixedIP,
+    Network,
+    NetworkId,
+    Port,
+    PortId,
+    Router,
+    RouterId,
+    Snapshot,
+    Subnet,
+    SubnetId,
+)
+
+NET, SUB, ROUTER = NetworkId("n1"), SubnetId("s1"), RouterId("r1")
+
+
+def world(*, routed: bool, net_up: bool = True, router_up: bool = True, dhcp_port: bool = True) -> Snapshot:
+    ports = {}
+    if dhcp_port:
+        ports[PortId("pd")] = Port(PortId("pd"), NET, "fa:16:3e:00:00:02", (FixedIP(SUB, "10.0.0.2"),),
+                                   device_id="dhcp-n1", device_owner="network:dhcp")
+    routers = {}
+    if routed:
+        ports[PortId("pr")] = Port(PortId("pr"), NET, "fa:16:3e:00:00:01", (FixedIP(SUB, "10.0.0.1"),),
+                                   device_id=ROUTER, device_owner="network:router_interface")
+        routers[ROUTER] = Router(ROUTER, "r", admin_state_up=router_up)
+    return Snapshot(
+        revision=1,
+        networks={NET: Network(NET, "n", "p", admin_state_up=net_up)},
+        subnets={SUB: Subnet(SUB, NET, "10.0.0.0/24", gateway_ip="10.0.0.1")},
+        ports=ports,
+        routers=routers,
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "routed", "expected"),
+    [
+        ({"enable_isolated_metadata": True}, False, {("network", "n1")}),
+        ({"enable_isolated_metadata": True}, True, {("network", "n1"), ("router", "r1")}),
+        ({"force_metadata": True}, False, {("network", "n1")}),
+        ({"force_metadata": True}, True, {("network", "n1"), ("router", "r1")}),
+        ({}, True, {("router", "r1")}),
+        ({}, False, set()),
+        ({"enable_isolated_metadata": True, "enable_metadata_proxy": False}, True, {("network", "n1")}),
+    ],
+)
+def test_listeners_follow_the_behaviour_table(options: dict[str, bool], routed: bool, expected: set[tuple[str, str]]) -> None:
+    wanted = desired_listeners(world(routed=routed), Config(**options))
+    assert set(wanted) == expected
+    for (kind, ident), spec in wanted.items():
+        if kind == "network":
+            assert (spec.namespace, spec.host, spec.port) == (f"qdhcp-{ident}", "169.254.169.254", 80)
+        else:
+            assert (spec.namespace, spec.host, spec.port) == (f"qrouter-{ident}", "0.0.0.0", 9697)
+
+
+def test_no_listener_where_the_agent_makes_no_namespace() -> None:
+    config = Config(enable_isolated_metadata=True)
+    assert desired_listeners(world(routed=True, net_up=False, router_up=False), config) == {}
+    assert set(desired_listeners(world(routed=False, dhcp_port=False), config)) == set()
+
+
+def test_metadata_port_moves_the_router_listener() -> None:
+    wanted = desired_listeners(world(routed=True), Config(metadata_port=9800))
+    assert wanted[("router", "r1")].port == 9800
