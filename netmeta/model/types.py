@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Mapping, NewType
 
 NetworkId = NewType("NetworkId", str)
@@ -132,33 +133,41 @@ class Snapshot:
     routers: Mapping[RouterId, Router] = field(default_factory=dict)
     instances: Mapping[InstanceId, Instance] = field(default_factory=dict)
 
+    # Indexes, built once per snapshot on first use: the agent asks these
+    # questions several times per network on every pass, and a scan of every
+    # port for each question made a pass O(networks × ports).
+    @cached_property
+    def _subnets_by_network(self) -> dict[NetworkId, list[Subnet]]:
+        index: dict[NetworkId, list[Subnet]] = {}
+        for subnet in sorted(self.subnets.values(), key=lambda s: s.id):
+            index.setdefault(subnet.network_id, []).append(subnet)
+        return index
+
+    @cached_property
+    def _ports_by_network(self) -> dict[NetworkId, list[Port]]:
+        index: dict[NetworkId, list[Port]] = {}
+        for port in sorted(self.ports.values(), key=lambda p: p.id):
+            index.setdefault(port.network_id, []).append(port)
+        return index
+
+    @cached_property
+    def _ports_by_device(self) -> dict[str, list[Port]]:
+        index: dict[str, list[Port]] = {}
+        for port in sorted(self.ports.values(), key=lambda p: p.id):
+            index.setdefault(port.device_id, []).append(port)
+        return index
+
     def subnets_of(self, network_id: NetworkId) -> list[Subnet]:
-        return sorted(
-            (s for s in self.subnets.values() if s.network_id == network_id),
-            key=lambda s: s.id,
-        )
+        return list(self._subnets_by_network.get(network_id, ()))
 
     def ports_of(self, network_id: NetworkId) -> list[Port]:
-        return sorted(
-            (p for p in self.ports.values() if p.network_id == network_id),
-            key=lambda p: p.id,
-        )
+        return list(self._ports_by_network.get(network_id, ()))
 
     def router_ports(self, router_id: RouterId) -> list[Port]:
-        return sorted(
-            (
-                p
-                for p in self.ports.values()
-                if p.device_id == router_id and p.device_owner in ROUTER_INTERFACE_OWNERS
-            ),
-            key=lambda p: p.id,
-        )
+        return [p for p in self._ports_by_device.get(router_id, ()) if p.device_owner in ROUTER_INTERFACE_OWNERS]
 
     def ports_of_device(self, device_id: str) -> list[Port]:
-        return sorted(
-            (p for p in self.ports.values() if p.device_id == device_id),
-            key=lambda p: p.id,
-        )
+        return list(self._ports_by_device.get(device_id, ()))
 
 
 # --- parsing the server's JSON -------------------------------------------
