@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable
 
 import aiohttp
 
-from netmeta.model.types import Snapshot, snapshot_from_state
+from netmeta.model.types import PARSERS, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ class FeedFollower:
         self.watch_timeout = watch_timeout
         self.snapshot = Snapshot()
         self.synced = asyncio.Event()
-        self._objects: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in KINDS}
+        # Parsed objects by kind and id: an event re-parses only what it changed.
+        self._objects: dict[str, dict[Any, Any]] = {k: {} for k in KINDS}
         self._revision = 0
 
     async def run(self) -> None:
@@ -80,7 +81,7 @@ class FeedFollower:
         async with session.get(f"{self.api_url}/netmeta/v1/state") as resp:
             resp.raise_for_status()
             state = await resp.json()
-        self._objects = {k: {o["id"]: o for o in state.get(k) or ()} for k in KINDS}
+        self._objects = {k: {o["id"]: PARSERS[k](o) for o in state.get(k) or ()} for k in KINDS}
         self._revision = int(state["revision"])
         await self._publish()
         self.synced.set()
@@ -102,15 +103,21 @@ class FeedFollower:
             if event["type"] == "DELETED":
                 self._objects[kind].pop(obj["id"], None)
             else:
-                self._objects[kind][obj["id"]] = obj
+                self._objects[kind][obj["id"]] = PARSERS[kind](obj)
             self._revision = max(self._revision, int(event["revision"]))
         if events:
             await self._publish()
 
     async def _publish(self) -> None:
-        state: dict[str, Any] = {k: list(v.values()) for k, v in self._objects.items()}
-        state["revision"] = self._revision
-        self.snapshot = snapshot_from_state(state)
+        objs = self._objects
+        self.snapshot = Snapshot(
+            revision=self._revision,
+            networks=dict(objs["networks"]),
+            subnets=dict(objs["subnets"]),
+            ports=dict(objs["ports"]),
+            routers=dict(objs["routers"]),
+            instances=dict(objs["instances"]),
+        )
         if self.on_change is not None:
             result = self.on_change(self.snapshot)
             if asyncio.iscoroutine(result):
