@@ -89,6 +89,11 @@ class Config:
     nova_metadata_protocol: str = "http"
     # Key for X-Instance-ID-Signature, both directions.
     metadata_proxy_shared_secret: str = ""
+    # Nova's [DEFAULT] metadata_listen / metadata_listen_port: where netmeta
+    # answers like Nova's metadata API for requests signed by a Neutron
+    # metadata agent (X-Instance-ID-Signature). Empty: no such listener.
+    metadata_listen: str = ""
+    metadata_listen_port: int = 8775
     # Nova's default: host names are "<hostname>.novalocal" in EC2 metadata.
     dhcp_domain: str = "novalocal"
     # JSON file served as vendor_data.json (empty: "{}").
@@ -111,6 +116,10 @@ class Config:
             mark = -1
         if not 0 < mark <= 0xFFFF:
             raise ConfigError("metadata_access_mark must be a mark such as 0x1 (1 to 0xffff)")
+        if self.metadata_listen and not self.metadata_proxy_shared_secret:
+            raise ConfigError("metadata_listen needs metadata_proxy_shared_secret: without it anyone can sign")
+        if not 1 <= self.metadata_listen_port <= 65535:
+            raise ConfigError("metadata_listen_port must be a TCP port number")
         if self.dhcp_lease_duration <= 0 and self.dhcp_lease_duration != -1:
             raise ConfigError("dhcp_lease_duration must be positive or -1 (infinite)")
         if not 1 <= self.metadata_port <= 65535:

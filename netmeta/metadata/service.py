@@ -28,7 +28,7 @@ from netmeta.config import Config
 from netmeta.drivers import netns, sockets
 from netmeta.feed import FeedFollower
 from netmeta.metadata.app import MetadataApp
-from netmeta.metadata.http import ACCESS_LOG, HttpProtocol, ListenerContext
+from netmeta.metadata.http import ACCESS_LOG, SIGNED, HttpProtocol, ListenerContext
 from netmeta.metadata.passwords import ApiPasswordStore
 from netmeta.model import names
 from netmeta.model.dhcp import dhcp_listener_wanted, dhcp_port
@@ -96,8 +96,18 @@ class MetadataService:
 
     async def run(self) -> None:
         follower = asyncio.create_task(self.follower.run(), name="feed")
+        signed: asyncio.base_events.Server | None = None
         try:
             await self.follower.synced.wait()
+            if self.config.metadata_listen:
+                # Nova's side of Neutron's contract: signed requests from a
+                # neutron-metadata-agent, on an ordinary socket of this host.
+                signed = await asyncio.get_running_loop().create_server(
+                    lambda: HttpProtocol(self.app.dispatch, SIGNED),
+                    self.config.metadata_listen, self.config.metadata_listen_port,
+                )
+                log.info("answering signed requests on %s:%d", self.config.metadata_listen,
+                         self.config.metadata_listen_port)
             while True:
                 self._wake.clear()
                 await self.sync_listeners()
@@ -110,6 +120,8 @@ class MetadataService:
                 except asyncio.TimeoutError:
                     pass
         finally:
+            if signed is not None:
+                signed.close()
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
             for key in list(self.open):

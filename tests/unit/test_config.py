@@ -44,6 +44,7 @@ def test_parse_reads_neutron_names() -> None:
         ("[DEFAULT]\nmetadata_port = 70000\n", "metadata_port"),
         ("[DEFAULT]\nimds_tokens = sometimes\n", "imds_tokens"),
         ("[DEFAULT]\nmetadata_access_mark = mark\n", "metadata_access_mark"),
+        ("[DEFAULT]\nmetadata_listen = 127.0.0.1\n", "metadata_listen needs metadata_proxy_shared_secret"),
         ("[DEFAULT]\nmetadata_access_mark = 0x10000\n", "metadata_access_mark"),
         ("[agent]\nx = 1\n", "unknown section [agent]"),
         ("enable_isolated_metadata = True\n", "cannot parse config"),
