@@ -90,6 +90,7 @@ class MetadataService:
         self._status_written: object = None
         self._wanted: dict[tuple[str, str], ListenerSpec] = {}
         self._wanted_for: Snapshot | None = None
+        self._last_failure: dict[tuple[str, str], str] = {}
 
     def _on_change(self, snapshot: Snapshot) -> None:
         self._wake.set()
@@ -158,8 +159,12 @@ class MetadataService:
                 sockets.listening_socket_in_namespace, spec.namespace, spec.host, spec.port
             )
         except Exception as exc:  # noqa: BLE001 - retried on the next tick
-            log.warning("cannot listen in %s on %s:%d: %s", spec.namespace, spec.host, spec.port, exc)
+            message = f"cannot listen in {spec.namespace} on {spec.host}:{spec.port}: {exc}"
+            if self._last_failure.get(key) != message:  # once per cause, not every tick
+                log.warning("%s", message)
+                self._last_failure[key] = message
             return
+        self._last_failure.pop(key, None)
         context = spec.context
         try:
             server = await loop.create_server(lambda: HttpProtocol(self.app.dispatch, context), sock=sock)

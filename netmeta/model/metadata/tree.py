@@ -16,6 +16,7 @@ import binascii
 import base64
 import posixpath
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Mapping, Union
 
 from netmeta.model.types import Instance, Network, NetworkId, Port, Snapshot, Subnet, SubnetId
@@ -138,8 +139,9 @@ class InstanceData:
         host = self.instance.hostname or self.instance.name
         return f"{host}.{self.dhcp_domain}" if self.dhcp_domain else host
 
-    @property
+    @cached_property
     def user_data(self) -> bytes | None:
+        # Decoded once per view (up to 64 KiB of base64), not per request.
         return decode_user_data(self.instance.user_data)
 
     def fixed_ipv4(self) -> list[str]:
