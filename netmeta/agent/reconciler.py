@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 from netmeta.agent.ledger import Ledger
 from netmeta.config import Config
-from netmeta.drivers import dnsmasq, iptables, links, netns
+from netmeta.drivers import dnsmasq, iptables, links, netns, processes
 from netmeta.model import names
 from netmeta.model.dhcp import FILE_KINDS, DhcpNetworkSpec, desired_dhcp
 from netmeta.model.l3 import RouterSpec, desired_routers, normalize_saved
@@ -124,8 +124,12 @@ class Reconciler:
         pid_file = spec.dnsmasq.path("pid")
         previous = self.applied_dhcp.get(spec.network_id)
         if previous == spec:
-            self._keep_dnsmasq_alive(spec, pid_file, report)
-            return
+            if self._dhcp_intact(spec, pid_file):
+                return
+            # dnsmasq died, or the namespace went (deleted by hand, or made
+            # again): apply the whole spec again, as on a first pass.
+            log.warning("network %s: dnsmasq or its namespace is gone; repairing", spec.network_id)
+            previous = None
         # Files first: a router attach or a new port changes only the files,
         # and guests should see the new options as soon as possible.
         _make_readable_dir(files_dir)
@@ -145,6 +149,12 @@ class Reconciler:
             # The command line must change (interface, ranges): only then restart.
             dnsmasq.stop(pid)
             pid = None
+        if pid is not None and processes.network_namespace_inode(pid) != netns.namespace_inode(spec.namespace):
+            # The namespace was deleted and made again: this dnsmasq serves a
+            # namespace nobody can reach any more.
+            log.warning("dnsmasq %d for %s runs in an old namespace: restarting it", pid, spec.network_id)
+            dnsmasq.stop(pid)
+            pid = None
         # Whether dnsmasq has read these files is remembered beside them, not
         # inferred from "the write changed something": a pass (or an agent)
         # that died between writing and signalling must still signal next time.
@@ -161,12 +171,11 @@ class Reconciler:
         self.applied_dhcp[spec.network_id] = spec
         report.applied.append(spec.namespace)
 
-    def _keep_dnsmasq_alive(self, spec: DhcpNetworkSpec, pid_file: str, report: PassReport) -> None:
-        if dnsmasq.running_pid(pid_file, spec.network_id) is None:
-            log.warning("dnsmasq for network %s is not running: respawning", spec.network_id)
-            dnsmasq.start(spec.namespace, spec.argv, pid_file)
-            dnsmasq.write_file_atomic(spec.dnsmasq.path(LOADED_MARKER), _files_digest(spec.files))
-            report.spawned.append(spec.network_id)
+    def _dhcp_intact(self, spec: DhcpNetworkSpec, pid_file: str) -> bool:
+        """The cheap check of every pass: dnsmasq alive, in the namespace of that name."""
+        pid = dnsmasq.running_pid(pid_file, spec.network_id)
+        inode = netns.namespace_inode(spec.namespace)
+        return pid is not None and inode is not None and processes.network_namespace_inode(pid) == inode
 
     # --- router namespaces -----------------------------------------------
     def _apply_router(self, spec: RouterSpec, report: PassReport) -> None:

@@ -30,6 +30,19 @@ def cmdline(pid: int) -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
+def network_namespace_inode(pid: int) -> int | None:
+    """The inode of the network namespace ``pid`` lives in (None if it is gone).
+
+    Compared with :func:`netmeta.drivers.netns.namespace_inode`, it tells a
+    process in *the* ``qdhcp-…`` namespace from one left running in an old
+    namespace that was deleted and made again under the same name.
+    """
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
 def pid_alive(pid: int) -> bool:
     """True if ``pid`` runs (exists and is not a zombie)."""
     if pid <= 0:

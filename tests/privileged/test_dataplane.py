@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from typing import Any, Iterator
 
 import pytest
@@ -215,3 +216,28 @@ def test_files_written_but_never_signalled_are_signalled_after_a_restart(isolate
         lambda: (s := read_status(stack.config.state_dir)) and s.get("pid") == again and s, "the next agent's pass"
     )
     assert status["signalled"] == [] and status["spawned"] == []
+
+
+def test_a_qdhcp_namespace_deleted_by_hand_is_rebuilt_with_its_dnsmasq(isolated_stack: Stack) -> None:
+    stack = isolated_stack
+    net, _ = stack.network("lost", "10.83.0.0/24", gateway=False)
+    vm = stack.boot("l1", net["id"])
+    stack.fetch(vm, "/openstack/latest/meta_data.json")
+    qdhcp = names.dhcp_namespace(net["id"])
+    old_inode = os.stat(f"/run/netns/{qdhcp}").st_ino
+    old_pid = stack.dnsmasq_pid(net["id"])
+
+    subprocess.run(["ip", "netns", "del", qdhcp], check=True)
+
+    # The agent's next pass rebuilds the namespace and starts a dnsmasq in it
+    # (the old one serves a namespace nobody reaches); the metadata process
+    # reopens its listener in the new namespace.
+    wait_until(lambda: os.path.exists(f"/run/netns/{qdhcp}") and os.stat(f"/run/netns/{qdhcp}").st_ino != old_inode,
+               "the namespace to be made again", timeout=20)
+    new_pid = wait_until(lambda: (p := stack.dnsmasq_pid(net["id"])) and p != old_pid and p, "a new dnsmasq", timeout=20)
+    assert os.stat(f"/proc/{new_pid}/ns/net").st_ino == os.stat(f"/run/netns/{qdhcp}").st_ino
+    from netmeta.drivers.processes import pid_alive
+
+    assert not pid_alive(old_pid), "the dnsmasq of the lost namespace must be stopped"
+    stack.guests.renew(vm.name)
+    assert json.loads(stack.fetch(vm, "/openstack/latest/meta_data.json"))["uuid"] == vm.instance_id
