@@ -241,3 +241,18 @@ def test_a_qdhcp_namespace_deleted_by_hand_is_rebuilt_with_its_dnsmasq(isolated_
     assert not pid_alive(old_pid), "the dnsmasq of the lost namespace must be stopped"
     stack.guests.renew(vm.name)
     assert json.loads(stack.fetch(vm, "/openstack/latest/meta_data.json"))["uuid"] == vm.instance_id
+
+
+def test_metadata_restart_leaves_dhcp_alone_and_serves_again(isolated_stack: Stack) -> None:
+    stack = isolated_stack
+    net, _ = stack.network("mr", "10.85.0.0/24", gateway=False)
+    vm = stack.boot("m1", net["id"])
+    stack.fetch(vm, "/openstack/latest/meta_data.json")
+    pid = stack.dnsmasq_pid(net["id"])
+    stack.metadata.stop()
+    # DHCP does not depend on the metadata process.
+    stack.guests.renew(vm.name)
+    assert stack.curl(vm, "/openstack/latest/meta_data.json").returncode != 0  # nothing listens now
+    stack.metadata.start()
+    assert json.loads(stack.fetch(vm, "/openstack/latest/meta_data.json"))["uuid"] == vm.instance_id
+    assert stack.dnsmasq_pid(net["id"]) == pid
