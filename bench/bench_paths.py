@@ -41,7 +41,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

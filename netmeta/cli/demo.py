@@ -151,7 +151,7 @@ def _walk(say: Narrator, config: Config, client: Client, guests: Any, components
     say.shell(f"ip netns exec {qrouter} iptables-save | grep REDIRECT",
               "\n".join(l for l in _in_ns(qrouter, "iptables-save").splitlines() if "REDIRECT" in l))
     say.say("the guest still holds its old lease, so its route still points at the DHCP port (which still answers):")
-    say.shell(f"netmeta vm exec vm2 -- ip route", _in_ns(vm2.namespace, "ip", "route"))
+    say.shell("netmeta vm exec vm2 -- ip route", _in_ns(vm2.namespace, "ip", "route"))
     say.shell("… curl meta_data.json", until(lambda: _fetch(vm2.namespace, "/openstack/latest/meta_data.json"), "metadata"))
     guests.renew("vm2")
     say.say("after `netmeta vm renew vm2` the route goes to the router:")

@@ -145,7 +145,7 @@ def add_interface(txn: Txn, router_id: str, raw: object) -> dict[str, Any]:
                 "PortInUse",
             )
         if not port["fixed_ips"]:
-            raise BadRequest(f"Router port must have at least one fixed IP", "BadRequest")
+            raise BadRequest("Router port must have at least one fixed IP", "BadRequest")
         subnets = [get_or_404(txn, "subnets", f["subnet_id"]) for f in port["fixed_ips"]]
         _check_duplicate_subnets(txn, router_id, subnets)
         port["device_owner"] = DEVICE_OWNER_ROUTER_INTF

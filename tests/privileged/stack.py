@@ -25,7 +25,6 @@ from netmeta.cli.commands import start_stack, teardown_host
 from netmeta.client import Client
 from netmeta.config import Config
 from netmeta.drivers.supervise import Component, stop_all
-from netmeta.model import names
 from netmeta.vm.guests import Guest, Guests
 
 

@@ -115,6 +115,7 @@ def test_bridge_veths_and_addresses_converge(netns_scope: NamespaceScope) -> Non
     assert links.list_links(fabric) == sorted([BRIDGE, "d-aaaa", "g-bbbb", "lo"])
     before = links.describe_links(fabric), links.describe_links(a)
     assert links.ensure_veth_into(a, "tapaaaa", fabric, "d-aaaa", BRIDGE, "fa:16:3e:00:00:0a", 1450) == ia
+    assert links.ensure_veth_into(b, "eth0", fabric, "g-bbbb", BRIDGE, "fa:16:3e:00:00:0b", 1450) == ib
     assert (links.describe_links(fabric), links.describe_links(a)) == before
     tap = links.get_link(a, "tapaaaa")
     assert tap["mac"] == "fa:16:3e:00:00:0a" and tap["mtu"] == 1450 and tap["up"]

@@ -1,4 +1,4 @@
-"""The package type-checks under mypy --strict (STYLE.md: strict on the package)."""
+"""The package type-checks under mypy --strict (STYLE.md) and pyflakes finds nothing."""
 
 from __future__ import annotations
 
@@ -20,4 +20,12 @@ def test_package_is_strictly_typed() -> None:
         [mypy, "--strict", "--ignore-missing-imports", "--no-error-summary", "netmeta"],
         cwd=ROOT, capture_output=True, text=True,
     )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_no_unused_or_undefined_names() -> None:
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
+    if ruff is None:
+        pytest.skip("ruff is not installed in this environment (scripts/setup.sh --test installs it)")
+    done = subprocess.run([ruff, "check", "--no-cache", "netmeta", "tests", "bench"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
