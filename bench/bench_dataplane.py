@@ -123,8 +123,7 @@ def main() -> None:
         stack.agent.stop()
         t = time.monotonic()
         stack.agent.start()
-        pid = stack.agent.pid
-        wait_until(lambda: (s := read_status(stack.config.state_dir)) and s.get("pid") == pid, "restart", timeout=60)
+        stack.agent_pass(timeout=60)
         restart = time.monotonic() - t
         time.sleep(1)
         stop.set()

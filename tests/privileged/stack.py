@@ -115,6 +115,15 @@ class Stack:
             timeout=timeout,
         )
 
+    def agent_pass(self, timeout: float = 20.0) -> dict[str, Any]:
+        """Wait for the first pass of the agent now running (after a start or restart)."""
+        pid = self.agent.pid
+        return wait_until(  # type: ignore[no-any-return]
+            lambda: (s := read_status(self.config.state_dir)) and s.get("pid") == pid and s,
+            f"the first pass of agent {pid}",
+            timeout=timeout,
+        )
+
     def routes(self, guest: Guest) -> list[dict[str, Any]]:
         out = in_ns(guest.namespace, "ip", "-j", "-4", "route")
         return json.loads(out.stdout or "[]")  # type: ignore[no-any-return]

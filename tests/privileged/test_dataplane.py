@@ -19,7 +19,6 @@ import pytest
 
 from tests.privileged.stack import Stack, in_ns, make_stack, wait_until
 
-from netmeta.agent.service import read_status
 from netmeta.model import names
 
 pytestmark = pytest.mark.privileged
@@ -128,10 +127,7 @@ def test_agent_restart_changes_nothing(isolated_stack: Stack) -> None:
     # Metadata keeps answering while the agent is down.
     assert json.loads(stack.fetch(vm, "/openstack/latest/meta_data.json"))["uuid"] == vm.instance_id
     stack.agent.start()
-    pid = stack.agent.pid
-    status = wait_until(
-        lambda: (s := read_status(stack.config.state_dir)) and s.get("pid") == pid and s, "the new agent's first pass"
-    )
+    status = stack.agent_pass()
     assert status["spawned"] == [] and status["failed"] == {}
     assert host_view() == before
 
@@ -202,19 +198,13 @@ def test_files_written_but_never_signalled_are_signalled_after_a_restart(isolate
     with open(os.path.join(stack.files_dir(net["id"]), "loaded"), "w", encoding="utf-8") as handle:
         handle.write("files of an older revision\n")
     stack.agent.start()
-    new_agent = stack.agent.pid
-    status = wait_until(
-        lambda: (s := read_status(stack.config.state_dir)) and s.get("pid") == new_agent and s, "the new agent's pass"
-    )
+    status = stack.agent_pass()
     assert status["signalled"] == [net["id"]]
     assert status["spawned"] == []
     assert stack.dnsmasq_pid(net["id"]) == pid
     # And a restart after that one signals nothing.
     stack.agent.restart()
-    again = stack.agent.pid
-    status = wait_until(
-        lambda: (s := read_status(stack.config.state_dir)) and s.get("pid") == again and s, "the next agent's pass"
-    )
+    status = stack.agent_pass()
     assert status["signalled"] == [] and status["spawned"] == []
 
 

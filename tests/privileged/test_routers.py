@@ -25,7 +25,6 @@ import pytest
 
 from tests.privileged.stack import Stack, in_ns, make_stack, wait_until
 
-from netmeta.agent.service import read_status as agent_status
 from netmeta.metadata.service import read_status as metadata_status
 from netmeta.model import names
 from netmeta.vm.guests import Guest
@@ -301,9 +300,7 @@ def test_agent_restart_leaves_the_router_alone(plain_stack: Stack) -> None:
     assert marked and all(not line.startswith("[0:0]") for line in marked), before["rules"]
 
     stack.agent.start()
-    pid = stack.agent.pid
-    status = wait_until(lambda: (s := agent_status(stack.config.state_dir)) and s.get("pid") == pid and s,
-                        "the new agent's first pass")
+    status = stack.agent_pass()
     assert status["last_pass_full"] and status["failed"] == {}
     assert view() == before, "an agent restart must not re-create the namespace, the qr- device or the rules"
     assert fetch_counted(stack, vm, "router", router["id"])["uuid"] == vm.instance_id
