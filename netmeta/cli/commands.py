@@ -9,28 +9,6 @@ import sys
 
 from netmeta.config import Config
 
-# Flags passed down from ``up`` to its children, so all three agree.
-_FORWARDED = (
-    ("--config", "config"), ("--state-dir", "state_dir"), ("--bind", "bind"), ("--db", "db"),
-    ("--dhcp-lease-duration", "dhcp_lease_duration"), ("--metadata-port", "metadata_port"),
-    ("--fabric-namespace", "fabric_namespace"), ("--imds-tokens", "imds_tokens"),
-)
-_FORWARDED_BOOL = (("enable-isolated-metadata", "enable_isolated_metadata"), ("force-metadata", "force_metadata"))
-
-
-def component_argv(args: argparse.Namespace) -> list[str]:
-    argv: list[str] = []
-    for flag, attr in _FORWARDED:
-        value = getattr(args, attr, None)
-        if value is not None:
-            argv += [flag, str(value)]
-    for flag, attr in _FORWARDED_BOOL:
-        value = getattr(args, attr, None)
-        if value is not None:
-            argv.append(f"--{flag}" if value else f"--no-{flag}")
-    return argv
-
-
 def prepare_state_dir(config: Config) -> None:
     # dnsmasq reads its files as "nobody": the state directory must be traversable.
     os.makedirs(config.state_dir, exist_ok=True)
@@ -61,14 +39,14 @@ def cmd_metadata(args: argparse.Namespace, config: Config) -> int:
 
 
 def start_stack(args: argparse.Namespace, config: Config, log_dir: str | None = None) -> list["Component"]:
+    from netmeta.cli.options import child_argv
     from netmeta.drivers.supervise import Component
 
     prepare_state_dir(config)
-    common = component_argv(args)
     logs = log_dir or os.path.join(config.state_dir, "log")
     os.makedirs(logs, exist_ok=True)
     components = [
-        Component(name, [name, *common], os.path.join(logs, f"{name}.log"))
+        Component(name, [name, *child_argv(args, name)], os.path.join(logs, f"{name}.log"))
         for name in ("server", "agent", "metadata")
     ]
     components[0].start()

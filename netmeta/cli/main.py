@@ -10,7 +10,8 @@ One entry point for every component and for the people using them::
     netmeta down [--purge]     remove everything netmeta made on this host
 
 Every command takes ``--config FILE`` (an INI file with Neutron's option
-names, as ``dhcp_agent.ini``) and flags that override it.
+names, as ``dhcp_agent.ini``) and flags that override it: only the settings
+that command reads (see :mod:`netmeta.cli.options`).
 """
 
 from __future__ import annotations
@@ -20,35 +21,14 @@ import logging
 import sys
 from typing import Any, Callable, Sequence
 
+from netmeta.cli.options import AGENT, COMPONENTS, EXPLAIN, GUESTS, METADATA, SERVER, TEARDOWN, add_settings, overrides
 from netmeta.config import Config, ConfigError, load
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("settings (override --config)")
-    g.add_argument("--config", metavar="FILE", help="INI file: [DEFAULT] with Neutron's option names")
-    g.add_argument("--state-dir", dest="state_dir", help="state directory (default /var/lib/netmeta)")
-    g.add_argument("--bind", help="API address host:port (default 127.0.0.1:9696)")
-    g.add_argument("--db", help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: SQLite in the state dir)")
-    g.add_argument("--enable-isolated-metadata", dest="enable_isolated_metadata",
-                   action=argparse.BooleanOptionalAction, default=None)
-    g.add_argument("--force-metadata", dest="force_metadata", action=argparse.BooleanOptionalAction, default=None)
-    g.add_argument("--dhcp-lease-duration", dest="dhcp_lease_duration", type=int)
-    g.add_argument("--metadata-port", dest="metadata_port", type=int)
-    g.add_argument("--fabric-namespace", dest="fabric_namespace", help="namespace holding the bridges")
-    g.add_argument("--imds-tokens", dest="imds_tokens", choices=("optional", "required", "off"))
-    g.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
-
-
-OVERRIDES = (
-    "state_dir", "bind", "db", "enable_isolated_metadata", "force_metadata",
-    "dhcp_lease_duration", "metadata_port", "fabric_namespace", "imds_tokens",
-)
-
-
 def config_from(args: argparse.Namespace) -> Config:
-    return load(args.config, **{k: getattr(args, k, None) for k in OVERRIDES})
+    return load(getattr(args, "config", None), **overrides(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,50 +37,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netmeta", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
-        _common(p)
+    def add(name: str, handler: Handler, help_: str, roles: tuple[str, ...],
+            parent: Any = sub) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help_, description=help_)
+        add_settings(p, roles)
         p.set_defaults(handler=handler)
         return p
 
-    add("server", commands.cmd_server, "serve the Neutron-compatible API and the change feed")
-    add("agent", commands.cmd_agent, "converge this host's namespaces, links, dnsmasq and iptables")
-    add("metadata", commands.cmd_metadata, "serve 169.254.169.254 inside every qdhcp/qrouter namespace")
-    add("up", commands.cmd_up, "run server, agent and metadata together until Ctrl-C")
-    down = add("down", commands.cmd_down, "remove everything netmeta created on this host")
+    add("server", commands.cmd_server, "serve the Neutron-compatible API and the change feed", (SERVER,))
+    add("agent", commands.cmd_agent, "converge this host's namespaces, links, dnsmasq and iptables", (AGENT,))
+    add("metadata", commands.cmd_metadata, "serve 169.254.169.254 inside every qdhcp/qrouter namespace", (METADATA,))
+    add("up", commands.cmd_up, "run server, agent and metadata together until Ctrl-C", COMPONENTS)
+    down = add("down", commands.cmd_down, "remove everything netmeta created on this host", (TEARDOWN,))
     down.add_argument("--purge", action="store_true", help="also delete the store (all API data)")
 
-    vm = sub.add_parser("vm", help="test guests: namespaces with a real DHCP client")
+    vm = sub.add_parser("vm", help="test guests: namespaces with a real DHCP client",
+                        description="test guests: namespaces with a real DHCP client")
     vm_sub = vm.add_subparsers(dest="vm_command", required=True, metavar="ACTION")
 
     def add_vm(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
-        p = vm_sub.add_parser(name, help=help_, description=help_)
-        _common(p)
-        p.set_defaults(handler=handler)
-        return p
+        return add(name, handler, help_, (GUESTS,), vm_sub)
 
     boot = add_vm("boot", commands.cmd_vm_boot, "create an instance and a guest that takes a DHCP lease")
-    boot.add_argument("name")
+    boot.add_argument("name", help="the guest's name (also the instance's)")
     boot.add_argument("--network", required=True, help="network name or id")
-    boot.add_argument("--user-data", dest="user_data", metavar="FILE")
-    boot.add_argument("--key-name", dest="key_name")
-    boot.add_argument("--public-key", dest="public_key", metavar="FILE")
-    boot.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
+    boot.add_argument("--user-data", dest="user_data", metavar="FILE", help="file served as user_data")
+    boot.add_argument("--key-name", dest="key_name", help="name of the key pair in the metadata")
+    boot.add_argument("--public-key", dest="public_key", metavar="FILE", help="public key file (OpenSSH format)")
+    boot.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                      help="instance metadata item; repeat for more")
     boot.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the lease")
     ex = add_vm("exec", commands.cmd_vm_exec, "run a command inside the guest")
-    ex.add_argument("name")
+    ex.add_argument("name", help="the guest's name")
     ex.add_argument("argv", nargs="*", metavar="-- CMD ...", help="the command, after --")
     renew = add_vm("renew", commands.cmd_vm_renew, "renew the guest's DHCP lease (fresh options and routes)")
-    renew.add_argument("name")
+    renew.add_argument("name", help="the guest's name")
     add_vm("list", commands.cmd_vm_list, "list the guests on this host")
     delete = add_vm("delete", commands.cmd_vm_delete, "remove a guest and its instance")
-    delete.add_argument("name")
+    delete.add_argument("name", help="the guest's name")
 
-    ex_p = add("explain", explain.cmd_explain, "explain how a guest reaches 169.254.169.254")
+    ex_p = add("explain", explain.cmd_explain, "explain how a guest reaches 169.254.169.254", (EXPLAIN,))
     ex_p.add_argument("guest", help="guest name, instance id or IP")
     ex_p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    d = add("demo", demo.cmd_demo, "replay the seed report for real, narrated")
+    d = add("demo", demo.cmd_demo, "replay the seed report for real, narrated", (*COMPONENTS, GUESTS, EXPLAIN))
     d.add_argument("--keep", action="store_true", help="leave the demo's namespaces running at the end")
     return parser
 

@@ -10,20 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from netmeta.cli.options import SERVER, add_settings, overrides
 from netmeta.config import load
 from netmeta.server.app import run
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m netmeta.server")
-    parser.add_argument("--config", help="INI file ([DEFAULT] section)")
-    parser.add_argument("--bind", help="host:port to listen on (port 0: any free port)")
-    parser.add_argument("--state-dir", dest="state_dir")
-    parser.add_argument("--db", help="SQLAlchemy URL; default: SQLite in the state dir")
-    parser.add_argument("--change-log-retention", dest="change_log_retention", type=int)
+    add_settings(parser, [SERVER])
     args = parser.parse_args(argv)
-    config = load(args.config, bind=args.bind, state_dir=args.state_dir, db=args.db,
-                  change_log_retention=args.change_log_retention)
+    config = load(args.config, **overrides(args))
 
     def announce(bound: str) -> None:
         print(f"netmeta server listening on http://{bound}", flush=True)
