@@ -57,6 +57,11 @@ class Config:
     # How many revisions the change feed keeps; a watcher further behind is
     # told to list again (HTTP 410), as a Kubernetes watch is.
     change_log_retention: int = 10000
+    # oslo.middleware's sizelimit default: a larger body is refused (413)
+    # while it is read, never buffered whole.
+    max_request_body_size: int = 114688
+    # Neutron's limit on addresses per port (each one is a dnsmasq host line).
+    max_fixed_ips_per_port: int = 5
 
     # --- DHCP agent (Neutron dhcp_agent.ini) ---
     # Serve metadata from qdhcp when a subnet has no router on its gateway.
@@ -128,6 +133,10 @@ class Config:
             raise ConfigError("imds_tokens must be 'optional', 'required' or 'off'")
         if self.metadata_backend not in ("local", "nova"):
             raise ConfigError("metadata_backend must be 'local' or 'nova'")
+        if self.max_request_body_size < 1024:
+            raise ConfigError("max_request_body_size must be at least 1024 bytes")
+        if self.max_fixed_ips_per_port < 1:
+            raise ConfigError("max_fixed_ips_per_port must be at least 1")
         if not 1 <= self.imds_token_hop_limit <= 255:
             raise ConfigError("imds_token_hop_limit must be between 1 and 255")
 

@@ -67,7 +67,7 @@ async def neutron_errors(request: web.Request, handler: Handler) -> web.StreamRe
 
 
 def build_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[neutron_errors], client_max_size=4 * 1024 * 1024)
+    app = web.Application(middlewares=[neutron_errors], client_max_size=config.max_request_body_size)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()

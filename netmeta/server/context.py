@@ -18,7 +18,7 @@ from typing import Any, Callable, TypeVar
 from aiohttp import web
 
 from netmeta.config import Config
-from netmeta.server.errors import BadRequest
+from netmeta.server.bodies import clean_json, parse_body
 from netmeta.server.standard_attrs import Caller, utcnow
 from netmeta.store.database import Database, Txn
 
@@ -79,17 +79,13 @@ def ctx(request: web.Request) -> ServerContext:
 
 
 async def json_body(request: web.Request) -> Any:
-    """The parsed body, or Neutron's 400 for anything that is not JSON."""
-    raw = await request.read()
-    if not raw:
-        raise BadRequest("Malformed request body: empty body", "HTTPBadRequest")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("Malformed request body", "HTTPBadRequest") from exc
+    """The parsed, checked body (:mod:`.bodies`), or Neutron's 400/413."""
+    return parse_body(await request.read())
 
 
 def raw_json(text: str, status: int = 200) -> web.Response:
+    # A lone surrogate stored by an older version must not break any reader.
+    text = clean_json(text)
     return web.Response(text=text, status=status, content_type="application/json")
 
 

@@ -8,7 +8,8 @@ a guest's source address, exactly as Neutron's metadata agent finds it
 through the port.
 
 Limits are Nova's: user data at most 64 KiB once decoded, ``meta`` at most
-128 items with keys and values of at most 255 characters, and a password
+128 items with keys of ``[a-zA-Z0-9-_:. ]`` (1-255) and values of at most 255
+characters, a hostname of DNS labels (at most 63 characters), and a password
 (``/openstack/latest/password``) of at most 1020 bytes that can be set once
 until cleared.
 
@@ -30,12 +31,14 @@ from netmeta.server import addresses
 from netmeta.server.errors import BadRequest, Conflict, invalid
 from netmeta.server.ports import new_port, remove_port
 from netmeta.server.standard_attrs import Caller, get_or_404, new_id, save
-from netmeta.server.validation import as_str, project_of
+from netmeta.server.bodies import check_name
+from netmeta.server.validation import as_dns_name, as_str, project_of
 from netmeta.store.database import Txn
 
 USER_DATA_MAX = 64 * 1024
 META_MAX_ITEMS = 128
 PASSWORD_MAX = 1020
+META_KEY = re.compile(r"[a-zA-Z0-9\-_:. ]{1,255}")  # Nova's metadata key pattern
 ALLOWED = {"name", "hostname", "project_id", "tenant_id", "availability_zone", "flavor", "user_data",
            "key_name", "public_key", "meta", "networks"}
 
@@ -78,8 +81,9 @@ def _meta(value: object) -> dict[str, str]:
     if len(value) > META_MAX_ITEMS:
         raise invalid(f"meta has {len(value)} items; the limit is {META_MAX_ITEMS}")
     for key, item in value.items():
-        if not isinstance(item, str) or not 1 <= len(key) <= 255 or len(item) > 255:
-            raise invalid(f"meta item {key[:40]!r} must be a string; keys 1-255, values up to 255 characters")
+        if not isinstance(item, str) or not META_KEY.fullmatch(key) or len(item) > 255:
+            raise invalid(f"meta item {key[:40]!r}: keys are 1-255 of [a-zA-Z0-9-_:. ], values strings of "
+                          f"up to 255 characters")
     return dict(value)
 
 
@@ -93,7 +97,8 @@ def create_instance(txn: Txn, raw: object, caller: Caller) -> dict[str, Any]:
     name = as_str(body.get("name"), "name") or ""
     if not name:
         raise invalid("an instance needs a name")
-    hostname = as_str(body.get("hostname"), "hostname", 63, allow_none=True)
+    check_name(name, "name")
+    hostname = as_dns_name(body["hostname"], "hostname", 63) if body.get("hostname") is not None else None
     zone = as_str(body.get("availability_zone", "nova"), "availability_zone") or "nova"
     instance_id = new_id()
     obj: dict[str, Any] = {

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from netmeta.server import filters, networks, ports, routers
 from netmeta.server.context import ctx, dump, json_body, raw_json
-from netmeta.server.errors import BadRequest, not_found
+from netmeta.server.errors import BadRequest, invalid, not_found
 from netmeta.server.standard_attrs import Caller, get_or_404, save
 from netmeta.server.validation import SINGULAR, as_str_list, resource_body
 from netmeta.store.database import Txn, load_bodies, load_one
@@ -139,10 +139,17 @@ async def show_resource(request: web.Request) -> web.Response:
     return dump({SINGULAR[kind]: filters.select_fields(obj, filters.field_list(controls))})
 
 
+def _fixed_ips_within_limit(kind: str, body: dict[str, Any], limit: int) -> None:
+    # Before any lookup: each address becomes a dnsmasq host line.
+    if kind == "ports" and isinstance(body.get("fixed_ips"), list) and len(body["fixed_ips"]) > limit:
+        raise invalid("Exceeded maximum amount of fixed ips per port")
+
+
 async def create_resource(request: web.Request) -> web.Response:
     kind = request.match_info["kind"]
     body = resource_body(await json_body(request), kind, creating=True)
     server = ctx(request)
+    _fixed_ips_within_limit(kind, body, server.config.max_fixed_ips_per_port)
     create, caller = CREATE[kind], server.caller(request)
     obj = await server.write(lambda txn: create(txn, body, caller))
     return dump({SINGULAR[kind]: obj}, status=201)
@@ -151,6 +158,7 @@ async def create_resource(request: web.Request) -> web.Response:
 async def update_resource(request: web.Request) -> web.Response:
     kind, obj_id = request.match_info["kind"], request.match_info["id"]
     body = resource_body(await json_body(request), kind, creating=False)
+    _fixed_ips_within_limit(kind, body, ctx(request).config.max_fixed_ips_per_port)
     obj = await ctx(request).write(lambda txn: UPDATE[kind](txn, obj_id, body))
     return dump({SINGULAR[kind]: obj})
 

@@ -26,7 +26,7 @@ from netmeta.model.types import COMPUTE_OWNER_PREFIX, DEVICE_OWNER_DHCP, ROUTER_
 from netmeta.server import addresses
 from netmeta.server.errors import Conflict, invalid
 from netmeta.server.standard_attrs import Caller, base, create, get_or_404, new_id, save
-from netmeta.server.validation import as_bool, as_str, common_attrs, project_of
+from netmeta.server.validation import as_bool, as_dns_name, as_str, common_attrs, project_of
 from netmeta.store.database import Txn
 
 RandBytes = Callable[[int], bytes]
@@ -68,9 +68,11 @@ def _mac_taken(txn: Txn, network_id: str, mac: str, port_id: str) -> bool:
 
 def _port_attrs(txn: Txn, obj: dict[str, Any], body: dict[str, Any]) -> None:
     common_attrs(obj, body)
-    for key in ("device_id", "device_owner", "binding:host_id", "dns_name", "binding:vnic_type"):
+    for key in ("device_id", "device_owner", "binding:host_id", "binding:vnic_type"):
         if key in body:
             obj[key] = as_str(body[key], key) if body[key] is not None else ""
+    if "dns_name" in body:
+        obj["dns_name"] = as_dns_name(body["dns_name"], "dns_name") if body["dns_name"] is not None else ""
     if "port_security_enabled" in body:
         obj["port_security_enabled"] = as_bool(body["port_security_enabled"], "port_security_enabled")
     if "mac_address" in body:

@@ -9,8 +9,10 @@ table-tested in ``tests/unit/test_validation.py``.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
+from netmeta.server.bodies import check_name
 from netmeta.server.errors import BadRequest, invalid
 
 # Attributes the API knows per resource, split by who may set them. Anything
@@ -128,6 +130,24 @@ def as_str_list(value: object, name: str) -> list[str]:
     return list(value)
 
 
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_DNS_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?", re.IGNORECASE)
+
+
+def as_dns_name(value: object, name: str, max_len: int = 255) -> str:
+    """A host name or FQDN (Neutron's ``dns_name``, Nova's ``hostname``); "" allowed.
+
+    Labels of letters, digits and hyphens (1-63, no hyphen at either end),
+    separated by dots: ``../../etc`` or ``a/b`` can never reach a file name or
+    a dnsmasq line.
+    """
+    text = as_str(value, name, max_len) or ""
+    if text and not _DNS_NAME.fullmatch(text):
+        raise invalid(f"'{text[:64]}' not a valid DNS name for {name}: letters, digits, '-' and '.' only; "
+                      f"labels of 1 to 63 characters that neither start nor end with '-'")
+    return text
+
+
 def project_of(body: Mapping[str, Any], header: str | None, default: str) -> str:
     """Body ``project_id``/``tenant_id``, else the header, else the default."""
     project = body.get("project_id")
@@ -146,6 +166,7 @@ def common_attrs(obj: dict[str, Any], body: Mapping[str, Any]) -> None:
     """Apply name, description, admin_state_up and tags from a body."""
     if "name" in body:
         obj["name"] = as_str(body["name"], "name")
+        check_name(obj["name"], "name")
     if "description" in body:
         obj["description"] = as_str(body["description"], "description")
     if "admin_state_up" in body:
