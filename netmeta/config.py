@@ -111,6 +111,17 @@ class Config:
     imds_token_hop_limit: int = 1
     rate_limiting: RateLimitConfig = field(default_factory=RateLimitConfig)
 
+    # --- logs (see netmeta.logs) ---
+    # "text" (one line for a person) or "json" (one object a line, for a shipper).
+    log_format: str = "text"
+    # Each component writes <state_dir>/log/<component>.log, rotated at this
+    # size with this many old files kept: a flood can never fill the disk.
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backup_count: int = 3
+    # Also log to stderr (a service manager's journal); `netmeta up` turns it
+    # off for its children, whose logs are the files.
+    log_console: bool = True
+
     def __post_init__(self) -> None:
         # dnsmasq chdir()s to / when it daemonizes: every path it is given
         # (pid, leases, opts) must be absolute, so the state directory is.
@@ -137,6 +148,10 @@ class Config:
             raise ConfigError("max_request_body_size must be at least 1024 bytes")
         if self.max_fixed_ips_per_port < 1:
             raise ConfigError("max_fixed_ips_per_port must be at least 1")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("log_format must be 'text' or 'json'")
+        if self.log_max_bytes < 4096 or self.log_backup_count < 1:
+            raise ConfigError("log_max_bytes must be at least 4096 and log_backup_count at least 1")
         if not 1 <= self.imds_token_hop_limit <= 255:
             raise ConfigError("imds_token_hop_limit must be between 1 and 255")
 

@@ -46,7 +46,9 @@ def start_stack(args: argparse.Namespace, config: Config, log_dir: str | None = 
     logs = log_dir or os.path.join(config.state_dir, "log")
     os.makedirs(logs, exist_ok=True)
     components = [
-        Component(name, [name, *child_argv(args, name)], os.path.join(logs, f"{name}.log"))
+        # The child writes its own rotated <name>.log; <name>.out keeps only
+        # what it prints before its logging is set up (a crash at start).
+        Component(name, [name, *child_argv(args, name), "--no-log-console"], os.path.join(logs, f"{name}.out"))
         for name in ("server", "agent", "metadata")
     ]
     components[0].start()

@@ -17,10 +17,10 @@ that command reads (see :mod:`netmeta.cli.options`).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Any, Callable, Sequence
 
+from netmeta import logs
 from netmeta.cli.options import AGENT, COMPONENTS, EXPLAIN, GUESTS, METADATA, SERVER, TEARDOWN, add_settings, overrides
 from netmeta.config import Config, ConfigError, load
 
@@ -99,15 +99,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "argv", None) is None:
             parser.error("'--' is only used as `netmeta vm exec NAME -- CMD ...`")
         args.argv = [*args.argv, *command]
-    logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
     try:
         config = config_from(args)
     except ConfigError as exc:
         print(f"netmeta: {exc}", file=sys.stderr)
         return 2
+    # A component logs to its file under the state directory (and stderr);
+    # the commands a person runs log to stderr only.
+    component = args.command in COMPONENTS
+    logs.setup(
+        args.command, config.state_dir if component else None, log_format=config.log_format,
+        verbose=getattr(args, "verbose", False), console=config.log_console or not component,
+        max_bytes=config.log_max_bytes, backup_count=config.log_backup_count,
+    )
     handler: Any = args.handler
     try:
         return int(handler(args, config) or 0)

@@ -99,6 +99,13 @@ SETTINGS: tuple[Setting, ...] = (
             _roles(AGENT, GUESTS, EXPLAIN, TEARDOWN), metavar="NAME"),
     Setting("imds_tokens", "--imds-tokens", "IMDSv2 session tokens: optional (AWS's default), required, or off",
             _roles(METADATA), ("optional", "required", "off")),
+    Setting("log_format", "--log-format", "text (one line for a person) or json (one object a line)",
+            _roles(*COMPONENTS), ("text", "json")),
+    Setting("log_max_bytes", "--log-max-bytes",
+            "rotate <state-dir>/log/<component>.log at this size (default 10 MiB)", _roles(*COMPONENTS), "int",
+            metavar="BYTES"),
+    Setting("log_console", "--log-console", "also log to stderr (default on; `up` turns it off for its children)",
+            _roles(*COMPONENTS), "bool"),
 )
 
 

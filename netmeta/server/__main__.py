@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from netmeta import logs
 from netmeta.cli.options import SERVER, add_settings, overrides
 from netmeta.config import load
 from netmeta.server.app import run
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     add_settings(parser, [SERVER])
     args = parser.parse_args(argv)
     config = load(args.config, **overrides(args))
+    logs.setup("server", config.state_dir, log_format=config.log_format, verbose=args.verbose,
+               console=config.log_console, max_bytes=config.log_max_bytes, backup_count=config.log_backup_count)
 
     def announce(bound: str) -> None:
         print(f"netmeta server listening on http://{bound}", flush=True)
