@@ -8,6 +8,7 @@ alone, decides whose metadata is served.
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 
 from netmeta.model.types import (
     FixedIP,
@@ -118,6 +119,9 @@ def world() -> Snapshot:
         Network(NET_B, "net-b", "proj-2"),
         Network(NET_C, "net-c", "proj-1"),
     ]
+    # An instance's ports are created in its project (the server does the same).
+    owners = {i.id: i.project_id for i in instances}
+    ports = [replace(p, project_id=owners.get(InstanceId(p.device_id), "proj-1")) for p in ports]
     return Snapshot(
         revision=7,
         networks={n.id: n for n in networks},

@@ -5,17 +5,21 @@ Dispatch order, and why:
 1. **signed listener** — requests from a Neutron-style proxy carry their
    identity in signed headers; they skip address lookup, tokens and rate
    limits (the proxy in front owns those).
-2. **rate limit** per (listener, guest IP) — first, so a flooding guest costs
-   one dict update, as in Neutron where haproxy refuses before the agent.
-3. **``/``** — Nova answers the EC2 version list without knowing the caller.
-4. **token PUT** (``/latest/api/token``) — tokens are bound to the listener
-   and caller address, not to an instance, so no lookup is needed.
-5. **token check** on EC2 paths (``required``: missing/invalid → 401;
+2. **identity lookup** — (listener, source IP) → one port (two dict reads);
+   a failure is kept and raised at step 8, after ``/``.
+3. **rate limit** per (listener, resolved port), or per address for a caller
+   no port is found for — before any work, as in Neutron where haproxy
+   refuses before the agent.
+4. **``/``** — Nova answers the EC2 version list without knowing the caller.
+5. **token PUT** (``/latest/api/token``) — tokens are bound to the listener
+   and the resolved port, never to a bare address: a new port that is given a
+   deleted port's IP does not inherit its tokens. An unknown caller gets 404.
+6. **token check** on EC2 paths (``required``: missing/invalid → 401;
    ``optional``: a present-but-invalid token → 401, like AWS). The
    ``/openstack`` tree is never token-gated: no OpenStack client sends tokens.
-6. **methods** — GET/HEAD everywhere, POST only on ``password``.
-7. **identity** — (listener, source IP) → one instance, else 404 saying why.
-8. **tree** — local data, or forwarded to Nova when ``metadata_backend=nova``.
+7. **methods** — GET/HEAD everywhere, POST only on ``password``.
+8. **identity** — the lookup's 404, saying why, for a caller with no instance.
+9. **tree** — local data, or forwarded to Nova when ``metadata_backend=nova``.
 
 Rendered EC2 leaves and the per-instance view are cached until the snapshot
 object changes, so a steady stream of guest requests costs a dict lookup.
@@ -45,7 +49,7 @@ from netmeta.model.metadata.tokens import (
     parse_ttl,
 )
 from netmeta.model.metadata.tree import JSON, TEXT, InstanceData, Leaf, PathNotFound, instance_data, split_path
-from netmeta.model.types import Instance, InstanceId, Snapshot
+from netmeta.model.types import Instance, InstanceId, Port, Snapshot
 
 # What a request gets: the response now, or (password POST, Nova) later.
 Answer = Union[Response, Awaitable[Response]]
@@ -180,16 +184,31 @@ class MetadataApp:
         if request.context.kind == "signed":
             return self._signed(request, tokens)
         peer = request.peer_ip
-        decision = self.limiter.check((request.context.kind, request.context.id, peer), peer)
+        snap = self._current()
+        # Who is asking comes first: the rate limit and tokens belong to the
+        # resolved port, never to a bare address, so a port that takes over a
+        # deleted port's IP starts clean, and a caller nobody can be tied to
+        # shares no state with any guest.
+        port: Port | None
+        try:
+            instance, port = resolve(snap, request.context.kind, request.context.id, peer, self._index)
+        except IdentityError as exc:
+            unknown: IdentityError | None = exc
+            port = None
+        else:
+            unknown = None
+        key = (request.context.kind, request.context.id, "port", port.id) if port is not None else (
+            request.context.kind, request.context.id, "address", peer)
+        decision = self.limiter.check(key, peer)
         if not decision.allowed:
             return _text(
                 429, "Too many metadata requests; slow down.", [("Retry-After", str(decision.retry_after))]
             )
         is_ec2 = not tokens or tokens[0] != "openstack"
         if tuple(tokens) == TOKEN_PATH and self.config.imds_tokens != "off":
-            return self._token(request)
+            return self._token(request, port, unknown)
         if is_ec2 and self.config.imds_tokens != "off":
-            refusal = self._check_token(request)
+            refusal = self._check_token(request, port)
             if refusal is not None:
                 return refusal
         refusal = self._check_method(request, tokens)
@@ -197,8 +216,8 @@ class MetadataApp:
             return refusal
         if not tokens:
             return _leaf(ec2.version_listing())
-        snap = self._current()
-        instance, _port = resolve(snap, request.context.kind, request.context.id, peer, self._index)
+        if unknown is not None:
+            raise unknown
         if self.nova is not None:
             return self.nova.forward(request, instance)
         return self._serve(request, tokens, self._view(snap, instance, _normal(peer)))
@@ -214,10 +233,10 @@ class MetadataApp:
         return _text(405, f"Method {request.method} is not allowed here; use GET.", [("Allow", "GET, HEAD")])
 
     # --- tokens --------------------------------------------------------------
-    def _binding(self, request: Request) -> tuple[str, str, str]:
-        return (request.context.kind, request.context.id, request.peer_ip)
+    def _binding(self, request: Request, port: Port) -> tuple[str, str, str]:
+        return (request.context.kind, request.context.id, port.id)
 
-    def _token(self, request: Request) -> Response:
+    def _token(self, request: Request, port: Port | None, unknown: IdentityError | None) -> Response:
         if request.method != "PUT":
             return _text(405, "Use PUT to get a session token.", [("Allow", "PUT")])
         if request.header_all("X-Forwarded-For"):
@@ -227,7 +246,10 @@ class MetadataApp:
             ttl = parse_ttl(request.header(TTL_HEADER))
         except TokenRequestError as exc:
             return _text(exc.status, f"Bad request: {exc}")
-        token = self.tokens.issue(self._binding(request), ttl)
+        if port is None:
+            assert unknown is not None
+            raise unknown  # a token for nobody would be a token for whoever holds the address next
+        token = self.tokens.issue(self._binding(request, port), ttl)
         return Response(
             200,
             token.encode(),
@@ -236,13 +258,13 @@ class MetadataApp:
             ttl=self.config.imds_token_hop_limit,
         )
 
-    def _check_token(self, request: Request) -> Response | None:
+    def _check_token(self, request: Request, port: Port | None) -> Response | None:
         values = request.header_all(TOKEN_HEADER)
         if not values:
             if self.config.imds_tokens == "required":
                 return _text(401, f"Unauthorized: a session token is required (PUT /latest/api/token, then send {TOKEN_HEADER}).")
             return None
-        if len(values) == 1 and self.tokens.valid(self._binding(request), values[0].strip()):
+        if len(values) == 1 and port is not None and self.tokens.valid(self._binding(request, port), values[0].strip()):
             return None
         return _text(401, "Unauthorized: the session token is invalid or expired; fetch a new one.")
 

@@ -140,6 +140,11 @@ def _attach(txn: Txn, instance: dict[str, Any], item: object, owner: str) -> str
         port = get_or_404(txn, "ports", as_str(item["port"], "port") or "")
         if port["device_id"] or port["device_owner"]:
             raise Conflict(f"Port {port['id']} is still in use.", "PortInUse")
+        if port["project_id"] != instance["project_id"]:
+            # Nova's PortNotUsable: the metadata service would refuse it anyway
+            # (the port's project must be the instance's), so say so now.
+            raise Conflict(f"Port {port['id']} not usable for instance {instance['id']}: it belongs to "
+                           f"project {port['project_id']}, not {instance['project_id']}.", "PortNotUsable")
         port["device_id"], port["device_owner"] = instance["id"], owner
         save(txn, "ports", port)
         return str(port["id"])

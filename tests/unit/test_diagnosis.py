@@ -46,7 +46,7 @@ REDIRECT = ("-A neutron-l3-agent-PREROUTING -d 169.254.169.254/32 -i qr-+ -p tcp
 def snapshot(*, routed: bool) -> Snapshot:
     ports = {
         DHCP_PORT: Port(DHCP_PORT, NET, "fa:16:3e:00:00:02", (FixedIP(SUB, DHCP_IP),), "dhcp", "network:dhcp"),
-        VM_PORT: Port(VM_PORT, NET, "fa:16:3e:00:00:05", (FixedIP(SUB, VM_IP),), VM, "compute:nova"),
+        VM_PORT: Port(VM_PORT, NET, "fa:16:3e:00:00:05", (FixedIP(SUB, VM_IP),), VM, "compute:nova", "p"),
     }
     if routed:
         ports[RTR_PORT] = Port(RTR_PORT, NET, "fa:16:3e:00:00:01", (FixedIP(SUB, GW),), ROUTER,

@@ -51,3 +51,31 @@ def test_router_without_interfaces_says_so() -> None:
     snap = replace(snap, routers={**snap.routers, lonely: Router(lonely, "r2")})
     with pytest.raises(InstanceNotFound, match="has no interfaces"):
         resolve(snap, "router", lonely, "127.0.0.1")
+
+
+def _foreign_port_with_device_id(project: str) -> "tuple[object, str]":
+    """World plus a port of ``project`` on NET_C carrying VM1's device_id."""
+    from dataclasses import replace
+
+    from netmeta.model.types import FixedIP, Port, PortId, SubnetId
+
+    snap = world()
+    thief = Port(PortId("pthief"), NET_C, "fa:16:3e:00:00:66", (FixedIP(SubnetId("sub-c"), "10.0.3.66"),),
+                 device_id=VM1, device_owner="compute:nova", project_id=project)
+    return replace(snap, ports={**snap.ports, thief.id: thief}), "10.0.3.66"
+
+
+def test_a_port_of_another_project_naming_an_instance_is_an_unknown_guest() -> None:
+    # Nova's check: the port's project must be the instance's. device_id is
+    # free text any project may set on its own port.
+    snap, ip = _foreign_port_with_device_id("proj-evil")
+    with pytest.raises(InstanceNotFound, match=f"no instance at {ip} on network"):
+        resolve(snap, "network", NET_C, ip)
+    with pytest.raises(InstanceNotFound, match=f"no instance at {ip} on router"):
+        resolve(snap, "router", ROUTER, ip)
+
+
+def test_the_same_port_in_the_instances_project_is_served() -> None:
+    snap, ip = _foreign_port_with_device_id("proj-1")
+    instance, port = resolve(snap, "network", NET_C, ip)
+    assert instance.id == VM1 and port.id == "pthief"

@@ -6,6 +6,14 @@ interface on (Neutron's metadata agent asks for the router's networks the same
 way). Among those networks, the ports holding the source IP are candidates;
 exactly one candidate whose ``device_id`` is a known instance answers.
 
+A port counts only when it belongs to the same project as the instance its
+``device_id`` names, as Nova checks ``X-Tenant-ID`` against the instance:
+``device_id`` is a free-form field any project may set on its own port, so
+without the comparison a port created in another project with a victim's
+instance id would read the victim's user data, keys and password. Such a
+port is answered exactly like an unknown guest (the same 404, the same
+words), which tells its holder nothing about the victim.
+
 Zero candidates and several candidates are both refusals: serving one of two
 guests that share an address (overlapping subnets behind one router, a stale
 port) would hand one tenant's data to another. The error says exactly what
@@ -105,7 +113,7 @@ def resolve(
     for network_id in networks:
         for port in index.by_address.get((network_id, ip), ()):
             instance = snapshot.instances.get(InstanceId(port.device_id))
-            if instance is not None:
+            if instance is not None and instance.project_id == port.project_id:
                 candidates.append((instance, port))
     if not candidates:
         if context_kind == ROUTER and not networks:
