@@ -48,6 +48,7 @@ from netmeta.model.metadata.tokens import (
     TokenRequestError,
     parse_ttl,
 )
+from netmeta.model.ip import canonical_ip
 from netmeta.model.metadata.tree import JSON, TEXT, InstanceData, Leaf, PathNotFound, instance_data, split_path
 from netmeta.model.types import Instance, InstanceId, Port, Snapshot
 
@@ -220,7 +221,7 @@ class MetadataApp:
             raise unknown
         if self.nova is not None:
             return self.nova.forward(request, instance)
-        return self._serve(request, tokens, self._view(snap, instance, _normal(peer)))
+        return self._serve(request, tokens, self._view(snap, instance, canonical_ip(peer)))
 
     def _check_method(self, request: Request, tokens: list[str]) -> Response | None:
         if request.method in _READ:
@@ -357,10 +358,6 @@ class MetadataApp:
             return _leaf(ec2.version_listing())
         address = _instance_address(snap, instance)
         return self._serve(request, tokens, self._view(snap, instance, address))
-
-
-def _normal(ip: str) -> str:
-    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
 
 
 def _instance_address(snap: Snapshot, instance: Instance) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from netmeta.model.ip import canonical_ip
 from netmeta.model.types import (
     ROUTER_INTERFACE_OWNERS,
     Instance,
@@ -92,11 +93,6 @@ def networks_for(snapshot: Snapshot, index: Index, kind: str, context_id: str) -
     raise UnknownContext(f"listener kind {kind!r} does not identify guests by address")
 
 
-def _normalise_ip(ip: str) -> str:
-    # An IPv4 guest reaching a dual-stack socket shows up as ::ffff:a.b.c.d.
-    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
-
-
 def resolve(
     snapshot: Snapshot,
     context_kind: str,
@@ -106,7 +102,7 @@ def resolve(
 ) -> tuple[Instance, Port]:
     """Return the one instance (and its port) at ``ip`` behind this listener."""
     index = index if index is not None else Index.build(snapshot)
-    ip = _normalise_ip(ip)
+    ip = canonical_ip(ip)  # idempotent; callers holding a raw peer address are safe too
     networks = networks_for(snapshot, index, context_kind, context_id)
     where = f"{context_kind} {context_id}"
     candidates: list[tuple[Instance, Port]] = []

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Hashable
 
 from netmeta.config import RateLimitConfig
+from netmeta.model.ip import ip_version
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class RateLimiter:
         return float(max(self.config.base_window_duration, self.config.burst_window_duration))
 
     def applies_to(self, ip: str) -> bool:
-        version = 6 if ":" in ip and not ip.startswith("::ffff:") else 4
+        version = ip_version(ip) or 4  # no address at all (an unknown peer): as before, IPv4's limits
         return self.config.rate_limit_enabled and version in self.config.ip_versions
 
     def check(self, key: Hashable, ip: str) -> Decision:
