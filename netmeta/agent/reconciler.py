@@ -1,41 +1,79 @@
 """Converge this host's kernel and processes on the desired state.
 
 The agent is level-triggered: whatever happened before, it computes the
-desired host state from the current snapshot (pure, in ``model``), compares
-it with what it last applied, and applies only the difference. The kernel is
-re-inspected in full on start-up and periodically, so that drift — a link
-deleted by hand, a dnsmasq that died — is repaired; between those passes a
-change costs only the work for the objects whose desired spec changed, which
-is what keeps "router attached → opts rewritten and dnsmasq signalled" fast.
+desired host state from the current snapshot (pure, in ``model``), and for
+each object of the host — a network's bridge, a qdhcp namespace, a qrouter
+namespace, a leftover to remove — runs one *unit*:
+
+    observe (through the Host) → plan (pure, netmeta.agent.plan) → perform → record
+
+The kernel is re-inspected in full on start-up and periodically (a *full*
+pass forgets what was recorded), so that drift — a link deleted by hand, a
+dnsmasq that died — is repaired; between those passes a change costs only
+the work for the objects whose desired spec changed, which is what keeps
+"router attached → opts rewritten and dnsmasq signalled" fast.
+
+Units run on a small thread pool, at most ``workers`` at once, and each
+object has at most one unit in flight: a network whose dnsmasq takes 10 s to
+start holds one worker, never the others, and a pass does not wait for it
+longer than ``wait`` — it is reported as pending and finishes on its own
+(``on_done`` then wakes the agent for the next pass).
+
+Failures are handled by kind (:mod:`netmeta.drivers.errors`), per object:
+
+* temporary (a race, a missing namespace, a slow start): the object is
+  retried after a delay that doubles on each failure (1, 2, 4 … 60 s),
+  while every other object converges normally; a changed spec retries at once;
+* permanent (dnsmasq refuses its options, a name the kernel rejects): reported
+  once, and not retried until the object's spec changes (or the agent restarts);
+* anything else is a bug somewhere, treated as temporary so nothing stops.
 
 Every step is idempotent (drivers turn "exists" into "verify"), so a crashed
-agent simply runs everything again. Each network and router is applied on
-its own: one that fails is retried on the next pass and never stalls the
-others.
+agent simply runs everything again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import shutil
+import math
+import threading
 import time
+from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from typing import Any, Mapping
 
-from netmeta.agent.ledger import Ledger
+from netmeta.agent.driver_host import DriverHost
+from netmeta.agent.host import Host, LinkView
+from netmeta.agent.plan import (
+    Action,
+    LOADED_MARKER,
+    DhcpSeen,
+    RouterSeen,
+    plan_bridge,
+    plan_dhcp,
+    plan_gone_files,
+    plan_gone_link,
+    plan_gone_namespace,
+    plan_router,
+)
 from netmeta.config import Config
-from netmeta.drivers import dnsmasq, iptables, links, netns, processes
+from netmeta.drivers.errors import PermanentDriverError, TemporaryDriverError
 from netmeta.model import names
-from netmeta.model.dhcp import FILE_KINDS, DhcpNetworkSpec, desired_dhcp
-from netmeta.model.l3 import RouterSpec, desired_routers, normalize_saved
+from netmeta.model.dhcp import DhcpNetworkSpec, desired_dhcp, dhcp_files_dir
+from netmeta.model.l3 import RouterSpec, desired_routers
 from netmeta.model.types import NetworkId, RouterId, Snapshot
 
 log = logging.getLogger(__name__)
 
-# Beside dnsmasq's files: a digest of the files it has last read (start or SIGHUP).
-LOADED_MARKER = "loaded"
+# The first retry of a temporary failure comes after the error's own delay
+# hint (1 s by default), each further one after twice the last, up to this.
+MAX_BACKOFF = 60.0
+# How many objects are worked on at once: enough that a slow dnsmasq start
+# does not hold up the others, few enough for a 2-core host.
+WORKERS = 4
+
+Key = tuple[str, str]  # ("network", id), ("router", id), ("bridge", id), ("link", name), ("namespace", name)
 
 
 @dataclass
@@ -48,293 +86,339 @@ class PassReport:
     signalled: list[str] = field(default_factory=list)
     spawned: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    # Objects whose unit is still running when the pass returns (a slow start).
+    pending: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
         return bool(self.applied or self.removed or self.signalled or self.spawned)
 
+    def merge(self, other: "PassReport") -> None:
+        self.applied += other.applied
+        self.removed += other.removed
+        self.signalled += other.signalled
+        self.spawned += other.spawned
+        self.failed.update(other.failed)
+
+
+@dataclass
+class Retry:
+    """Why an object is not being worked on right now."""
+
+    spec: Hashable  # the desired spec that failed; a different one retries at once
+    error: str
+    permanent: bool
+    attempts: int = 1
+    due: float = math.inf  # monotonic time of the next attempt
+
+
+@dataclass
+class _Unit:
+    key: Key
+    what: str  # for logs and reports: "network <id>", "removing qdhcp-…"
+    spec: Hashable  # what the object should be (None: gone)
+    observe_and_plan: Callable[[], list[Action]]
+    record: Callable[[], None] | None = None  # after every action succeeded
+    subject: str = ""  # the name for report.applied, "" for none
+
 
 class Reconciler:
     """Holds what was applied; :meth:`converge` moves the host to a snapshot."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        host: Host | None = None,
+        *,
+        workers: int = WORKERS,
+        clock: Callable[[], float] = time.monotonic,
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
-        # None: bridges in the host's own namespace (fabric_namespace = ""),
-        # for plugging real VM taps; drivers refuse "" so it cannot happen by accident.
         self.fabric: str | None = config.fabric_namespace or None
-        self.dhcp_root = os.path.join(config.state_dir, "dhcp")
-        self.ledger = Ledger.load(config.state_dir)
+        self.host: Host = host if host is not None else DriverHost(config.state_dir, self.fabric)
+        self.dhcp_root = f"{config.state_dir.rstrip('/')}/dhcp"
+        self.clock = clock
+        self.on_done = on_done
+        # Recorded state: the spec last applied per object (None = verify again).
         self.applied_dhcp: dict[str, DhcpNetworkSpec] = {}
         self.applied_routers: dict[str, RouterSpec] = {}
         self.bridges: dict[str, int] = {}
-        # The fabric's links as observed at the start of a full pass (else None).
-        self._fabric_view: dict[str, dict[str, Any]] | None = None
+        self.retries: dict[Key, Retry] = {}
+        self._lock = threading.Lock()  # recorded state, retries, running, done
+        self._running: dict[Key, Future[None]] = {}
+        self._done: list[PassReport] = []  # reports of units finished since the last pass
+        self._late: set[Key] = set()  # units the last pass left running
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="agent-unit")
+
+    def close(self) -> None:
+        """Let running units finish; start no more."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     # --- the pass -------------------------------------------------------
-    def converge(self, snapshot: Snapshot, *, full: bool = False) -> PassReport:
+    def converge(self, snapshot: Snapshot, *, full: bool = False, wait: float | None = None) -> PassReport:
+        """One pass: start every due unit, wait up to ``wait`` s (None: all) for them."""
         report = PassReport()
-        if full:
-            self.applied_dhcp.clear()
-            self.applied_routers.clear()
-            self.bridges.clear()
-        self._ensure_fabric()
-        self._fabric_view = links.observe(self.fabric) if full else None
+        with self._lock:
+            if full:
+                self.applied_dhcp.clear()
+                self.applied_routers.clear()
+                self.bridges.clear()
+        self.host.ensure_fabric()
+        fabric = self.host.observe_links(None) if full else None
         wanted_dhcp = desired_dhcp(snapshot, self.config, self.config.state_dir)
         wanted_routers = desired_routers(snapshot, self.config)
 
-        self._converge_bridges(snapshot, report)
-        for net_id, spec in wanted_dhcp.items():
-            self._guarded(report, f"network {net_id}", self._apply_dhcp, spec, report)
-        for router_id, rspec in wanted_routers.items():
-            self._guarded(report, f"router {router_id}", self._apply_router, rspec, report)
-        self._remove_unwanted(wanted_dhcp, wanted_routers, snapshot, report)
+        # Bridges first and inline: every veth below plugs into one, and
+        # creating a bridge is a single quick netlink call.
+        for net_id, network in snapshot.networks.items():
+            self._run_inline(self._bridge_unit(net_id, network.mtu, fabric), report)
+        units = [self._dhcp_unit(spec, fabric, full) for spec in wanted_dhcp.values()]
+        units += [self._router_unit(spec, fabric, full) for spec in wanted_routers.values()]
+        units += self._removal_units(wanted_dhcp, wanted_routers, snapshot)
+        deadline = None if wait is None else time.monotonic() + wait
+        # A unit still running from an earlier pass works on an older spec:
+        # its object is submitted again once that unit is done.
+        behind = [unit for unit in units if not self._submit(unit)]
+        with self._lock:
+            # Retries of objects nothing wants any more (a deleted network's bridge).
+            live = {u.key for u in units} | {("bridge", n) for n in snapshot.networks}
+            for key in [k for k in self.retries if k not in live]:
+                del self.retries[key]
+        self._wait(deadline)
+        if behind:
+            behind = [unit for unit in behind if not self._submit(unit)]
+            self._wait(deadline)
+        with self._lock:
+            for done in self._done:
+                report.merge(done)
+            self._done.clear()
+            late = {key for key, f in self._running.items() if not f.done()} | {u.key for u in behind}
+            self._late = late
+            report.pending = sorted(f"{kind} {ident}" for kind, ident in late)
         return report
 
-    def _guarded(self, report: PassReport, what: str, step: Any, *args: Any) -> None:
+    def next_retry(self) -> float | None:
+        """Seconds until the earliest temporary retry is due, if any."""
+        now = self.clock()
+        with self._lock:
+            due = [r.due for r in self.retries.values() if not r.permanent]
+        return max(0.0, min(due) - now) if due else None
+
+    def waiting(self) -> list[tuple[Key, Retry]]:
+        """Objects not being worked on now (backing off, or parked on a permanent error)."""
+        with self._lock:
+            return sorted(self.retries.items())
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return any(not f.done() for f in self._running.values())
+
+    # --- running units ----------------------------------------------------
+    def _due(self, unit: _Unit) -> bool:
+        retry = self.retries.get(unit.key)
+        if retry is None:
+            return True
+        if retry.spec != unit.spec:
+            del self.retries[unit.key]  # the object changed: whatever failed may now work
+            return True
+        return not retry.permanent and self.clock() >= retry.due
+
+    def _wait(self, deadline: float | None) -> None:
+        with self._lock:
+            running = [f for f in self._running.values() if not f.done()]
+        if running:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            wait_futures(running, timeout=timeout)
+
+    def _submit(self, unit: _Unit) -> bool:
+        """Start ``unit`` if due; False only if its object's last unit still runs."""
+        with self._lock:
+            running = self._running.get(unit.key)
+            if running is not None and not running.done():
+                return False  # one unit per object at a time
+            if not self._due(unit):
+                return True
+            future = self._pool.submit(self._run_and_file, unit)
+            self._running[unit.key] = future
+        future.add_done_callback(lambda f: self._finished(unit.key, f))
+        return True
+
+    def _finished(self, key: Key, future: Future[None]) -> None:
+        with self._lock:
+            if self._running.get(key) is future:
+                del self._running[key]
+            late = key in self._late
+            self._late.discard(key)
+        if late and self.on_done is not None:
+            self.on_done()  # a unit the last pass left pending: its result wants a pass
+
+    def _run_and_file(self, unit: _Unit) -> None:
+        report = PassReport()
+        self._run(unit, report)
+        with self._lock:
+            self._done.append(report)
+
+    def _run_inline(self, unit: _Unit, report: PassReport) -> None:
+        with self._lock:
+            due = self._due(unit)
+        if due:
+            self._run(unit, report)
+
+    def _run(self, unit: _Unit, report: PassReport) -> None:
+        """Observe, plan, perform, record; a failure is filed by its kind."""
+        done: list[Action] = []
         try:
-            step(*args)
-        except Exception as exc:  # noqa: BLE001 - one object's failure must not stop the pass
-            log.warning("%s: %s (retrying on the next pass)", what, exc)
-            report.failed[what] = str(exc)
+            actions = unit.observe_and_plan()
+            for action in actions:
+                action.apply(self.host)
+                done.append(action)
+            if unit.record is not None:
+                with self._lock:
+                    unit.record()
+        except Exception as exc:  # noqa: BLE001 - one object's failure must never stop the others
+            self._failed(unit, exc, report)
+        else:
+            with self._lock:
+                self.retries.pop(unit.key, None)
+            if actions and unit.subject:
+                report.applied.append(unit.subject)
+        finally:
+            for action in done:
+                if action.outcome is not None:
+                    getattr(report, action.outcome).append(action.subject)
 
-    # --- fabric ---------------------------------------------------------
-    def _ensure_fabric(self) -> None:
-        if self.fabric and self.fabric not in self.ledger.namespaces:
-            self.ledger.remember(namespace=self.fabric)
-        if self.fabric and not netns.namespace_exists(self.fabric):
-            netns.ensure_namespace(self.fabric)
-
-    def _converge_bridges(self, snapshot: Snapshot, report: PassReport) -> None:
-        for net_id, network in snapshot.networks.items():
-            if self.bridges.get(net_id) != network.mtu:
-                self._guarded(report, f"bridge of {net_id}", self._ensure_bridge, net_id, network.mtu, report)
-
-    def _ensure_bridge(self, net_id: str, mtu: int, report: PassReport) -> None:
-        bridge = names.bridge_name(net_id)
-        self.ledger.remember(fabric_link=bridge)
-        seen = (self._fabric_view or {}).get(bridge)
-        if not (seen and seen["kind"] == "bridge" and seen["up"] and seen["mtu"] == mtu):
-            links.ensure_bridge(self.fabric, bridge, mtu)
-        self.bridges[net_id] = mtu
-        report.applied.append(bridge)
-
-    # --- DHCP namespaces --------------------------------------------------
-    def _apply_dhcp(self, spec: DhcpNetworkSpec, report: PassReport) -> None:
-        files_dir = spec.dnsmasq.files_dir
-        pid_file = spec.dnsmasq.path("pid")
-        previous = self.applied_dhcp.get(spec.network_id)
-        if previous == spec:
-            if self._dhcp_intact(spec, pid_file):
+    def _failed(self, unit: _Unit, exc: Exception, report: PassReport) -> None:
+        report.failed[unit.what] = str(exc)
+        with self._lock:
+            if isinstance(exc, PermanentDriverError):
+                self.retries[unit.key] = Retry(unit.spec, str(exc), permanent=True)
+                log.error("%s: %s (not retried until its spec changes)", unit.what, exc)
                 return
-            # dnsmasq died, or the namespace went (deleted by hand, or made
-            # again): apply the whole spec again, as on a first pass.
-            log.warning("network %s: dnsmasq or its namespace is gone; repairing", spec.network_id)
-            previous = None
-        # Files first: a router attach or a new port changes only the files,
-        # and guests should see the new options as soon as possible.
-        _make_readable_dir(files_dir)
-        for kind in FILE_KINDS:
-            dnsmasq.write_file_atomic(spec.dnsmasq.path(kind), spec.files[kind])
-        if previous is None or _plumbing(previous) != _plumbing(spec):
-            outer = names.dhcp_outer_name(spec.port_id)
-            self.ledger.remember(namespace=spec.namespace, fabric_link=outer)
-            inner = self._observed(spec.namespace)
-            if not _veth_in_sync(inner, spec.tap, self._fabric_view, outer, spec.bridge, spec.mac, spec.mtu, spec.addresses):
-                netns.ensure_namespace(spec.namespace)
-                links.ensure_veth_into(spec.namespace, spec.tap, self.fabric, outer, spec.bridge, spec.mac, spec.mtu)
-                links.ensure_addresses(spec.namespace, spec.tap, set(spec.addresses))
-        argv = spec.argv
-        pid = dnsmasq.running_pid(pid_file, spec.network_id)
-        if pid is not None and dnsmasq.cmdline(pid) != argv:
-            # The command line must change (interface, ranges): only then restart.
-            dnsmasq.stop(pid)
-            pid = None
-        if pid is not None and processes.network_namespace_inode(pid) != netns.namespace_inode(spec.namespace):
-            # The namespace was deleted and made again: this dnsmasq serves a
-            # namespace nobody can reach any more.
-            log.warning("dnsmasq %d for %s runs in an old namespace: restarting it", pid, spec.network_id)
-            dnsmasq.stop(pid)
-            pid = None
-        # Whether dnsmasq has read these files is remembered beside them, not
-        # inferred from "the write changed something": a pass (or an agent)
-        # that died between writing and signalling must still signal next time.
-        loaded = spec.dnsmasq.path(LOADED_MARKER)
-        digest = _files_digest(spec.files)
-        if pid is None:
-            dnsmasq.start(spec.namespace, argv, pid_file)
-            dnsmasq.write_file_atomic(loaded, digest)
-            report.spawned.append(spec.network_id)
-        elif _read(loaded) != digest:
-            dnsmasq.reload(pid)
-            dnsmasq.write_file_atomic(loaded, digest)
-            report.signalled.append(spec.network_id)
-        self.applied_dhcp[spec.network_id] = spec
-        report.applied.append(spec.namespace)
+            previous = self.retries.get(unit.key)
+            attempts = previous.attempts + 1 if previous is not None and previous.spec == unit.spec else 1
+            first = exc.delay if isinstance(exc, TemporaryDriverError) else 1.0
+            delay = min(MAX_BACKOFF, first * 2 ** (attempts - 1))
+            self.retries[unit.key] = Retry(unit.spec, str(exc), False, attempts, self.clock() + delay)
+        log.warning("%s: %s (attempt %d; retrying in %.0f s)", unit.what, exc, attempts, delay)
 
-    def _dhcp_intact(self, spec: DhcpNetworkSpec, pid_file: str) -> bool:
-        """The cheap check of every pass: dnsmasq alive, in the namespace of that name."""
-        pid = dnsmasq.running_pid(pid_file, spec.network_id)
-        inode = netns.namespace_inode(spec.namespace)
-        return pid is not None and inode is not None and processes.network_namespace_inode(pid) == inode
+    # --- the units ----------------------------------------------------------
+    def _bridge_unit(self, net_id: str, mtu: int, fabric: LinkView | None) -> _Unit:
+        def plan() -> list[Action]:
+            with self._lock:
+                recorded = self.bridges.get(net_id)
+            return plan_bridge(net_id, mtu, recorded, fabric)
 
-    # --- router namespaces -----------------------------------------------
-    def _apply_router(self, spec: RouterSpec, report: PassReport) -> None:
-        previous = self.applied_routers.get(spec.router_id)
-        if previous == spec:
-            return
-        inner = None
-        if previous is None:
-            self.ledger.remember(namespace=spec.namespace)
-            inner = self._observed(spec.namespace)
-            if inner is None:
-                netns.ensure_namespace(spec.namespace)
-            netns.set_sysctl(spec.namespace, "net.ipv4.ip_forward", "1")
-        # Between full passes only the interfaces that changed are touched: a
-        # router with many interfaces must not re-verify all of them per change.
-        before = {i.port_id: i for i in previous.interfaces} if previous else {}
-        for intf in spec.interfaces:
-            if before.get(intf.port_id) == intf:
-                continue
-            outer = names.router_outer_name(intf.port_id)
-            self.ledger.remember(fabric_link=outer)
-            if _veth_in_sync(inner, intf.device, self._fabric_view, outer, intf.bridge, intf.mac, intf.mtu, intf.addresses):
-                continue
-            links.ensure_veth_into(spec.namespace, intf.device, self.fabric, outer, intf.bridge, intf.mac, intf.mtu)
-            links.ensure_addresses(spec.namespace, intf.device, set(intf.addresses))
-        wanted_devices = {i.device for i in spec.interfaces}
-        stale = (
-            [d for d in (inner if inner is not None else _router_devices(spec.namespace))
-             if d.startswith(names.ROUTER_PORT_PREFIX) and d not in wanted_devices]
-            if previous is None
-            else [i.device for i in previous.interfaces if i.device not in wanted_devices]
+        def record() -> None:
+            self.bridges[net_id] = mtu
+
+        return _Unit(("bridge", net_id), f"bridge of {net_id}", mtu, plan, record, names.bridge_name(net_id))
+
+    def _dhcp_unit(self, spec: DhcpNetworkSpec, fabric: LinkView | None, full: bool) -> _Unit:
+        def plan() -> list[Action]:
+            with self._lock:
+                recorded = self.applied_dhcp.get(spec.network_id)
+            seen = self._observe_dhcp(spec, fabric if full else None, brief=recorded == spec)
+            if recorded == spec and seen.intact:
+                return []
+            if recorded == spec:
+                seen = self._observe_dhcp(spec, None, brief=False)
+                log.warning("network %s: dnsmasq or its namespace is gone; repairing", spec.network_id)
+            return plan_dhcp(spec, recorded, seen)
+
+        def record() -> None:
+            self.applied_dhcp[spec.network_id] = spec
+
+        return _Unit(("network", spec.network_id), f"network {spec.network_id}", spec, plan, record, spec.namespace)
+
+    def _observe_dhcp(self, spec: DhcpNetworkSpec, fabric: LinkView | None, *, brief: bool) -> DhcpSeen:
+        """What the plan needs; ``brief``: only whether dnsmasq is intact (every pass's check)."""
+        host = self.host
+        inode = host.namespace_inode(spec.namespace)
+        pid = host.dnsmasq_pid(spec.dnsmasq.path("pid"), spec.network_id)
+        if brief:
+            ns_of_pid = host.process_namespace_inode(pid) if pid is not None else None
+            return DhcpSeen(inode, pid, pid_namespace_inode=ns_of_pid)
+        return DhcpSeen(
+            namespace_inode=inode,
+            pid=pid,
+            argv=host.process_argv(pid) if pid is not None else (),
+            pid_namespace_inode=host.process_namespace_inode(pid) if pid is not None else None,
+            loaded=host.read_file(spec.dnsmasq.path(LOADED_MARKER)),
+            links=host.observe_links(spec.namespace) if fabric is not None and inode is not None else None,
+            fabric=fabric,
         )
-        for device in stale:
-            links.delete_link(spec.namespace, device)
-            report.removed.append(f"{spec.namespace}/{device}")
-        if previous is None or previous.iptables != spec.iptables:
-            # Re-applied only when the kernel's rules differ from the payload.
-            if normalize_saved(iptables.save(spec.namespace)) != normalize_saved(spec.iptables):
-                iptables.restore(spec.namespace, spec.iptables)
-        self.applied_routers[spec.router_id] = spec
-        report.applied.append(spec.namespace)
 
-    def _observed(self, namespace: str) -> dict[str, dict[str, Any]] | None:
-        """The namespace's links, during a full pass and if it exists; else None."""
-        if self._fabric_view is None or not netns.namespace_exists(namespace):
-            return None
-        return links.observe(namespace)
+    def _router_unit(self, spec: RouterSpec, fabric: LinkView | None, full: bool) -> _Unit:
+        def plan() -> list[Action]:
+            with self._lock:
+                recorded = self.applied_routers.get(spec.router_id)
+            if recorded == spec:
+                return []
+            return plan_router(spec, recorded, self._observe_router(spec, recorded, fabric if full else None))
 
-    # --- removal ----------------------------------------------------------
-    def _remove_unwanted(
+        def record() -> None:
+            self.applied_routers[spec.router_id] = spec
+
+        return _Unit(("router", spec.router_id), f"router {spec.router_id}", spec, plan, record, spec.namespace)
+
+    def _observe_router(self, spec: RouterSpec, recorded: RouterSpec | None, fabric: LinkView | None) -> RouterSeen:
+        host = self.host
+        exists = host.namespace_inode(spec.namespace) is not None
+        links = host.observe_links(spec.namespace) if exists and recorded is None and fabric is not None else None
+        devices = host.router_devices(spec.namespace) if exists and recorded is None and links is None else ()
+        rules_may_change = recorded is None or recorded.iptables != spec.iptables
+        saved = host.save_iptables(spec.namespace) if exists and rules_may_change else None
+        return RouterSeen(exists, links, devices, saved, fabric)
+
+    def _removal_units(
         self,
         wanted_dhcp: Mapping[NetworkId, DhcpNetworkSpec],
         wanted_routers: Mapping[RouterId, RouterSpec],
         snapshot: Snapshot,
-        report: PassReport,
-    ) -> None:
+    ) -> list[_Unit]:
+        """Whatever the ledger or the state directory holds that nothing wants.
+
+        One unit per object (a gone network's namespace *and* its files), so
+        a removal never runs beside a unit still applying the same object.
+        """
+        gone: dict[Key, list[Action]] = {}
+        namespaces, fabric_links = self.host.recorded()
         keep_ns = {s.namespace for s in wanted_dhcp.values()} | {s.namespace for s in wanted_routers.values()}
         if self.fabric:
             keep_ns.add(self.fabric)
-        for ns in sorted(self.ledger.namespaces - keep_ns):
-            self._guarded(report, f"removing {ns}", self._remove_namespace, ns, report)
-        for net_id in list(self.applied_dhcp):
-            if net_id not in wanted_dhcp:
+        for ns in sorted(namespaces - keep_ns):
+            key = _owner(ns)
+            pid_file = f"{dhcp_files_dir(self.config.state_dir, key[1])}/pid" if key[0] == "network" else None
+            gone.setdefault(key, []).extend(plan_gone_namespace(ns, pid_file))
+        with self._lock:
+            for net_id in [n for n in self.applied_dhcp if n not in wanted_dhcp]:
                 del self.applied_dhcp[net_id]
-        for router_id in list(self.applied_routers):
-            if router_id not in wanted_routers:
+            for router_id in [r for r in self.applied_routers if r not in wanted_routers]:
                 del self.applied_routers[router_id]
-        # dnsmasq files of networks that are gone (also from before a restart)
-        if os.path.isdir(self.dhcp_root):
-            for net_id in os.listdir(self.dhcp_root):
-                if net_id not in wanted_dhcp:
-                    self._guarded(report, f"removing dnsmasq files of {net_id}", self._remove_dhcp_files, net_id)
+            for net_id in [n for n in self.bridges if n not in snapshot.networks]:
+                del self.bridges[net_id]
+        for net_id in self.host.list_dirs(self.dhcp_root):
+            if net_id not in wanted_dhcp:
+                files_dir = dhcp_files_dir(self.config.state_dir, net_id)
+                gone.setdefault(("network", net_id), []).extend(plan_gone_files(net_id, files_dir, f"{files_dir}/pid"))
         keep_links = {names.bridge_name(n) for n in snapshot.networks}
         keep_links |= {names.dhcp_outer_name(s.port_id) for s in wanted_dhcp.values()}
         keep_links |= {names.router_outer_name(i.port_id) for s in wanted_routers.values() for i in s.interfaces}
-        for link in sorted(self.ledger.fabric_links - keep_links):
-            self._guarded(report, f"removing {link}", self._remove_fabric_link, link, report)
-        for net_id in list(self.bridges):
-            if net_id not in snapshot.networks:
-                del self.bridges[net_id]
-
-    def _remove_namespace(self, ns: str, report: PassReport) -> None:
-        if ns.startswith(names.DHCP_NS_PREFIX):
-            self._stop_dnsmasq(ns[len(names.DHCP_NS_PREFIX):])
-        netns.delete_namespace(ns)
-        self.ledger.forget(namespace=ns)
-        report.removed.append(ns)
-
-    def _remove_dhcp_files(self, net_id: str) -> None:
-        self._stop_dnsmasq(net_id)
-        shutil.rmtree(os.path.join(self.dhcp_root, net_id), ignore_errors=True)
-
-    def _remove_fabric_link(self, link: str, report: PassReport) -> None:
-        links.delete_link(self.fabric, link)
-        self.ledger.forget(fabric_link=link)
-        report.removed.append(f"{self.fabric or 'host'}/{link}")
-
-    def _stop_dnsmasq(self, net_id: str) -> None:
-        pid = dnsmasq.running_pid(os.path.join(self.dhcp_root, net_id, "pid"), net_id)
-        if pid is not None:
-            dnsmasq.stop(pid)
+        for link in sorted(fabric_links - keep_links):
+            gone[("link", link)] = plan_gone_link(link)
+        return [_Unit(key, f"removing {key[0]} {key[1]}", None, _fixed(actions)) for key, actions in gone.items()]
 
 
-def _router_devices(namespace: str) -> list[str]:
-    """The qr- devices present in a router namespace (kernel truth, not memory)."""
-    return [name for name in links.list_links(namespace) if name.startswith(names.ROUTER_PORT_PREFIX)]
+def _owner(namespace: str) -> Key:
+    """The object a namespace belongs to: one unit per object at a time."""
+    if namespace.startswith(names.DHCP_NS_PREFIX):
+        return ("network", namespace[len(names.DHCP_NS_PREFIX):])
+    if namespace.startswith(names.ROUTER_NS_PREFIX):
+        return ("router", namespace[len(names.ROUTER_NS_PREFIX):])
+    return ("namespace", namespace)
 
 
-def _veth_in_sync(
-    inner: dict[str, dict[str, Any]] | None,
-    inner_name: str,
-    fabric: dict[str, dict[str, Any]] | None,
-    outer_name: str,
-    bridge: str,
-    mac: str,
-    mtu: int,
-    addresses: tuple[str, ...],
-) -> bool:
-    """Whether an observed veth pair already is exactly what is wanted."""
-    if inner is None or fabric is None:
-        return False
-    inn, out = inner.get(inner_name), fabric.get(outer_name)
-    if not inn or not out or not inner.get("lo", {}).get("up"):
-        return False
-    return bool(
-        inn["kind"] == out["kind"] == "veth"
-        and inn["peer_index"] == out["index"]
-        and out["peer_index"] == inn["index"]
-        and inn["mac"] == mac.lower()
-        and inn["mtu"] == out["mtu"] == mtu
-        and inn["up"] and out["up"]
-        and out["master"] == bridge
-        and inn["addresses"] == set(addresses)
-    )
-
-
-def _files_digest(files: Mapping[str, str]) -> str:
-    digest = hashlib.sha256()
-    for kind in FILE_KINDS:
-        digest.update(files[kind].encode() + b"\0")
-    return digest.hexdigest() + "\n"
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError:
-        return None
-
-
-def _plumbing(spec: DhcpNetworkSpec) -> tuple[object, ...]:
-    """The parts of a qdhcp spec that live in the kernel (not in files)."""
-    return (spec.namespace, spec.tap, spec.port_id, spec.mac, spec.mtu, spec.bridge, spec.addresses)
-
-
-def _make_readable_dir(path: str) -> None:
-    # dnsmasq drops to "nobody" and re-reads its files on SIGHUP as that user:
-    # the directory chain must be world-readable.
-    os.makedirs(path, exist_ok=True)
-    os.chmod(path, 0o755)
-    os.chmod(os.path.dirname(path), 0o755)
+def _fixed(actions: list[Action]) -> Callable[[], list[Action]]:
+    return lambda: actions

@@ -29,11 +29,16 @@ from netmeta.status import write_status
 
 log = logging.getLogger(__name__)
 
+# How long a pass waits for its units before reporting the slow ones as
+# pending and moving on (a change to another object must not wait for them).
+PASS_WAIT = 0.5
+
 
 class Agent:
     def __init__(self, config: Config, *, resync_interval: float = 5.0, full_resync_interval: float = 60.0) -> None:
         self.config = config
-        self.reconciler = Reconciler(config)
+        self.reconciler = Reconciler(config, on_done=self._unit_done)
+        self._loop_ref: asyncio.AbstractEventLoop | None = None
         self.follower = FeedFollower(config.api_url, self._on_change)
         self.resync_interval = resync_interval
         self.full_resync_interval = full_resync_interval
@@ -46,7 +51,13 @@ class Agent:
     def _on_change(self, snapshot: Snapshot) -> None:
         self._wake.set()
 
+    def _unit_done(self) -> None:
+        """A unit a pass left running has finished (called from its worker thread)."""
+        if self._loop_ref is not None and not self._loop_ref.is_closed():
+            self._loop_ref.call_soon_threadsafe(self._wake.set)
+
     async def run(self) -> None:
+        self._loop_ref = asyncio.get_running_loop()
         follower = asyncio.create_task(self.follower.run(), name="feed")
         try:
             await self.follower.synced.wait()
@@ -54,40 +65,61 @@ class Agent:
         finally:
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
+            await asyncio.to_thread(self.reconciler.close)
 
     async def _loop(self) -> None:
         last_full = 0.0
+        # A *round* gathers passes until no unit is left running: only then has
+        # the host converged on a revision, and the status file says so.
+        round_report: PassReport | None = None
+        first = True
         while True:
             snapshot = self.follower.snapshot
             full = self._full_due or time.monotonic() - last_full >= self.full_resync_interval
             self._wake.clear()
+            # The first pass waits for every unit: at start-up nothing else can be
+            # delayed, and its status tells what adopting the host took.
+            wait = None if first else PASS_WAIT
             try:
-                report = await asyncio.to_thread(self.reconciler.converge, snapshot, full=full)
+                report = await asyncio.to_thread(self.reconciler.converge, snapshot, full=full, wait=wait)
             except Exception as exc:  # noqa: BLE001 - e.g. the fabric namespace vanished
-                # A failure outside any one network (the fabric itself) must not
+                # A failure outside any one object (the fabric itself) must not
                 # end the agent: everything keeps serving; retry with a full pass.
                 log.warning("pass at revision %d failed: %s; retrying with a full pass", snapshot.revision, exc)
                 self._full_due = True
                 await asyncio.sleep(1.0)
                 continue
+            first = False
             if full:
                 last_full = time.monotonic()
                 self._full_due = False
-            self.last_report = report
-            self.converged_revision = snapshot.revision
+            if round_report is None:
+                round_report = report
+            else:
+                round_report.merge(report)
+                round_report.pending = report.pending
             self.passes += 1
+            if not report.pending:
+                self.converged_revision = snapshot.revision
+            self.last_report = round_report
             try:
-                self._write_status(report, full)
+                self._write_status(round_report, full)
             except OSError as exc:  # a diagnostics file must never stop the agent
                 log.warning("cannot write the agent status file: %s", exc)
             if report.changed or report.failed:
                 log.info(
-                    "revision %d: applied %d, removed %d, signalled %d, spawned %d, failed %d",
+                    "revision %d: applied %d, removed %d, signalled %d, spawned %d, failed %d, pending %d",
                     snapshot.revision, len(report.applied), len(report.removed),
-                    len(report.signalled), len(report.spawned), len(report.failed),
+                    len(report.signalled), len(report.spawned), len(report.failed), len(report.pending),
                 )
+            if not report.pending:
+                round_report = None
+            timeout = self.resync_interval
+            retry = self.reconciler.next_retry()
+            if retry is not None:
+                timeout = min(timeout, max(retry, 0.05))
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.resync_interval if not report.failed else 1.0)
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             except asyncio.TimeoutError:
                 pass
 
@@ -104,6 +136,11 @@ class Agent:
             "signalled": report.signalled,
             "spawned": report.spawned,
             "failed": report.failed,
+            "pending": report.pending,
+            "waiting": {
+                f"{kind} {ident}": {"error": r.error, "permanent": r.permanent, "attempts": r.attempts}
+                for (kind, ident), r in self.reconciler.waiting()
+            },
         }
         write_status(self.config.state_dir, "agent", status)
 

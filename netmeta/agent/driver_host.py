@@ -1,0 +1,136 @@
+"""The default :class:`netmeta.agent.host.Host`: the drivers, the ledger, files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Sequence
+
+from netmeta.agent.host import LinkView
+from netmeta.agent.ledger import Ledger
+from netmeta.drivers import dnsmasq, files, iptables, links, netns, processes
+from netmeta.drivers.errors import translate
+from netmeta.model.names import ROUTER_PORT_PREFIX
+
+
+class DriverHost:
+    """:class:`Host` on the real kernel, through :mod:`netmeta.drivers`.
+
+    ``fabric`` is the namespace that holds the bridges; None puts them in the
+    host's own namespace (``fabric_namespace = ""``, for plugging real VM
+    taps; the drivers refuse "" so it cannot happen by accident).
+    """
+
+    def __init__(self, state_dir: str, fabric: str | None) -> None:
+        self.fabric = fabric
+        self.ledger = Ledger.load(state_dir)
+        # Workers act on several objects at once; the ledger is one file.
+        self._ledger_lock = threading.Lock()
+
+    # --- the ledger --------------------------------------------------------
+    def recorded(self) -> tuple[frozenset[str], frozenset[str]]:
+        with self._ledger_lock:
+            return frozenset(self.ledger.namespaces), frozenset(self.ledger.fabric_links)
+
+    def remember(self, *, namespace: str = "", fabric_link: str = "") -> None:
+        with self._ledger_lock:
+            self.ledger.remember(namespace=namespace or None, fabric_link=fabric_link or None)
+
+    def forget(self, *, namespace: str = "", fabric_link: str = "") -> None:
+        with self._ledger_lock:
+            self.ledger.forget(namespace=namespace or None, fabric_link=fabric_link or None)
+
+    # --- observations --------------------------------------------------------
+    def namespace_inode(self, namespace: str) -> int | None:
+        return netns.namespace_inode(namespace)
+
+    def observe_links(self, namespace: str | None) -> LinkView:
+        return links.observe(self.fabric if namespace is None else namespace)
+
+    def router_devices(self, namespace: str) -> tuple[str, ...]:
+        return tuple(n for n in links.list_links(namespace) if n.startswith(ROUTER_PORT_PREFIX))
+
+    def dnsmasq_pid(self, pid_file: str, network_id: str) -> int | None:
+        return dnsmasq.running_pid(pid_file, network_id)
+
+    def process_argv(self, pid: int) -> tuple[str, ...]:
+        return tuple(dnsmasq.cmdline(pid))
+
+    def process_namespace_inode(self, pid: int) -> int | None:
+        return processes.network_namespace_inode(pid)
+
+    def read_file(self, path: str) -> str | None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read()
+        except OSError:
+            return None
+
+    def list_dirs(self, path: str) -> list[str]:
+        try:
+            return sorted(e.name for e in os.scandir(path) if e.is_dir())
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise translate(exc, f"list {path}") from exc
+
+    def save_iptables(self, namespace: str) -> str:
+        return iptables.save(namespace)
+
+    # --- actions -------------------------------------------------------------
+    def ensure_fabric(self) -> None:
+        if self.fabric:
+            self.remember(namespace=self.fabric)
+            if not netns.namespace_exists(self.fabric):
+                netns.ensure_namespace(self.fabric)
+
+    def ensure_namespace(self, namespace: str) -> None:
+        netns.ensure_namespace(namespace)
+
+    def delete_namespace(self, namespace: str) -> None:
+        netns.delete_namespace(namespace)
+
+    def ensure_bridge(self, name: str, mtu: int) -> None:
+        links.ensure_bridge(self.fabric, name, mtu)
+
+    def ensure_veth(
+        self, namespace: str, device: str, outer: str, bridge: str, mac: str, mtu: int, addresses: tuple[str, ...]
+    ) -> None:
+        links.ensure_veth_into(namespace, device, self.fabric, outer, bridge, mac, mtu)
+        links.ensure_addresses(namespace, device, set(addresses))
+
+    def delete_link(self, namespace: str | None, device: str) -> None:
+        links.delete_link(self.fabric if namespace is None else namespace, device)
+
+    def set_sysctl(self, namespace: str, key: str, value: str) -> None:
+        netns.set_sysctl(namespace, key, value)
+
+    def write_files(self, directory: str, files_: tuple[tuple[str, str], ...]) -> None:
+        # dnsmasq drops to "nobody" and re-reads its files on SIGHUP as that
+        # user: the directory chain must be world-readable.
+        files.ensure_dir(os.path.dirname(directory))
+        files.ensure_dir(directory)
+        for name, text in files_:
+            files.write_file_atomic(os.path.join(directory, name), text)
+
+    def write_file(self, path: str, text: str) -> None:
+        files.write_file_atomic(path, text)
+
+    def remove_files(self, directory: str) -> None:
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def start_dnsmasq(self, namespace: str, argv: Sequence[str], pid_file: str) -> None:
+        dnsmasq.start(namespace, argv, pid_file)
+
+    def reload_dnsmasq(self, pid: int) -> None:
+        dnsmasq.reload(pid)
+
+    def stop_dnsmasq(self, pid_file: str, network_id: str, pid: int | None) -> None:
+        if pid is None:
+            pid = dnsmasq.running_pid(pid_file, network_id)
+        if pid is not None:
+            dnsmasq.stop(pid)
+
+    def restore_iptables(self, namespace: str, payload: str) -> None:
+        iptables.restore(namespace, payload)

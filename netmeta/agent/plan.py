@@ -1,0 +1,417 @@
+"""The agent's decisions: desired, recorded and observed state in, actions out.
+
+Pure, like kopf's cause detection or mitmproxy's layers (events in, commands
+out): nothing here touches the kernel, a file or a clock, so every decision
+is tested with tables and transcripts (``tests/unit/test_agent_plan.py``) on a
+fake host, without root. For each object of the host — a network's bridge,
+a network's ``qdhcp`` namespace, a router's ``qrouter`` namespace, and the
+leftovers of objects that are gone — a ``plan_*`` function takes
+
+* **desired**: the spec ``model`` computes from the snapshot;
+* **recorded**: the spec this agent last applied for the object (None after
+  a start, a full pass or a failure: then everything is verified again);
+* **observed**: what the host showed just before (an ``*Seen`` value);
+
+and returns the list of :class:`Action` values that brings the host there,
+in order. :mod:`netmeta.agent.reconciler` observes, calls the planner,
+performs the actions through a :class:`~netmeta.agent.host.Host`, and
+records. A new kind of kernel object plugs in with one ``Action`` subclass
+(its :meth:`Action.apply` calls one new ``Host`` method), one ``plan_*``
+function here, and one line in the reconciler that runs it as a unit — see
+docs/architecture.md, "Adding a kind of kernel object".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+from netmeta.agent.host import Host, LinkView
+from netmeta.model import names
+from netmeta.model.dhcp import FILE_KINDS, DhcpNetworkSpec
+from netmeta.model.l3 import RouterSpec, normalize_saved
+
+# Beside dnsmasq's files: a digest of the files it has last read (start or SIGHUP).
+LOADED_MARKER = "loaded"
+
+
+# --- actions --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Action:
+    """One idempotent step on the host. ``outcome`` files it in the pass report."""
+
+    # "spawned", "signalled" or "removed": the report list the subject goes to.
+    outcome: ClassVar[str | None] = None
+
+    @property
+    def subject(self) -> str:
+        return ""
+
+    def apply(self, host: Host) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Remember(Action):
+    """Write a namespace or fabric link into the ledger *before* creating it."""
+
+    namespace: str = ""
+    fabric_link: str = ""
+
+    def apply(self, host: Host) -> None:
+        host.remember(namespace=self.namespace, fabric_link=self.fabric_link)
+
+
+@dataclass(frozen=True)
+class Forget(Action):
+    namespace: str = ""
+    fabric_link: str = ""
+
+    def apply(self, host: Host) -> None:
+        host.forget(namespace=self.namespace, fabric_link=self.fabric_link)
+
+
+@dataclass(frozen=True)
+class EnsureNamespace(Action):
+    namespace: str
+
+    def apply(self, host: Host) -> None:
+        host.ensure_namespace(self.namespace)
+
+
+@dataclass(frozen=True)
+class DeleteNamespace(Action):
+    namespace: str
+    outcome: ClassVar[str | None] = "removed"
+
+    @property
+    def subject(self) -> str:
+        return self.namespace
+
+    def apply(self, host: Host) -> None:
+        host.delete_namespace(self.namespace)
+
+
+@dataclass(frozen=True)
+class EnsureBridge(Action):
+    """A bridge in the fabric namespace."""
+
+    name: str
+    mtu: int
+
+    def apply(self, host: Host) -> None:
+        host.ensure_bridge(self.name, self.mtu)
+
+
+@dataclass(frozen=True)
+class EnsureVeth(Action):
+    """A veth from ``namespace`` (``device``, with addresses) to ``bridge`` (``outer``)."""
+
+    namespace: str
+    device: str
+    outer: str
+    bridge: str
+    mac: str
+    mtu: int
+    addresses: tuple[str, ...]
+
+    def apply(self, host: Host) -> None:
+        host.ensure_veth(self.namespace, self.device, self.outer, self.bridge, self.mac, self.mtu, self.addresses)
+
+
+@dataclass(frozen=True)
+class DeleteLink(Action):
+    """Delete a link; ``namespace`` None means the fabric namespace."""
+
+    namespace: str | None
+    device: str
+    outcome: ClassVar[str | None] = "removed"
+
+    @property
+    def subject(self) -> str:
+        return f"{self.namespace or 'fabric'}/{self.device}"
+
+    def apply(self, host: Host) -> None:
+        host.delete_link(self.namespace, self.device)
+
+
+@dataclass(frozen=True)
+class SetSysctl(Action):
+    namespace: str
+    key: str
+    value: str
+
+    def apply(self, host: Host) -> None:
+        host.set_sysctl(self.namespace, self.key, self.value)
+
+
+@dataclass(frozen=True)
+class WriteFiles(Action):
+    """Write dnsmasq's files (atomically, readable by ``nobody``) into ``directory``."""
+
+    directory: str
+    files: tuple[tuple[str, str], ...]  # (file name, text)
+
+    def apply(self, host: Host) -> None:
+        host.write_files(self.directory, self.files)
+
+
+@dataclass(frozen=True)
+class RemoveFiles(Action):
+    directory: str
+
+    def apply(self, host: Host) -> None:
+        host.remove_files(self.directory)
+
+
+@dataclass(frozen=True)
+class StartDnsmasq(Action):
+    """Start dnsmasq, then record that it has read the files with ``digest``."""
+
+    network_id: str
+    namespace: str
+    argv: tuple[str, ...]
+    pid_file: str
+    marker: str
+    digest: str
+    outcome: ClassVar[str | None] = "spawned"
+
+    @property
+    def subject(self) -> str:
+        return self.network_id
+
+    def apply(self, host: Host) -> None:
+        host.start_dnsmasq(self.namespace, self.argv, self.pid_file)
+        host.write_file(self.marker, self.digest)
+
+
+@dataclass(frozen=True)
+class ReloadDnsmasq(Action):
+    """SIGHUP: dnsmasq re-reads hosts and opts files; then record the digest."""
+
+    network_id: str
+    pid: int
+    marker: str
+    digest: str
+    outcome: ClassVar[str | None] = "signalled"
+
+    @property
+    def subject(self) -> str:
+        return self.network_id
+
+    def apply(self, host: Host) -> None:
+        host.reload_dnsmasq(self.pid)
+        host.write_file(self.marker, self.digest)
+
+
+@dataclass(frozen=True)
+class StopDnsmasq(Action):
+    """Stop ``pid``, or (pid None) whatever dnsmasq the pid file names, if ours."""
+
+    network_id: str
+    pid_file: str
+    pid: int | None = None
+    reason: str = ""
+
+    def apply(self, host: Host) -> None:
+        host.stop_dnsmasq(self.pid_file, self.network_id, self.pid)
+
+
+@dataclass(frozen=True)
+class RestoreIptables(Action):
+    namespace: str
+    payload: str
+
+    def apply(self, host: Host) -> None:
+        host.restore_iptables(self.namespace, self.payload)
+
+
+# --- observations ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DhcpSeen:
+    """A qdhcp namespace and its dnsmasq as the host shows them."""
+
+    namespace_inode: int | None  # None: no namespace of that name
+    pid: int | None  # the dnsmasq the pid file names, if it runs and is ours
+    argv: tuple[str, ...] = ()  # its command line
+    pid_namespace_inode: int | None = None  # the namespace it runs in
+    loaded: str | None = None  # the digest marker beside the files
+    links: LinkView | None = None  # the namespace's links (full passes only)
+    fabric: LinkView | None = None  # the fabric's links (full passes only)
+
+    @property
+    def intact(self) -> bool:
+        """dnsmasq alive, in the namespace of that name (not an old one)."""
+        return self.pid is not None and self.namespace_inode is not None and self.pid_namespace_inode == self.namespace_inode
+
+
+@dataclass(frozen=True)
+class RouterSeen:
+    """A qrouter namespace as the host shows it (only what the plan needs)."""
+
+    exists: bool
+    links: LinkView | None = None  # full passes only
+    devices: tuple[str, ...] = ()  # its qr- devices, when there is no link view
+    iptables: str | None = None  # iptables-save, when the rules may need applying
+    fabric: LinkView | None = None
+
+
+# --- planners --------------------------------------------------------------------
+
+
+def plan_bridge(network_id: str, mtu: int, recorded: int | None, fabric: LinkView | None) -> list[Action]:
+    """A network's bridge in the fabric: recorded MTU equal → nothing."""
+    if recorded == mtu:
+        return []
+    bridge = names.bridge_name(network_id)
+    seen = (fabric or {}).get(bridge)
+    actions: list[Action] = [Remember(fabric_link=bridge)]
+    if not (seen and seen["kind"] == "bridge" and seen["up"] and seen["mtu"] == mtu):
+        actions.append(EnsureBridge(bridge, mtu))
+    return actions
+
+
+def files_digest(files: Mapping[str, str]) -> str:
+    digest = hashlib.sha256()
+    for kind in FILE_KINDS:
+        digest.update(files[kind].encode() + b"\0")
+    return digest.hexdigest() + "\n"
+
+
+def _plumbing(spec: DhcpNetworkSpec) -> tuple[object, ...]:
+    """The parts of a qdhcp spec that live in the kernel (not in files)."""
+    return (spec.namespace, spec.tap, spec.port_id, spec.mac, spec.mtu, spec.bridge, spec.addresses)
+
+
+def plan_dhcp(want: DhcpNetworkSpec, recorded: DhcpNetworkSpec | None, seen: DhcpSeen) -> list[Action]:
+    """A qdhcp namespace, its tap, dnsmasq's files and dnsmasq itself.
+
+    Files first: a router attach or a new port changes only the files, and
+    guests should see the new options as soon as possible; dnsmasq is then
+    signalled (SIGHUP), and restarted only when its command line must change
+    or it runs in a namespace that was deleted and made again.
+    """
+    if recorded == want and seen.intact:
+        return []
+    if recorded == want:
+        recorded = None  # dnsmasq died or the namespace went: verify everything, as on a first pass
+    files = tuple((kind, want.files[kind]) for kind in FILE_KINDS)
+    actions: list[Action] = [WriteFiles(want.dnsmasq.files_dir, files)]
+    if recorded is None or _plumbing(recorded) != _plumbing(want):
+        outer = names.dhcp_outer_name(want.port_id)
+        actions.append(Remember(namespace=want.namespace, fabric_link=outer))
+        if not veth_in_sync(seen.links, want.tap, seen.fabric, outer, want.bridge, want.mac, want.mtu, want.addresses):
+            actions.append(EnsureNamespace(want.namespace))
+            actions.append(EnsureVeth(want.namespace, want.tap, outer, want.bridge, want.mac, want.mtu, want.addresses))
+    argv = tuple(want.argv)
+    pid_file = want.dnsmasq.path("pid")
+    pid = seen.pid
+    if pid is not None and seen.argv != argv:
+        actions.append(StopDnsmasq(want.network_id, pid_file, pid, "its command line changed"))
+        pid = None
+    if pid is not None and seen.pid_namespace_inode != seen.namespace_inode:
+        # The namespace was deleted (and perhaps made again): this dnsmasq
+        # serves a namespace nobody can reach any more.
+        actions.append(StopDnsmasq(want.network_id, pid_file, pid, "it runs in an old namespace"))
+        pid = None
+    # Whether dnsmasq has read these files is remembered beside them, not
+    # inferred from "the write changed something": a pass (or an agent) that
+    # died between writing and signalling must still signal next time.
+    marker = want.dnsmasq.path(LOADED_MARKER)
+    digest = files_digest(want.files)
+    if pid is None:
+        actions.append(StartDnsmasq(want.network_id, want.namespace, argv, pid_file, marker, digest))
+    elif seen.loaded != digest:
+        actions.append(ReloadDnsmasq(want.network_id, pid, marker, digest))
+    return actions
+
+
+def plan_router(want: RouterSpec, recorded: RouterSpec | None, seen: RouterSeen) -> list[Action]:
+    """A qrouter namespace: forwarding on, one veth per interface, the rules.
+
+    Between full passes only the interfaces that changed are touched: a router
+    with many interfaces must not re-verify all of them per change. The rules
+    are restored only when the kernel's differ from the payload.
+    """
+    if recorded == want:
+        return []
+    actions: list[Action] = []
+    if recorded is None:
+        actions.append(Remember(namespace=want.namespace))
+        if seen.links is None:
+            actions.append(EnsureNamespace(want.namespace))
+        actions.append(SetSysctl(want.namespace, "net.ipv4.ip_forward", "1"))
+    before = {i.port_id: i for i in recorded.interfaces} if recorded else {}
+    for intf in want.interfaces:
+        if before.get(intf.port_id) == intf:
+            continue
+        outer = names.router_outer_name(intf.port_id)
+        actions.append(Remember(fabric_link=outer))
+        if veth_in_sync(seen.links, intf.device, seen.fabric, outer, intf.bridge, intf.mac, intf.mtu, intf.addresses):
+            continue
+        actions.append(EnsureVeth(want.namespace, intf.device, outer, intf.bridge, intf.mac, intf.mtu, intf.addresses))
+    wanted_devices = {i.device for i in want.interfaces}
+    if recorded is not None:
+        present: list[str] = [i.device for i in recorded.interfaces]
+    elif seen.links is not None:
+        present = list(seen.links)
+    else:
+        present = list(seen.devices)
+    for device in present:
+        if device.startswith(names.ROUTER_PORT_PREFIX) and device not in wanted_devices:
+            actions.append(DeleteLink(want.namespace, device))
+    if recorded is None or recorded.iptables != want.iptables:
+        if normalize_saved(seen.iptables or "") != normalize_saved(want.iptables):
+            actions.append(RestoreIptables(want.namespace, want.iptables))
+    return actions
+
+
+def plan_gone_namespace(namespace: str, pid_file: str | None) -> list[Action]:
+    """A recorded namespace nothing wants: its dnsmasq (qdhcp) first, then it."""
+    actions: list[Action] = []
+    if namespace.startswith(names.DHCP_NS_PREFIX) and pid_file:
+        actions.append(StopDnsmasq(namespace[len(names.DHCP_NS_PREFIX):], pid_file))
+    return actions + [DeleteNamespace(namespace), Forget(namespace=namespace)]
+
+
+def plan_gone_files(network_id: str, directory: str, pid_file: str) -> list[Action]:
+    """dnsmasq files of a network that is gone (also from before a restart)."""
+    return [StopDnsmasq(network_id, pid_file), RemoveFiles(directory)]
+
+
+def plan_gone_link(link: str) -> list[Action]:
+    return [DeleteLink(None, link), Forget(fabric_link=link)]
+
+
+def veth_in_sync(
+    inner: LinkView | None,
+    inner_name: str,
+    fabric: LinkView | None,
+    outer_name: str,
+    bridge: str,
+    mac: str,
+    mtu: int,
+    addresses: tuple[str, ...],
+) -> bool:
+    """Whether an observed veth pair already is exactly what is wanted."""
+    if inner is None or fabric is None:
+        return False
+    inn, out = inner.get(inner_name), fabric.get(outer_name)
+    if not inn or not out or not inner.get("lo", {}).get("up"):
+        return False
+    return bool(
+        inn["kind"] == out["kind"] == "veth"
+        and inn["peer_index"] == out["index"]
+        and out["peer_index"] == inn["index"]
+        and inn["mac"] == mac.lower()
+        and inn["mtu"] == out["mtu"] == mtu
+        and inn["up"] and out["up"]
+        and out["master"] == bridge
+        and inn["addresses"] == set(addresses)
+    )

@@ -1,0 +1,239 @@
+"""The agent's plan-and-execute loop as transcripts on a fake host (no root).
+
+Each test drives :class:`netmeta.agent.reconciler.Reconciler` through
+snapshots and reads what it asked of the host, mitmproxy-playbook style:
+the cases of issue 9 — a router attach rewrites files and signals dnsmasq
+without a restart; a namespace made again restarts dnsmasq in it; a second
+pass does nothing; a temporary error is retried with backoff for that object
+alone; a permanent one is reported once and retried only when its spec
+changes; a slow network never delays the others.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from netmeta.agent.reconciler import Reconciler
+from netmeta.config import Config
+from netmeta.drivers.errors import PermanentDriverError, TemporaryDriverError
+from netmeta.model import names
+from tests.builders import attach, merge, tenant_network
+from tests.fake_host import FakeHost
+
+STATE = "/state"
+CONFIG = Config(state_dir=STATE, fabric_namespace="fabric", enable_isolated_metadata=True)
+DNSMASQ = ("start_dnsmasq", "reload_dnsmasq", "stop_dnsmasq")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def host() -> FakeHost:
+    return FakeHost()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def agent(host: FakeHost, clock: Clock) -> Iterator[Reconciler]:
+    reconciler = Reconciler(CONFIG, host, clock=clock, workers=4)
+    yield reconciler
+    reconciler.close()
+
+
+def test_first_pass_builds_everything_in_order(agent: Reconciler, host: FakeHost) -> None:
+    report = agent.converge(tenant_network(1), full=True)
+    assert report.failed == {} and report.pending == []
+    assert report.spawned == ["net1"]
+    ns = "qdhcp-net1"
+    steps = [c[:2] for c in host.calls()]
+    # The ledger hears of every namespace and link before it is made.
+    assert steps.index(("remember", ns)) < steps.index(("ensure_namespace", ns))
+    assert steps.index(("ensure_bridge", "brqnet1")) < steps.index(("ensure_veth", ns))
+    # Files before dnsmasq; the "loaded" marker after it started.
+    assert steps.index(("write_files", f"{STATE}/dhcp/net1")) < steps.index(("start_dnsmasq", ns))
+    assert steps[-1] == ("write_file", "loaded")
+    assert "tag:subnet-sub1,option:classless-static-route,169.254.169.254/32,10.1.0.2" in host.files[f"{STATE}/dhcp/net1/opts"]
+
+
+def test_second_pass_does_nothing(agent: Reconciler, host: FakeHost) -> None:
+    agent.converge(tenant_network(1), full=True)
+    host.clear()
+    report = agent.converge(tenant_network(1))
+    assert host.calls() == []
+    assert not report.changed and report.failed == {}
+
+
+def test_full_pass_on_a_converged_host_only_verifies(agent: Reconciler, host: FakeHost) -> None:
+    snap = attach(tenant_network(1), 1)
+    agent.converge(snap, full=True)
+    host.clear()
+    agent.converge(snap, full=True)
+    # Files are rewritten only where they differ (none), forwarding is re-asserted
+    # (the driver writes only a different value); no link, process or rule is touched.
+    assert sorted(host.calls()) == [
+        ("set_sysctl", "qrouter-r1", "net.ipv4.ip_forward", "1"),
+        ("write_files", f"{STATE}/dhcp/net1", ()),
+    ]
+
+
+def test_router_attach_rewrites_files_and_signals_without_restart(agent: Reconciler, host: FakeHost) -> None:
+    agent.converge(tenant_network(1), full=True)
+    pid = host.dnsmasq_pid(f"{STATE}/dhcp/net1/pid", "net1")
+    host.clear()
+    report = agent.converge(attach(tenant_network(1), 1))
+    assert host.calls(*DNSMASQ) == [("reload_dnsmasq", pid)]
+    (written,) = host.calls("write_files")
+    assert "opts" in written[2]  # the router port also gets a host entry, so host files change too
+    assert report.signalled == ["net1"] and report.spawned == []
+    assert "169.254.169.254/32,10.1.0.1" in host.files[f"{STATE}/dhcp/net1/opts"]  # via the gateway now
+    assert "restore_iptables" in {c[0] for c in host.calls()}  # and the router's namespace is made
+
+
+def test_a_namespace_made_again_restarts_dnsmasq_in_it(agent: Reconciler, host: FakeHost) -> None:
+    agent.converge(tenant_network(1), full=True)
+    old = host.dnsmasq_pid(f"{STATE}/dhcp/net1/pid", "net1")
+    host.remake_namespace("qdhcp-net1")  # deleted and created by hand: empty, new inode
+    host.clear()
+    report = agent.converge(tenant_network(1))
+    assert host.calls(*DNSMASQ) == [("stop_dnsmasq", old), ("start_dnsmasq", "qdhcp-net1")]
+    assert ("ensure_veth", "qdhcp-net1") in [c[:2] for c in host.calls()]  # the tap is plugged again
+    new = host.dnsmasq_pid(f"{STATE}/dhcp/net1/pid", "net1")
+    assert new != old and host.processes[new][1] == host.namespaces["qdhcp-net1"]
+    assert report.spawned == ["net1"]
+
+
+def test_dead_dnsmasq_is_started_again_without_touching_the_namespace(agent: Reconciler, host: FakeHost) -> None:
+    agent.converge(tenant_network(1), full=True)
+    host.processes.clear()
+    host.clear()
+    agent.converge(tenant_network(1))
+    assert host.calls(*DNSMASQ) == [("start_dnsmasq", "qdhcp-net1")]
+
+
+def test_files_written_but_never_signalled_are_signalled_next_time(agent: Reconciler, host: FakeHost) -> None:
+    agent.converge(tenant_network(1), full=True)
+    pid = host.dnsmasq_pid(f"{STATE}/dhcp/net1/pid", "net1")
+    # An agent that died between writing and signalling: files new, marker old.
+    host.fail[("reload_dnsmasq", pid)] = [TemporaryDriverError("killed")]
+    agent.converge(attach(tenant_network(1), 1))
+    fresh = Reconciler(CONFIG, host, workers=1)  # a restarted agent
+    try:
+        host.clear()
+        report = fresh.converge(attach(tenant_network(1), 1), full=True)
+    finally:
+        fresh.close()
+    assert host.calls(*DNSMASQ) == [("reload_dnsmasq", pid)]
+    assert report.signalled == ["net1"]
+
+
+def test_temporary_error_backs_off_for_that_object_alone(agent: Reconciler, host: FakeHost, clock: Clock) -> None:
+    two = merge(tenant_network(1), tenant_network(2))
+    host.fail[("start_dnsmasq", "qdhcp-net1")] = TemporaryDriverError("slow kernel")
+    report = agent.converge(two, full=True)
+    assert report.spawned == ["net2"]  # the other network converged
+    assert set(report.failed) == {"network net1"}
+    attempts = []
+    for dt in (0.5, 0.6, 1.0, 2.0, 4.0):  # t = +0.5, +1.1, +2.1, +4.1, +8.1
+        clock.now += dt
+        host.clear()
+        agent.converge(two)
+        if host.calls("start_dnsmasq"):
+            attempts.append(round(clock.now - 1000.0, 1))
+    # Retries after 1 s, then 2 s more, then 4 s more: doubling, per object.
+    assert attempts == [1.1, 4.1, 8.1]
+    assert agent.retries[("network", "net1")].attempts == 4
+    assert host.calls("start_dnsmasq") == [("start_dnsmasq", "qdhcp-net1")]  # never net2 again
+    del host.fail[("start_dnsmasq", "qdhcp-net1")]
+    clock.now += 16
+    report = agent.converge(two)
+    assert report.spawned == ["net1"] and ("network", "net1") not in agent.retries
+
+
+def test_a_changed_spec_retries_a_backing_off_object_at_once(agent: Reconciler, host: FakeHost, clock: Clock) -> None:
+    host.fail[("start_dnsmasq", "qdhcp-net1")] = [TemporaryDriverError("busy")]
+    agent.converge(tenant_network(1), full=True)
+    host.clear()
+    clock.now += 0.1
+    report = agent.converge(attach(tenant_network(1), 1))
+    assert report.spawned == ["net1"]
+
+
+def test_permanent_error_is_reported_once_and_retried_when_the_spec_changes(
+    agent: Reconciler, host: FakeHost, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    two = merge(tenant_network(1), tenant_network(2))
+    host.fail[("start_dnsmasq", "qdhcp-net1")] = PermanentDriverError("dnsmasq: bad option")
+    first = agent.converge(two, full=True)
+    assert first.failed == {"network net1": "dnsmasq: bad option"}
+    for _ in range(3):
+        clock.now += 120
+        host.clear()
+        again = agent.converge(two)
+        assert again.failed == {} and host.calls("start_dnsmasq") == []
+    assert [r.message for r in caplog.records if "bad option" in r.message] == [
+        "network net1: dnsmasq: bad option (not retried until its spec changes)"
+    ]
+    del host.fail[("start_dnsmasq", "qdhcp-net1")]
+    changed = merge(attach(tenant_network(1), 1), tenant_network(2))
+    report = agent.converge(changed)
+    assert report.spawned == ["net1"] and report.failed == {}
+
+
+def test_a_slow_network_never_delays_the_others(agent: Reconciler, host: FakeHost) -> None:
+    release = threading.Event()
+    host.block[("start_dnsmasq", "qdhcp-net1")] = release  # a 10 s dnsmasq start
+    try:
+        two = merge(tenant_network(1), tenant_network(2))
+        began = time.monotonic()
+        report = agent.converge(two, full=True, wait=0.3)
+        assert report.spawned == ["net2"]
+        assert report.pending == ["network net1"]
+        # A change to net2 while net1 still starts is applied at once.
+        changed = merge(tenant_network(1), attach(tenant_network(2), 2, revision=2))
+        report = agent.converge(changed, wait=0.3)
+        assert report.signalled == ["net2"] and report.pending == ["network net1"]
+        assert time.monotonic() - began < 5.0  # bounded by the waits, not by net1
+        assert host.calls("start_dnsmasq").count(("start_dnsmasq", "qdhcp-net1")) == 1  # not started twice
+    finally:
+        release.set()
+    report = agent.converge(changed, wait=None)
+    assert report.spawned == ["net1"] and report.pending == []
+
+
+def test_deleted_network_leaves_nothing(agent: Reconciler, host: FakeHost) -> None:
+    agent.converge(merge(tenant_network(1), tenant_network(2)), full=True)
+    pid = host.dnsmasq_pid(f"{STATE}/dhcp/net1/pid", "net1")
+    host.clear()
+    report = agent.converge(tenant_network(2))
+    assert ("stop_dnsmasq", pid) in host.calls()
+    assert ("delete_namespace", "qdhcp-net1") in host.calls()
+    assert ("remove_files", f"{STATE}/dhcp/net1") in host.calls()
+    assert {c[2] for c in host.calls("delete_link")} == {"brqnet1", names.dhcp_outer_name("dhcp1")}
+    assert "qdhcp-net1" in report.removed
+    assert "qdhcp-net1" not in host.ledger_namespaces and "qdhcp-net2" in host.ledger_namespaces
+
+
+def test_router_detach_removes_only_that_interface(agent: Reconciler, host: FakeHost) -> None:
+    both = attach(attach(merge(tenant_network(1), tenant_network(2)), 1), 2)
+    agent.converge(both, full=True)
+    host.clear()
+    agent.converge(attach(merge(tenant_network(1), tenant_network(2)), 1, revision=9))
+    assert host.calls("delete_link") == [
+        ("delete_link", "qrouter-r1", names.router_port_name("rp2")),
+        ("delete_link", None, names.router_outer_name("rp2")),
+    ]
+    assert host.calls("restore_iptables") == []  # the rules do not name devices: unchanged
