@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from importlib import resources
 
@@ -156,10 +157,17 @@ def start(ns: str, ifname: str, paths: GuestPaths, timeout: float = 30.0) -> int
     code = _run(ns, _argv(ifname, paths, "-1", "-v"), paths, timeout)
     if code != 0:
         raise TemporaryDriverError(f"dhclient in {ns} got no lease (exit {code}): {_log_tail(paths)}")
-    pid = processes.read_pid_file(paths.pid)
-    if pid is None or not processes.matches(pid, paths.pid):
-        raise TemporaryDriverError(f"dhclient in {ns} got a lease but is not running: {_log_tail(paths)}")
-    return pid
+    # dhclient forks into the background once bound and the *child* writes the
+    # pid file, so the launcher's exit can come first: wait for the file to name
+    # a live dhclient (on a loaded host this takes a moment), not for a fixed time.
+    deadline = time.monotonic() + 5.0
+    while True:
+        pid = processes.read_pid_file(paths.pid)
+        if pid is not None and processes.matches(pid, paths.pid):
+            return pid
+        if time.monotonic() >= deadline:
+            raise TemporaryDriverError(f"dhclient in {ns} got a lease but is not running: {_log_tail(paths)}")
+        time.sleep(0.01)
 
 
 def stop(ns: str, paths: GuestPaths, timeout: float = 5.0) -> bool:
