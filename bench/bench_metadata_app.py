@@ -45,16 +45,16 @@ PATHS = {
 def serve(tokens: str, port_queue: "multiprocessing.Queue[int]") -> None:
     from netmeta.config import Config
     from netmeta.metadata.app import MetadataApp
-    from netmeta.metadata.http import AccessLog, HttpProtocol, ListenerContext
+    from netmeta.metadata.http import AccessLog, HttpProtocol, HttpShared, ListenerContext
     from tests.metadata_world import NET_A, MemoryPasswords, world
 
     async def main() -> None:
         snap = world()
         app = MetadataApp(Config(imds_tokens=tokens), lambda: snap, MemoryPasswords())
         ctx = ListenerContext("network", NET_A)
-        log = AccessLog(keep=100)
+        shared = HttpShared(access_log=AccessLog(keep=100))
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: HttpProtocol(app.dispatch, ctx, log), "127.0.0.1", 0, backlog=1024)
+        server = await loop.create_server(lambda: HttpProtocol(app.dispatch, ctx, shared), "127.0.0.1", 0, backlog=1024)
         port_queue.put(server.sockets[0].getsockname()[1])
         await asyncio.Event().wait()
 

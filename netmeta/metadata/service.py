@@ -28,7 +28,7 @@ from netmeta.config import Config
 from netmeta.drivers import netns, sockets
 from netmeta.feed import FeedFollower
 from netmeta.metadata.app import MetadataApp
-from netmeta.metadata.http import ACCESS_LOG, SIGNED, HttpProtocol, ListenerContext
+from netmeta.metadata.http import SIGNED, HttpProtocol, HttpShared, ListenerContext
 from netmeta.metadata.passwords import ApiPasswordStore
 from netmeta.model import names
 from netmeta.model.dhcp import dhcp_listener_wanted, dhcp_port
@@ -85,6 +85,8 @@ class MetadataService:
         self.config = config
         self.follower = FeedFollower(config.api_url, self._on_change)
         self.app = MetadataApp(config, lambda: self.follower.snapshot, ApiPasswordStore(config.api_url))
+        # Limits, connection caps and the access log of every listener's connections.
+        self.http = HttpShared()
         self.open: dict[tuple[str, str], _Open] = {}
         self._wake = asyncio.Event()
         self._status_written: object = None
@@ -104,7 +106,7 @@ class MetadataService:
                 # Nova's side of Neutron's contract: signed requests from a
                 # neutron-metadata-agent, on an ordinary socket of this host.
                 signed = await asyncio.get_running_loop().create_server(
-                    lambda: HttpProtocol(self.app.dispatch, SIGNED),
+                    lambda: HttpProtocol(self.app.dispatch, SIGNED, self.http),
                     self.config.metadata_listen, self.config.metadata_listen_port,
                 )
                 log.info("answering signed requests on %s:%d", self.config.metadata_listen,
@@ -167,7 +169,7 @@ class MetadataService:
         self._last_failure.pop(key, None)
         context = spec.context
         try:
-            server = await loop.create_server(lambda: HttpProtocol(self.app.dispatch, context), sock=sock)
+            server = await loop.create_server(lambda: HttpProtocol(self.app.dispatch, context, self.http), sock=sock)
         except OSError as exc:
             sock.close()
             log.warning("cannot serve %s:%d in %s: %s", spec.host, spec.port, spec.namespace, exc)
@@ -194,7 +196,7 @@ class MetadataService:
         ]
         access = [
             {"kind": kind, "id": ident, "peer": peer, "count": count}
-            for (kind, ident, peer), count in sorted(ACCESS_LOG.counts.items())
+            for (kind, ident, peer), count in sorted(self.http.access_log.counts.items())
         ]
         status = {"pid": os.getpid(), "revision": self.follower.snapshot.revision,
                   "listeners": sorted(listeners, key=lambda l: (l["kind"], l["id"])), "access": access}

@@ -22,17 +22,19 @@ import pytest
 
 from netmeta.config import Config
 from netmeta.metadata.app import MetadataApp
-from netmeta.metadata.http import SIGNED, AccessLog, HttpProtocol, ListenerContext
+from netmeta.metadata.http import SIGNED, ConnectionCaps, HttpProtocol, HttpShared, Limits, ListenerContext
 from tests.metadata_world import NET_A, NET_B, PUBKEY, USER_DATA, VM1, VM2, MemoryPasswords, world
 
 
 class LiveServer:
     """One or more listeners for one app, on a private loop in a thread."""
 
-    def __init__(self, config: Config, contexts: list[ListenerContext], extra: Callable[[], Any] | None = None) -> None:
+    def __init__(self, config: Config, contexts: list[ListenerContext], extra: Callable[[], Any] | None = None,
+                 shared: HttpShared | None = None) -> None:
         self.config = config
         self.contexts = contexts
-        self.log = AccessLog()
+        self.shared = shared if shared is not None else HttpShared()
+        self.log = self.shared.access_log
         self.ports: dict[ListenerContext, int] = {}
         self.passwords = MemoryPasswords()
         self.loop = asyncio.new_event_loop()
@@ -54,7 +56,7 @@ class LiveServer:
         self.servers = []
         for ctx in self.contexts:
             server = await self.loop.create_server(
-                lambda ctx=ctx: HttpProtocol(self.app.dispatch, ctx, self.log), "127.0.0.1", 0
+                lambda ctx=ctx: HttpProtocol(self.app.dispatch, ctx, self.shared), "127.0.0.1", 0
             )
             self.servers.append(server)
             self.ports[ctx] = server.sockets[0].getsockname()[1]
@@ -325,13 +327,13 @@ async def test_token_response_sets_the_hop_limit_for_the_rest_of_the_connection(
     # Not restored: a TCP retransmission of the token would go with a restored TTL.
     snap = world()
     app = MetadataApp(Config(imds_token_hop_limit=1), lambda: snap, MemoryPasswords())
-    proto = HttpProtocol(app.handle, NET_A_CTX, AccessLog())
+    proto = HttpProtocol(app.handle, NET_A_CTX, HttpShared())
     sock = _RecordingSocket()
     transport = _FakeTransport(sock)
     proto.connection_made(transport)
     proto.data_received(b"PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 9\r\n\r\n")
     proto.data_received(b"GET /latest/meta-data/hostname HTTP/1.1\r\n\r\n")
-    while proto.worker is not None or proto.pending:
+    while proto.worker is not None or (proto.conn is not None and proto.conn.queue):
         await asyncio.sleep(0.01)
     proto.connection_lost(None)
     assert [ttl for ttl, _ in transport.written] == [1, 1]
@@ -587,11 +589,8 @@ def test_password_store_failure_is_a_503_not_a_traceback(live: LiveServer) -> No
 # --- slow and greedy clients ------------------------------------------------------
 
 
-def test_a_trickling_request_is_cut_off_from_its_first_byte(monkeypatch: pytest.MonkeyPatch) -> None:
-    from netmeta.metadata import http as http_module
-
-    monkeypatch.setattr(http_module, "HEADER_TIMEOUT", 0.6)
-    server = LiveServer(Config(), [ListenerContext("network", NET_A)])
+def test_a_trickling_request_is_cut_off_from_its_first_byte() -> None:
+    server = LiveServer(Config(), [ListenerContext("network", NET_A)], shared=HttpShared(Limits(header_timeout=0.6)))
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
             started = time.monotonic()
@@ -614,11 +613,8 @@ def test_a_trickling_request_is_cut_off_from_its_first_byte(monkeypatch: pytest.
         server.stop()
 
 
-def test_one_guest_cannot_hold_unbounded_connections(monkeypatch: pytest.MonkeyPatch) -> None:
-    from netmeta.metadata import http as http_module
-
-    monkeypatch.setattr(http_module, "MAX_CONNECTIONS_PER_PEER", 3)
-    server = LiveServer(Config(), [ListenerContext("network", NET_A)])
+def test_one_guest_cannot_hold_unbounded_connections() -> None:
+    server = LiveServer(Config(), [ListenerContext("network", NET_A)], shared=HttpShared(caps=ConnectionCaps(per_peer=3)))
     held = []
     try:
         for _ in range(3):
