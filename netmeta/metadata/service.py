@@ -30,9 +30,8 @@ from netmeta.feed import FeedFollower
 from netmeta.metadata.app import MetadataApp
 from netmeta.metadata.http import SIGNED, HttpProtocol, HttpShared, ListenerContext
 from netmeta.metadata.passwords import ApiPasswordStore
-from netmeta.model import names
-from netmeta.model.dhcp import dhcp_listener_wanted, dhcp_port
-from netmeta.model.types import METADATA_IPV4, Snapshot
+from netmeta.model.listeners import desired_listeners as model_listeners
+from netmeta.model.types import Snapshot
 from netmeta.status import read_status as read_component_status
 from netmeta.status import write_status
 
@@ -50,27 +49,11 @@ class ListenerSpec:
 
 
 def desired_listeners(snapshot: Snapshot, config: Config) -> dict[tuple[str, str], ListenerSpec]:
-    """Every listener this host should have for the snapshot (pure).
-
-    Only where the agent makes a namespace: an admin-down network, one without
-    a DHCP port, or an admin-down router gets none (see ``model.dhcp`` and
-    ``model.l3``), so no listener is wanted there either.
-    """
-    wanted: dict[tuple[str, str], ListenerSpec] = {}
-    for net_id, network in snapshot.networks.items():
-        if not network.admin_state_up or dhcp_port(snapshot, net_id) is None:
-            continue
-        if dhcp_listener_wanted(snapshot, net_id, config):
-            ctx = ListenerContext("network", net_id)
-            wanted[("network", net_id)] = ListenerSpec(ctx, names.dhcp_namespace(net_id), METADATA_IPV4, 80)
-    if config.enable_metadata_proxy:
-        for router_id, router in snapshot.routers.items():
-            if router.admin_state_up and snapshot.router_ports(router_id):
-                ctx = ListenerContext("router", router_id)
-                wanted[("router", router_id)] = ListenerSpec(
-                    ctx, names.router_namespace(router_id), "0.0.0.0", config.metadata_port
-                )
-    return wanted
+    """The listeners ``model`` decides on (:mod:`netmeta.model.listeners`), as specs to open."""
+    return {
+        key: ListenerSpec(ListenerContext(want.kind, want.id), want.namespace, want.host, want.port)
+        for key, want in model_listeners(snapshot, config).items()
+    }
 
 
 @dataclass

@@ -97,6 +97,21 @@ def is_isolated(snapshot: Snapshot, subnet: Subnet) -> bool:
     return True
 
 
+def has_qdhcp(snapshot: Snapshot, network_id: NetworkId) -> bool:
+    """Whether the agent makes ``qdhcp-<net>``: admin up, a DHCP port, a DHCP-enabled IPv4 subnet.
+
+    Neutron's agent skips admin-down networks; without a DHCP port or subnet
+    there is nothing for dnsmasq to serve.
+    """
+    network = snapshot.networks.get(network_id)
+    return bool(
+        network is not None
+        and network.admin_state_up
+        and dhcp_port(snapshot, network_id) is not None
+        and _dhcp_subnets(snapshot, network_id)
+    )
+
+
 def dhcp_port(snapshot: Snapshot, network_id: NetworkId) -> Port | None:
     """The network's ``network:dhcp`` port (lowest id if, oddly, several)."""
     for port in snapshot.ports_of(network_id):
@@ -499,7 +514,7 @@ def desired_dhcp(
     out: dict[NetworkId, DhcpNetworkSpec] = {}
     for network_id in sorted(snapshot.networks):
         network = snapshot.networks[network_id]
-        if not network.admin_state_up:
+        if not has_qdhcp(snapshot, network_id):
             continue
         files_dir = dhcp_files_dir(state_dir, network_id)
         spec = dnsmasq_spec(snapshot, network_id, config, files_dir)

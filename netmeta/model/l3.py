@@ -240,6 +240,16 @@ def router_interfaces(snapshot: Snapshot, router_id: RouterId) -> list[RouterInt
     return [_interface(snapshot, p.id) for p in snapshot.router_ports(router_id)]
 
 
+def has_qrouter(snapshot: Snapshot, router_id: RouterId) -> bool:
+    """Whether the agent makes ``qrouter-<id>``: admin up, with an interface port.
+
+    Neutron's server hands only active routers to its L3 agents, and a router
+    without interfaces serves nobody, so its namespace goes.
+    """
+    router = snapshot.routers.get(router_id)
+    return bool(router is not None and router.admin_state_up and snapshot.router_ports(router_id))
+
+
 def desired_routers(snapshot: Snapshot, config: Config) -> dict[RouterId, RouterSpec]:
     """Every qrouter namespace that should exist, keyed by router id.
 
@@ -249,11 +259,9 @@ def desired_routers(snapshot: Snapshot, config: Config) -> dict[RouterId, Router
     """
     out: dict[RouterId, RouterSpec] = {}
     for router_id in sorted(snapshot.routers):
-        if not snapshot.routers[router_id].admin_state_up:
+        if not has_qrouter(snapshot, router_id):
             continue
         interfaces = router_interfaces(snapshot, router_id)
-        if not interfaces:
-            continue
         out[router_id] = RouterSpec(
             router_id=router_id,
             namespace=names.router_namespace(router_id),

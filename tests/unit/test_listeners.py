@@ -72,3 +72,18 @@ def test_no_listener_where_the_agent_makes_no_namespace() -> None:
 def test_metadata_port_moves_the_router_listener() -> None:
     wanted = desired_listeners(world(routed=True), Config(metadata_port=9800))
     assert wanted[("router", "r1")].port == 9800
+
+
+@pytest.mark.parametrize("routed", [False, True])
+@pytest.mark.parametrize("options", [{"enable_isolated_metadata": True}, {"force_metadata": True}, {},
+                                     {"enable_isolated_metadata": True, "enable_metadata_proxy": False}])
+def test_listeners_are_where_the_agent_specs_say(options: dict[str, bool], routed: bool) -> None:
+    """One decision: the metadata process opens exactly what the agent's specs call for."""
+    from netmeta.model.dhcp import desired_dhcp
+    from netmeta.model.l3 import desired_routers
+
+    config = Config(**options)
+    for snap in (world(routed=routed), world(routed=routed, net_up=False), world(routed=routed, router_up=False)):
+        from_specs = {("network", n) for n, s in desired_dhcp(snap, config, "/st").items() if s.listener_wanted}
+        from_specs |= {("router", r) for r, s in desired_routers(snap, config).items() if s.listener_wanted}
+        assert set(desired_listeners(snap, config)) == from_specs

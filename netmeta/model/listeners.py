@@ -1,0 +1,53 @@
+"""Which metadata listeners this host should have: pure, one decision each.
+
+A listener lives in a namespace the agent makes, so the same predicates
+decide both: :func:`netmeta.model.dhcp.has_qdhcp` (the agent makes
+``qdhcp-<net>``) with :func:`netmeta.model.dhcp.dhcp_listener_wanted` (the
+behaviour table's qdhcp column), and :func:`netmeta.model.l3.has_qrouter`
+with ``enable_metadata_proxy`` (its qrouter column). The agent's specs carry
+the same answers (``DhcpNetworkSpec.listener_wanted``,
+``RouterSpec.listener_wanted``); the metadata process opens exactly these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from netmeta.model import names
+from netmeta.model.dhcp import dhcp_listener_wanted, has_qdhcp
+from netmeta.model.l3 import has_qrouter
+from netmeta.model.types import METADATA_IPV4, Snapshot
+
+if TYPE_CHECKING:  # settings are read, never imported at run time: model stays leaf
+    from netmeta.config import Config
+
+NETWORK, ROUTER = "network", "router"
+# Guests reach a qdhcp listener directly at 169.254.169.254:80; a qrouter one
+# behind the REDIRECT to metadata_port, on any address of the namespace.
+DHCP_PORT = 80
+ROUTER_HOST = "0.0.0.0"
+
+
+@dataclass(frozen=True)
+class Listener:
+    kind: str  # NETWORK or ROUTER: whose guests it hears
+    id: str  # the network's or the router's id
+    namespace: str
+    host: str
+    port: int
+
+
+def desired_listeners(snapshot: Snapshot, config: Config) -> dict[tuple[str, str], Listener]:
+    """Every listener the snapshot asks for, keyed by (kind, id)."""
+    wanted: dict[tuple[str, str], Listener] = {}
+    for net_id in sorted(snapshot.networks):
+        if has_qdhcp(snapshot, net_id) and dhcp_listener_wanted(snapshot, net_id, config):
+            wanted[(NETWORK, net_id)] = Listener(NETWORK, net_id, names.dhcp_namespace(net_id), METADATA_IPV4, DHCP_PORT)
+    if config.enable_metadata_proxy:
+        for router_id in sorted(snapshot.routers):
+            if has_qrouter(snapshot, router_id):
+                wanted[(ROUTER, router_id)] = Listener(
+                    ROUTER, router_id, names.router_namespace(router_id), ROUTER_HOST, config.metadata_port
+                )
+    return wanted
