@@ -59,6 +59,8 @@ DHCP_CONFIG_NOT_REQUIRED_OWNERS = frozenset(
     }
 )
 FILE_KINDS = ("opts", "host", "addn_hosts")
+# extra_dhcp_opts names that mean option 61, which dnsmasq takes in the hosts line.
+CLIENT_ID_NAMES = frozenset({"client-id", "61"})
 
 
 # --- which subnets, which port ---------------------------------------------
@@ -260,11 +262,49 @@ def _subnet_opts(
     return lines
 
 
+def format_option(ip_version: int, tag: str, option: str, *values: str) -> str:
+    """One option line, Neutron's ``Dnsmasq._format_option``.
+
+    Only the first line of the name and of each value is used (a newline can
+    never start a second directive). A name may carry its own
+    ``tag:<x>,`` prefix, kept after the port's tag. IPv4 options given by name
+    become ``option:<name>`` and by number stay bare; IPv6 ones are always
+    ``option6:<name or number>``.
+    """
+    option = option.split("\n", 1)[0]
+    extra_tag = ""
+    if option.startswith("tag:") and "," in option:
+        extra_tag, option = option.rsplit(",", 1)
+    if ip_version == 6:
+        option = f"option6:{option}"
+    elif not option.isdigit():
+        option = f"option:{option}"
+    parts = [f"tag:{tag}"] + ([extra_tag] if extra_tag else []) + [option]
+    return ",".join(parts + [v.split("\n", 1)[0] for v in values])
+
+
+def _port_opts(port: Port) -> list[str]:
+    """A port's ``extra_dhcp_opts`` as ``tag:port-<id>,…`` lines (``_generate_opts_per_port``).
+
+    ``client-id`` is left out (it belongs in the hosts line), and so is an
+    option whose ``ip_version`` the port has no address of.
+    """
+    if not port.extra_dhcp_opts:
+        return []
+    versions = {6 if ":" in fixed.ip_address else 4 for fixed in port.fixed_ips}
+    return [
+        format_option(opt.ip_version, _port_tag(port.id), opt.opt_name, opt.opt_value)
+        for opt in port.extra_dhcp_opts
+        if opt.opt_name not in CLIENT_ID_NAMES and opt.ip_version in versions
+    ]
+
+
 def opts_lines(snapshot: Snapshot, network_id: NetworkId, config: Config) -> list[str]:
     """The dnsmasq ``--dhcp-optsfile`` of a network, one option per line.
 
     Per DHCP-enabled IPv4 subnet (sorted by id) the lines of
-    :func:`_subnet_opts`; then, as in Neutron's ``_generate_opts_per_port``,
+    :func:`_subnet_opts`; then each port's extra options (:func:`_port_opts`,
+    ports by id); then, as in Neutron's ``_generate_opts_per_port``,
     for a subnet without ``dns_nameservers`` served by *several* DHCP ports,
     one ``option:dns-server`` line listing them. With netmeta's single DHCP
     port per network nothing is emitted then, and dnsmasq offers its own
@@ -275,13 +315,17 @@ def opts_lines(snapshot: Snapshot, network_id: NetworkId, config: Config) -> lis
     lines: list[str] = []
     without_nameservers: list[SubnetId] = []
     for subnet in _dhcp_subnets(snapshot, network_id):
-        dhcp_ip = port.ip_on(subnet.id) if port is not None else None
+        # The metadata route goes via the DHCP port's address on the subnet;
+        # with several, the last one: Neutron reads the tap's addresses in
+        # order and keeps the last per subnet (_make_subnet_interface_ip_map).
+        dhcp_ip = port.last_ip_on(subnet.id) if port is not None else None
         lines.extend(_subnet_opts(snapshot, subnet, all_subnets, dhcp_ip, config))
         if not subnet.dns_nameservers:
             without_nameservers.append(subnet.id)
 
     dhcp_ips: dict[SubnetId, list[str]] = {}
     for other in snapshot.ports_of(network_id):
+        lines.extend(_port_opts(other))
         if other.device_owner != DEVICE_OWNER_DHCP:
             continue
         for fixed in other.fixed_ips:
@@ -310,25 +354,56 @@ def _fqdn(hostname: str, domain: str) -> str:
     return f"{hostname}.{domain}" if domain else hostname
 
 
+def _names(port: Port, ip_address: str, domain: str) -> tuple[str, str]:
+    """(hostname, fqdn) of one address: the server's ``dns_assignment`` when it
+    names this address, else the agent's own ``host-<ip>[.domain]`` (Neutron's
+    ``Dnsmasq._get_dns_assignment``). The server's FQDNs end with a dot, as
+    Neutron's ``dns`` extension writes them."""
+    for assigned in port.dns_assignment:
+        if assigned.ip_address == ip_address:
+            return assigned.hostname, assigned.fqdn
+    hostname = host_name(ip_address)
+    return hostname, _fqdn(hostname, domain)
+
+
+def _port_tag(port_id: str) -> str:
+    return f"port-{port_id}"
+
+
+def _client_id(port: Port) -> str | None:
+    """The value of a ``client-id`` (option 61) extra option, which goes in the hosts line."""
+    for opt in port.extra_dhcp_opts:
+        if opt.opt_name in CLIENT_ID_NAMES:
+            return opt.opt_value
+    return None
+
+
 def hosts_lines(snapshot: Snapshot, network_id: NetworkId, domain: str) -> list[str]:
     """The dnsmasq ``--dhcp-hostsfile``: ``<mac>,<fqdn>,<ip>`` per lease.
 
     One line per IPv4 fixed IP on a DHCP-enabled subnet, for every port that
-    asks for DHCP (ports sorted by id, fixed IPs in the port's order). The
-    name is the one Neutron's agent generates when the server sends no
-    ``dns_assignment``: ``host-<ip with dashes>.<domain>``. No
-    ``set:port-<id>`` tag is written: Neutron adds it only for ports with
-    extra DHCP options, which netmeta does not have.
+    asks for DHCP (ports sorted by id, fixed IPs in the port's order), named
+    by :func:`_names`. A port with extra DHCP options ends its lines with
+    ``set:port-<id>``, so that its ``tag:port-<id>`` option lines reach it; a
+    ``client-id`` option becomes ``id:<value>`` after the MAC instead (and,
+    when it is the only option, no tag is set) — Neutron's
+    ``_output_hosts_file``.
     """
     dhcp_ids = {s.id for s in _dhcp_subnets(snapshot, network_id)}
     lines: list[str] = []
     for port in snapshot.ports_of(network_id):
         if not _needs_dhcp_entry(port):
             continue
+        client_id = _client_id(port)
         for fixed in port.fixed_ips:
-            if fixed.subnet_id in dhcp_ids:
-                fqdn = _fqdn(host_name(fixed.ip_address), domain)
-                lines.append(f"{port.mac_address},{fqdn},{fixed.ip_address}")
+            if fixed.subnet_id not in dhcp_ids:
+                continue
+            _, fqdn = _names(port, fixed.ip_address, domain)
+            head = f"{port.mac_address},id:{client_id}" if client_id else port.mac_address
+            line = f"{head},{fqdn},{fixed.ip_address}"
+            if port.extra_dhcp_opts and not (client_id and len(port.extra_dhcp_opts) == 1):
+                line += f",set:{_port_tag(port.id)}"
+            lines.append(line)
     return lines
 
 
@@ -344,8 +419,8 @@ def addn_hosts_lines(snapshot: Snapshot, network_id: NetworkId, domain: str) -> 
         if not _needs_dhcp_entry(port):
             continue
         for fixed in port.fixed_ips:
-            hostname = host_name(fixed.ip_address)
-            lines.append(f"{fixed.ip_address}\t{_fqdn(hostname, domain)} {hostname}")
+            hostname, fqdn = _names(port, fixed.ip_address, domain)
+            lines.append(f"{fixed.ip_address}\t{fqdn} {hostname}")
     return lines
 
 

@@ -52,12 +52,31 @@ class FixedIP:
 
 
 @dataclass(frozen=True)
+class ExtraDhcpOpt:
+    """One of a port's ``extra_dhcp_opts``: an option by name or number, for IPv4 or IPv6."""
+
+    opt_name: str
+    opt_value: str
+    ip_version: int = 4
+
+
+@dataclass(frozen=True)
+class DnsAssignment:
+    """The server's name for one fixed IP (Neutron's ``dns_assignment`` entry)."""
+
+    ip_address: str
+    hostname: str
+    fqdn: str
+
+
+@dataclass(frozen=True)
 class Network:
     id: NetworkId
     name: str
     project_id: str
     mtu: int = 1500
     admin_state_up: bool = True
+    dns_domain: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,6 +91,7 @@ class Subnet:
     host_routes: tuple[HostRoute, ...] = ()
     name: str = ""
     project_id: str = ""
+    ipv6_address_mode: str | None = None
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -89,12 +109,23 @@ class Port:
     project_id: str = ""
     name: str = ""
     admin_state_up: bool = True
+    extra_dhcp_opts: tuple[ExtraDhcpOpt, ...] = ()
+    dns_name: str = ""
+    dns_assignment: tuple[DnsAssignment, ...] = ()
 
     def ip_on(self, subnet_id: SubnetId) -> str | None:
         for fixed in self.fixed_ips:
             if fixed.subnet_id == subnet_id:
                 return fixed.ip_address
         return None
+
+    def last_ip_on(self, subnet_id: SubnetId) -> str | None:
+        """The last of the port's addresses on a subnet (the one configured last on its device)."""
+        found = None
+        for fixed in self.fixed_ips:
+            if fixed.subnet_id == subnet_id:
+                found = fixed.ip_address
+        return found
 
 
 @dataclass(frozen=True)
@@ -103,6 +134,7 @@ class Router:
     name: str
     project_id: str = ""
     admin_state_up: bool = True
+    routes: tuple[HostRoute, ...] = ()  # extra routes, installed in the qrouter
 
 
 @dataclass(frozen=True)
@@ -184,6 +216,7 @@ def network_from_api(d: Mapping[str, Any]) -> Network:
         project_id=d.get("project_id") or "",
         mtu=int(d.get("mtu") or 1500),
         admin_state_up=bool(d.get("admin_state_up", True)),
+        dns_domain=d.get("dns_domain") or "",
     )
 
 
@@ -199,6 +232,7 @@ def subnet_from_api(d: Mapping[str, Any]) -> Subnet:
         host_routes=_routes(d.get("host_routes")),
         name=d.get("name") or "",
         project_id=d.get("project_id") or "",
+        ipv6_address_mode=d.get("ipv6_address_mode"),
     )
 
 
@@ -215,6 +249,14 @@ def port_from_api(d: Mapping[str, Any]) -> Port:
         project_id=d.get("project_id") or "",
         name=d.get("name") or "",
         admin_state_up=bool(d.get("admin_state_up", True)),
+        extra_dhcp_opts=tuple(
+            ExtraDhcpOpt(str(o["opt_name"]), str(o["opt_value"]), int(o.get("ip_version") or 4))
+            for o in d.get("extra_dhcp_opts") or ()
+        ),
+        dns_name=d.get("dns_name") or "",
+        dns_assignment=tuple(
+            DnsAssignment(a["ip_address"], a["hostname"], a["fqdn"]) for a in d.get("dns_assignment") or ()
+        ),
     )
 
 
@@ -224,6 +266,7 @@ def router_from_api(d: Mapping[str, Any]) -> Router:
         name=d.get("name") or "",
         project_id=d.get("project_id") or "",
         admin_state_up=bool(d.get("admin_state_up", True)),
+        routes=_routes(d.get("routes")),
     )
 
 

@@ -30,7 +30,7 @@ from netmeta.model.types import COMPUTE_OWNER_PREFIX
 from netmeta.server import addresses
 from netmeta.server.errors import BadRequest, Conflict, invalid
 from netmeta.server.ports import new_port, remove_port
-from netmeta.server.standard_attrs import Caller, get_or_404, new_id, save
+from netmeta.server.standard_attrs import Caller, create, get_or_404, new_id, save
 from netmeta.server.bodies import check_name
 from netmeta.server.validation import as_dns_name, as_str, project_of
 from netmeta.store.database import Txn
@@ -43,12 +43,21 @@ ALLOWED = {"name", "hostname", "project_id", "tenant_id", "availability_zone", "
            "key_name", "public_key", "meta", "networks"}
 
 
-def sanitize_hostname(name: str) -> str:
-    """Nova's rule: lower case, [a-z0-9-] only, no leading/trailing '-', ≤ 63."""
-    host = re.sub(r"[^a-z0-9.-]+", "-", name.lower().replace("_", "-"))
-    host = re.sub(r"[.-]*\.[.-]*", ".", host).replace(".", "-")
-    host = re.sub(r"-{2,}", "-", host).strip("-")[:63].strip("-")
-    return host or "server"
+def sanitize_hostname(name: str, instance_id: str) -> str:
+    """Nova's hostname for a display name (``nova.utils.sanitize_hostname``
+    as ``API._populate_instance_names`` uses it).
+
+    In this order: characters beyond U+00FF dropped; cut to 63; each space,
+    underscore and dot becomes ``-`` (so ``a  b`` is ``a--b``); what is
+    neither a word character (Unicode ones included: ``café`` stays) nor
+    ``.``/``-`` is dropped (``tab\tname`` is ``tabname``); lower case; ``.``
+    and ``-`` stripped from both ends. Nothing left: ``Server-<uuid>``.
+    """
+    host = name.encode("latin-1", "ignore").decode("latin-1")[:63]
+    host = re.sub(r"[ _.]", "-", host)
+    host = re.sub(r"[^\w.-]+", "", host)
+    host = host.lower().strip(".-")
+    return host or f"Server-{instance_id}"
 
 
 def public(instance: dict[str, Any], with_secrets: bool = False) -> dict[str, Any]:
@@ -104,7 +113,7 @@ def create_instance(txn: Txn, raw: object, caller: Caller) -> dict[str, Any]:
     obj: dict[str, Any] = {
         "id": instance_id,
         "name": name,
-        "hostname": hostname or sanitize_hostname(name),
+        "hostname": hostname or sanitize_hostname(name, instance_id),
         "project_id": project_of(body, caller.project_id, caller.project_id),
         "availability_zone": zone,
         "flavor": as_str(body.get("flavor", "m1.small"), "flavor") or "m1.small",
@@ -157,7 +166,7 @@ def _attach(txn: Txn, instance: dict[str, Any], item: object, owner: str) -> str
         port["fixed_ips"] = addresses.assign(txn, port["id"], requests)
     else:
         port["fixed_ips"] = addresses.assign_default(txn, port["id"], subnets)
-    txn.add("ports", port)
+    create(txn, "ports", port)
     instance["_created_ports"].append(port["id"])
     return str(port["id"])
 

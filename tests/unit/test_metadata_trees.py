@@ -118,7 +118,7 @@ def test_meta_data_without_key_or_meta_omits_them() -> None:
     [
         (["2099-01-01"], "unknown OpenStack metadata version"),
         (["2012-08-10", "password"], "not in version"),
-        (["2013-04-04", "network_data.json"], "not in version"),
+        (["2013-04-04", "vendor_data2.json"], "not in version"),
         (["latest", "nope.json"], "no file"),
         (["latest", "meta_data.json", "x"], "no file"),
     ],

@@ -19,6 +19,9 @@ vendor_data2.json         2016-10-06
 dedicated_cpus            2020-10-14
 ========================  ==========
 
+``network_data.json`` is only *listed* from 2015-10-15: Nova answers it in
+every version (its handler has no version check), and so does netmeta.
+
 ``random_seed`` must be fresh on every request, so randomness is a parameter:
 the caller passes 512 random bytes and tests pass fixed ones.
 """
@@ -113,16 +116,38 @@ def meta_data(data: InstanceData, version: str, random_bytes: bytes) -> dict[str
     return md
 
 
-def network_data(data: InstanceData) -> dict[str, Any]:
-    """``network_data.json`` in the shape of Nova's ``get_network_metadata``.
+def _port_subnets(data: InstanceData, port: Any) -> list[tuple[Any, list[str]]]:
+    """The subnets a port has addresses on, by subnet id, each with its addresses in the port's order.
 
-    One link per port (``tap<port[:11]>``, Nova's device name), then per port
-    the first IPv4 and first IPv6 subnet holding one of its addresses. A
-    DHCP-enabled subnet is ``ipv4_dhcp``/``ipv6_dhcp`` with no address, like
-    Nova; otherwise the address, netmask, default route, host routes and DNS
-    servers are spelled out. Unlike Nova, ``mtu`` is the network's MTU even on
-    DHCP networks: the value is known and harmless, and Nova's ``null`` only
-    reflects that it lets DHCP carry it.
+    This is the order Nova's network model has them in: it asks Neutron for
+    the port's subnets by id and Neutron lists them by primary key.
+    """
+    out: list[tuple[Any, list[str]]] = []
+    for subnet_id in sorted({f.subnet_id for f in port.fixed_ips}):
+        subnet = data.subnets.get(subnet_id)
+        if subnet is not None:
+            out.append((subnet, [f.ip_address for f in port.fixed_ips if f.subnet_id == subnet_id]))
+    return out
+
+
+def _dhcp_served(data: InstanceData, subnet: Any) -> bool:
+    """Nova sees a DHCP server on a subnet when Neutron says DHCP is on, or a DHCP port holds an address there."""
+    return bool(subnet.enable_dhcp) or subnet.id in data.dhcp_subnets
+
+
+def network_data(data: InstanceData) -> dict[str, Any]:
+    """``network_data.json``, Nova's ``get_network_metadata``.
+
+    One link per port that has an address (``tap<port[:11]>``, Nova's device
+    name), ports by id. Per port, the first IPv4 and the first IPv6 subnet by
+    subnet id (see :func:`_port_subnets`), each with the port's first address
+    there. A subnet with an ``ipv6_address_mode`` is ``ipv6_slaac``,
+    ``ipv6_dhcpv6-stateful`` or ``ipv6_dhcpv6-stateless`` with its address,
+    netmask, routes and services spelled out; otherwise a DHCP subnet is
+    ``ipv4_dhcp``/``ipv6_dhcp`` alone, and any other is ``ipv4``/``ipv6``
+    in full. Unlike Nova, ``mtu`` is the network's MTU even on DHCP networks:
+    the value is known and harmless, and Nova's ``null`` only reflects that it
+    lets DHCP carry it.
     """
     links: list[dict[str, Any]] = []
     networks: list[dict[str, Any]] = []
@@ -130,12 +155,11 @@ def network_data(data: InstanceData) -> dict[str, Any]:
     net_num = 0
     for port in data.ports:
         network = data.networks.get(port.network_id)
-        by_version: dict[int, tuple[Any, str]] = {}
-        for fixed in port.fixed_ips:
-            subnet = data.subnets.get(fixed.subnet_id)
-            if subnet is not None and subnet.ip_version not in by_version:
-                by_version[subnet.ip_version] = (subnet, fixed.ip_address)
-        if not by_version:
+        subnets = _port_subnets(data, port)
+        first: dict[int, tuple[Any, list[str]]] = {}
+        for subnet, ips in subnets:
+            first.setdefault(subnet.ip_version, (subnet, ips))
+        if not first:
             continue
         link_id = f"tap{port.id[:11]}"
         links.append(
@@ -148,32 +172,39 @@ def network_data(data: InstanceData) -> dict[str, Any]:
             }
         )
         for version in (4, 6):
-            if version not in by_version:
+            if version not in first:
                 continue
-            subnet, address = by_version[version]
+            subnet, ips = first[version]
             dns = [{"type": "dns", "address": ip} for ip in subnet.dns_nameservers]
             services.extend(d for d in dns if d not in services)
-            entry: dict[str, Any] = {"id": f"network{net_num}", "link": link_id}
+            entry: dict[str, Any] = {"id": f"network{net_num}"}
             net_num += 1
-            if subnet.enable_dhcp:
-                entry["type"] = f"ipv{version}_dhcp"
-            else:
-                net = ipaddress.ip_network(subnet.cidr, strict=False)
-                entry["type"] = f"ipv{version}"
-                entry["ip_address"] = address
-                entry["netmask"] = str(net.netmask)
-                routes: list[dict[str, str]] = []
-                if subnet.gateway_ip:
-                    zero = "0.0.0.0" if version == 4 else "::"
-                    routes.append({"network": zero, "netmask": zero, "gateway": subnet.gateway_ip})
-                for route in subnet.host_routes:
-                    dest = ipaddress.ip_network(route.destination, strict=False)
-                    routes.append(
-                        {"network": str(dest.network_address), "netmask": str(dest.netmask), "gateway": route.nexthop}
-                    )
-                entry["routes"] = routes
-                entry["services"] = dns
-            entry["network_id"] = port.network_id
+            mode = subnet.ipv6_address_mode if version == 6 else None
+            if not mode and _dhcp_served(data, subnet):
+                entry.update({"type": f"ipv{version}_dhcp", "link": link_id, "network_id": port.network_id})
+                networks.append(entry)
+                continue
+            net = ipaddress.ip_network(subnet.cidr, strict=False)
+            routes: list[dict[str, str]] = []
+            if subnet.gateway_ip:
+                zero = "0.0.0.0" if version == 4 else "::"
+                routes.append({"network": zero, "netmask": zero, "gateway": subnet.gateway_ip})
+            for route in subnet.host_routes:
+                dest = ipaddress.ip_network(route.destination, strict=False)
+                routes.append(
+                    {"network": str(dest.network_address), "netmask": str(dest.netmask), "gateway": route.nexthop}
+                )
+            entry.update(
+                {
+                    "type": f"ipv{version}_{mode}" if mode else f"ipv{version}",
+                    "link": link_id,
+                    "ip_address": ips[0],
+                    "netmask": str(net.netmask),
+                    "routes": routes,
+                    "network_id": port.network_id,
+                    "services": dns,
+                }
+            )
             networks.append(entry)
     return {"links": links, "networks": networks, "services": services}
 
@@ -229,6 +260,9 @@ def lookup(data: InstanceData, tokens: list[str], random_bytes: bytes) -> Leaf |
         return listing(files(data, version))
     name = "/".join(tokens[1:])
     path = "/openstack/" + "/".join(tokens)
+    if name == NW_JSON:
+        # Listed from 2015-10-15, but Nova answers it in every version.
+        return _json(network_data(data), TEXT)
     if name not in files(data, version):
         if name in (MD_JSON, USER_DATA, PASSWORD, VD_JSON, NW_JSON, VD2_JSON):
             why = "this instance has no user data" if name == USER_DATA else f"not in version {tokens[0]}"

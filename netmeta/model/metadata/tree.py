@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Mapping, Union
 
-from netmeta.model.types import Instance, Network, NetworkId, Port, Snapshot, Subnet, SubnetId
+from netmeta.model.types import DEVICE_OWNER_DHCP, Instance, Network, NetworkId, Port, Snapshot, Subnet, SubnetId
 
 TEXT = "text/plain; charset=UTF-8"
 JSON = "application/json"
@@ -132,6 +132,9 @@ class InstanceData:
     password: str | None = None
     region: str = "RegionOne"
     architecture: str = "x86_64"
+    # Subnets of the instance's networks where a DHCP port holds an address
+    # (Nova's "dhcp_server" on its subnet model).
+    dhcp_subnets: frozenset[SubnetId] = frozenset()
 
     @property
     def hostname(self) -> str:
@@ -145,14 +148,20 @@ class InstanceData:
         return decode_user_data(self.instance.user_data)
 
     def fixed_ipv4(self) -> list[str]:
-        """Every fixed IPv4 of the instance, the asking address first."""
-        found = [self.address] if self.address and ":" not in self.address else []
+        """Every fixed IPv4 of the instance in Nova's order (``NetworkInfo.fixed_ips``).
+
+        Ports by id; within a port its subnets by id; within a subnet the
+        port's order. So ``local-ipv4`` is the first port's address on its
+        lowest-id IPv4 subnet, whichever address the guest asked from, as in
+        Nova.
+        """
+        found: list[str] = []
         for port in self.ports:
-            for fixed in port.fixed_ips:
-                subnet = self.subnets.get(fixed.subnet_id)
-                version = subnet.ip_version if subnet else (6 if ":" in fixed.ip_address else 4)
-                if version == 4 and fixed.ip_address not in found:
-                    found.append(fixed.ip_address)
+            for subnet_id in sorted({f.subnet_id for f in port.fixed_ips}):
+                subnet = self.subnets.get(subnet_id)
+                if subnet is None or subnet.ip_version != 4:
+                    continue
+                found.extend(f.ip_address for f in port.fixed_ips if f.subnet_id == subnet_id)
         return found
 
 
@@ -171,6 +180,13 @@ def instance_data(
     ports = tuple(snapshot.ports_of_device(instance.id))
     subnet_ids = {f.subnet_id for p in ports for f in p.fixed_ips}
     network_ids = {p.network_id for p in ports}
+    dhcp_subnets = frozenset(
+        f.subnet_id
+        for network_id in network_ids
+        for p in snapshot.ports_of(network_id)
+        if p.device_owner == DEVICE_OWNER_DHCP
+        for f in p.fixed_ips
+    )
     return InstanceData(
         instance=instance,
         ports=ports,
@@ -182,4 +198,5 @@ def instance_data(
         password=password if password is not None else instance.password,
         region=region,
         architecture=architecture,
+        dhcp_subnets=dhcp_subnets,
     )
