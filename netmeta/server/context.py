@@ -66,7 +66,13 @@ class ServerContext:
 
     async def write(self, fn: Callable[[Txn], T]) -> T:
         """One request, one transaction; watchers are woken after the commit."""
-        result, revision = await self.db.write(fn, utcnow())
+        dns_domain = self.config.dns_domain
+
+        def run(txn: Txn) -> T:
+            txn.dns_domain = dns_domain
+            return fn(txn)
+
+        result, revision = await self.db.write(run, utcnow())
         await self.hub.committed(revision)
         return result
 

@@ -56,6 +56,10 @@ EXTENSIONS = [
     ("network_availability_zone", "Network Availability Zone", "Availability zone support for network."),
     ("router_availability_zone", "Router Availability Zone", "Availability zone support for router."),
     ("extraroute", "Neutron Extra Route", "Extra routes configuration for L3 router"),
+    ("extraroute-atomic", "Atomically add/remove extra routes", "Edit extra routes of a router on server side by atomically adding/removing extra routes"),
+    ("extra_dhcp_opt", "Neutron Extra DHCP options", "Extra options configuration for DHCP. For example PXE boot options to DHCP clients can be specified (e.g. tftp-server, server-ip-address, bootfile-name)"),
+    ("dns-integration", "DNS Integration", "Provides integration with DNS."),
+    ("quotas", "Quota management support", "Expose functions for quotas management per project"),
     ("filter-validation", "Filter parameters validation", "Provides validation on filter parameters."),
     ("fields-query", "Fields query", "Allows the fields parameter in list and show queries."),
 ]
@@ -169,6 +173,61 @@ async def delete_resource(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def router_extraroutes(request: web.Request) -> web.Response:
+    router_id, action = request.match_info["id"], request.match_info["action"]
+    body = await json_body(request)
+    adding = action == "add_extraroutes"
+    router = await ctx(request).write(lambda txn: routers.extraroutes(txn, router_id, body, adding))
+    return dump({"router": router})
+
+
+# --- availability zones and quotas (read-only, as netmeta has one zone and no quotas) ---
+
+AZ_RESOURCES = ("network", "router")
+
+
+async def list_availability_zones(request: web.Request) -> web.Response:
+    """Neutron's ``availability_zone`` extension: one zone, ``nova``, for networks and routers.
+
+    Filters on ``name``, ``resource`` and ``state`` work as on any list.
+    """
+    zones = [{"name": "nova", "resource": r, "state": "available"} for r in AZ_RESOURCES]
+    for key, value in request.query.items():
+        if key not in ("name", "resource", "state", "fields"):
+            raise BadRequest(f"{key} is invalid attribute for availability_zone", "HTTPBadRequest")
+        if key != "fields":
+            zones = [z for z in zones if z[key] == value]
+    return dump({"availability_zones": zones})
+
+
+# Resources and their limits. netmeta enforces no quota; -1 is how Neutron
+# spells "unlimited", so this is the truth, in Neutron's shape.
+QUOTA_RESOURCES = ("network", "subnet", "port", "router", "floatingip", "security_group",
+                   "security_group_rule", "rbac_policy", "subnetpool")
+
+
+def _quota() -> dict[str, int]:
+    return {r: -1 for r in QUOTA_RESOURCES}
+
+
+async def list_quotas(request: web.Request) -> web.Response:
+    """Projects with non-default quotas: none."""
+    return dump({"quotas": []})
+
+
+async def show_quota(request: web.Request) -> web.Response:
+    project_id = request.match_info["project_id"]
+    if request.match_info.get("what") == "details.json" or request.match_info.get("what") == "details":
+        counts = await ctx(request).db.read(lambda conn: {
+            kind: sum(1 for raw in load_bodies(conn, kind) if json.loads(raw).get("project_id") == project_id)
+            for kind in ("networks", "subnets", "ports", "routers")
+        })
+        used = {"network": counts["networks"], "subnet": counts["subnets"], "port": counts["ports"],
+                "router": counts["routers"]}
+        return dump({"quota": {r: {"limit": -1, "used": used.get(r, 0), "reserved": 0} for r in QUOTA_RESOURCES}})
+    return dump({"quota": _quota()})
+
+
 async def router_interface(request: web.Request) -> web.Response:
     router_id, action = request.match_info["id"], request.match_info["action"]
     body = await json_body(request)
@@ -244,6 +303,11 @@ def add_routes(app: web.Application) -> None:
     r.add_put(member, update_resource)
     r.add_delete(member, delete_resource)
     r.add_put("/v2.0/routers/{id}/{action:add_router_interface|remove_router_interface}", router_interface)
+    r.add_put("/v2.0/routers/{id}/{action:add_extraroutes|remove_extraroutes}", router_extraroutes)
+    r.add_get("/v2.0/availability_zones", list_availability_zones)
+    r.add_get("/v2.0/quotas", list_quotas)
+    r.add_get("/v2.0/quotas/{project_id}", show_quota)
+    r.add_get("/v2.0/quotas/{project_id}/{what:default|details|details.json}", show_quota)
     r.add_get(member + "/tags", show_tags)
     r.add_put(member + "/tags", replace_tags)
     r.add_delete(member + "/tags", clear_tags)

@@ -23,10 +23,10 @@ from typing import Any, Callable
 
 from netmeta.model import ipam
 from netmeta.model.types import COMPUTE_OWNER_PREFIX, DEVICE_OWNER_DHCP, ROUTER_INTERFACE_OWNERS
-from netmeta.server import addresses
+from netmeta.server import addresses, port_dns
 from netmeta.server.errors import Conflict, invalid
 from netmeta.server.standard_attrs import Caller, base, create, get_or_404, new_id, save
-from netmeta.server.validation import as_bool, as_dns_name, as_str, common_attrs, project_of
+from netmeta.server.validation import as_bool, as_str, common_attrs, project_of
 from netmeta.store.database import Txn
 
 RandBytes = Callable[[int], bytes]
@@ -68,11 +68,17 @@ def _mac_taken(txn: Txn, network_id: str, mac: str, port_id: str) -> bool:
 
 def _port_attrs(txn: Txn, obj: dict[str, Any], body: dict[str, Any]) -> None:
     common_attrs(obj, body)
+    if "dns_name" in body:
+        obj["dns_name"] = port_dns.validate_dns_name(body["dns_name"], txn.dns_domain)
+    if "extra_dhcp_opts" in body:
+        given = port_dns.parse_extra_dhcp_opts(body["extra_dhcp_opts"])
+        creating = txn.get("ports", obj["id"]) is None
+        obj["extra_dhcp_opts"] = (
+            port_dns.created_opts(given) if creating else port_dns.merged_opts(obj["extra_dhcp_opts"], given)
+        )
     for key in ("device_id", "device_owner", "binding:host_id", "binding:vnic_type"):
         if key in body:
             obj[key] = as_str(body[key], key) if body[key] is not None else ""
-    if "dns_name" in body:
-        obj["dns_name"] = as_dns_name(body["dns_name"], "dns_name") if body["dns_name"] is not None else ""
     if "port_security_enabled" in body:
         obj["port_security_enabled"] = as_bool(body["port_security_enabled"], "port_security_enabled")
     if "mac_address" in body:
@@ -86,7 +92,7 @@ def _port_attrs(txn: Txn, obj: dict[str, Any], body: dict[str, Any]) -> None:
                 "MacAddressInUse",
             )
         obj["mac_address"] = mac
-    for passive in ("security_groups", "allowed_address_pairs", "extra_dhcp_opts", "binding:profile",
+    for passive in ("security_groups", "allowed_address_pairs", "binding:profile",
                     "qos_policy_id", "data_plane_status", "numa_affinity_policy", "propagate_uplink_status"):
         if passive in body:
             obj[passive] = body[passive]

@@ -14,10 +14,26 @@ interfaces on one subnet or on overlapping subnets (400 ``BadRequest``, see
 IP and no owner (409 ``PortInUse`` otherwise); a router with interfaces
 cannot be deleted (409 ``RouterInUse``); removing an interface deletes its
 port.
+
+Extra routes (Neutron's ``extraroute`` and ``extraroute-atomic``
+extensions): ``routes`` on update replaces the list, ``add_extraroutes``
+merges into it and ``remove_extraroutes`` takes out exact matches. Every
+nexthop must lie in a subnet of one of the router's interfaces and must not be
+one of the router's own addresses (400 ``InvalidRoutes``), at most
+``MAX_ROUTES`` routes (400 ``RoutesExhausted``), and an interface a route's
+nexthop depends on cannot be removed (409 ``RouterInterfaceInUseByRoute``).
+The agent installs the routes in the qrouter namespace.
+
+``ha`` and ``distributed`` are not supported: netmeta advertises neither
+the ``l3-ha`` nor the ``dvr`` extension, and a router shows both ``false``.
+Asking for ``false`` is accepted (it is what the router is); asking for
+``true`` is refused with the 400 Neutron gives for an attribute its loaded
+extensions do not know.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from typing import Any
 
@@ -35,18 +51,80 @@ def _router_attrs(obj: dict[str, Any], body: dict[str, Any]) -> None:
     common_attrs(obj, body)
     if "external_gateway_info" in body and body["external_gateway_info"] not in (None, {}):
         raise invalid("external gateways are not supported by netmeta")
-    if "routes" in body:
-        try:
-            obj["routes"] = ipam.validate_host_routes(body["routes"] or [])
-        except ipam.IpamError as exc:
-            raise addresses.ipam_error(exc) from exc
-    for flag in ("distributed", "ha", "enable_ndp_proxy"):
-        if flag in body:
-            obj[flag] = as_bool(body[flag], flag)
+    for flag in ("distributed", "ha"):
+        if flag in body and as_bool(body[flag], flag):
+            raise BadRequest(f"Unrecognized attribute(s) '{flag}'", "HTTPBadRequest")
+    if "enable_ndp_proxy" in body:
+        obj["enable_ndp_proxy"] = as_bool(body["enable_ndp_proxy"], "enable_ndp_proxy")
     if "availability_zone_hints" in body:
         obj["availability_zone_hints"] = as_str_list(body["availability_zone_hints"], "availability_zone_hints")
     if "flavor_id" in body:
         obj["flavor_id"] = body["flavor_id"]
+
+
+MAX_ROUTES = 30  # Neutron's max_routes default
+
+
+def _parse_routes(raw: object) -> list[dict[str, str]]:
+    try:
+        return ipam.validate_host_routes(raw if raw is not None else [])
+    except ipam.IpamError as exc:
+        raise addresses.ipam_error(exc) from exc
+
+
+def _invalid_routes(routes: list[dict[str, str]], reason: str) -> BadRequest:
+    return BadRequest(f"Invalid format for routes: {routes}, {reason}.", "InvalidRoutes")
+
+
+def _check_routes(txn: Txn, router_id: str, routes: list[dict[str, str]]) -> None:
+    """Neutron's ``_validate_routes``: count, then every nexthop on-link and not ours."""
+    if len(routes) > MAX_ROUTES:
+        raise BadRequest(
+            f"Unable to complete operation for {router_id}. The number of routes exceeds the maximum "
+            f"{MAX_ROUTES}.",
+            "RoutesExhausted",
+        )
+    nets: list[ipam.IPNetwork] = []
+    own: set[str] = set()
+    for port in txn.select("ports", device_id=router_id):
+        for fixed in port["fixed_ips"]:
+            subnet = txn.get("subnets", fixed["subnet_id"])
+            if subnet is not None:
+                nets.append(ipaddress.ip_network(subnet["cidr"]))
+            own.add(str(ipaddress.ip_address(fixed["ip_address"])))
+    for route in routes:
+        nexthop = ipaddress.ip_address(route["nexthop"])
+        if not any(nexthop.version == net.version and nexthop in net for net in nets):
+            raise _invalid_routes(routes, "the nexthop is not connected with router")
+        if str(nexthop) in own:
+            raise _invalid_routes(routes, "the nexthop is used by router")
+
+
+def _set_routes(txn: Txn, router: dict[str, Any], routes: list[dict[str, str]]) -> None:
+    _check_routes(txn, router["id"], routes)
+    router["routes"] = routes
+
+
+def extraroutes(txn: Txn, router_id: str, raw: object, adding: bool) -> dict[str, Any]:
+    """``PUT /v2.0/routers/{id}/add_extraroutes`` and ``remove_extraroutes``."""
+    router = get_or_404(txn, "routers", router_id)
+    if not isinstance(raw, dict) or set(raw) != {"router"} or not isinstance(raw["router"], dict):
+        raise BadRequest("Body must be {\"router\": {\"routes\": [...]}}", "HTTPBadRequest")
+    unknown = sorted(set(raw["router"]) - {"routes"})
+    if unknown:
+        raise BadRequest(f"Unrecognized attribute(s) '{', '.join(unknown)}'", "HTTPBadRequest")
+    if "routes" not in raw["router"]:
+        raise BadRequest("Failed to parse request. Required attribute 'routes' not specified", "HTTPBadRequest")
+    given = _parse_routes(raw["router"]["routes"])
+    old = list(router["routes"])
+    if adding:
+        new = old + [r for i, r in enumerate(given) if r not in old and r not in given[:i]]
+        _set_routes(txn, router, new)
+    else:
+        router["routes"] = [r for r in old if r not in given]
+    if router["routes"] != old:
+        save(txn, "routers", router)
+    return router
 
 
 def create_router(txn: Txn, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
@@ -66,12 +144,16 @@ def create_router(txn: Txn, body: dict[str, Any], caller: Caller) -> dict[str, A
         }
     )
     _router_attrs(obj, body)
+    if "routes" in body:
+        _set_routes(txn, obj, _parse_routes(body["routes"]))
     return create(txn, "routers", obj)
 
 
 def update_router(txn: Txn, router_id: str, body: dict[str, Any]) -> dict[str, Any]:
     obj = get_or_404(txn, "routers", router_id)
     _router_attrs(obj, body)
+    if "routes" in body:
+        _set_routes(txn, obj, _parse_routes(body["routes"]))
     return save(txn, "routers", obj)
 
 
@@ -192,6 +274,8 @@ def remove_interface(txn: Txn, router_id: str, raw: object) -> dict[str, Any]:
             )
     else:
         raise BadRequest("Bad router request: Either subnet_id or port_id must be specified.", "BadRequest")
+    leaving = [f["subnet_id"] for f in port["fixed_ips"] if not subnet_id or port_id or f["subnet_id"] == subnet_id]
+    _check_routes_survive(txn, router, leaving)
     info = _info(router, port)
     if subnet_id and not port_id and len(port["fixed_ips"]) > 1:
         # Only this subnet leaves the router; the port keeps its other addresses.
@@ -203,3 +287,20 @@ def remove_interface(txn: Txn, router_id: str, raw: object) -> dict[str, Any]:
         remove_port(txn, port)
     save(txn, "routers", router)
     return info
+
+
+def _check_routes_survive(txn: Txn, router: dict[str, Any], leaving: list[str]) -> None:
+    """Neutron's ``_confirm_router_interface_not_in_use`` for extra routes."""
+    for subnet_id in leaving:
+        subnet = txn.get("subnets", subnet_id)
+        if subnet is None:
+            continue
+        net = ipaddress.ip_network(subnet["cidr"])
+        for route in router["routes"]:
+            nexthop = ipaddress.ip_address(route["nexthop"])
+            if nexthop.version == net.version and nexthop in net:
+                raise Conflict(
+                    f"Router interface for subnet {subnet_id} on router {router['id']} cannot be deleted, "
+                    f"as it is required by one or more routes.",
+                    "RouterInterfaceInUseByRoute",
+                )

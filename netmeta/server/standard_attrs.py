@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from netmeta.server.errors import not_found
+from netmeta.server.port_dns import dns_assignment
 from netmeta.store.database import Txn
 
 
@@ -48,7 +49,14 @@ def base(obj_id: str, project_id: str, now: str) -> dict[str, Any]:
     }
 
 
+def _derived(txn: Txn, kind: str, obj: dict[str, Any]) -> None:
+    """Attributes computed from others, refreshed on every write (a port's ``dns_assignment``)."""
+    if kind == "ports":
+        obj["dns_assignment"] = dns_assignment(obj, txn.dns_domain)
+
+
 def create(txn: Txn, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    _derived(txn, kind, obj)
     txn.add(kind, obj)
     return obj
 
@@ -57,6 +65,7 @@ def save(txn: Txn, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     """Persist a modified object: one revision, one MODIFIED event."""
     obj["revision_number"] = int(obj.get("revision_number", 0)) + 1
     obj["updated_at"] = txn.now
+    _derived(txn, kind, obj)
     txn.update(kind, obj)
     return obj
 

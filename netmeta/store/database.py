@@ -108,6 +108,10 @@ def _where(kind: str, columns: tuple[str, ...], what: str) -> Any:
 class Txn:
     """One write transaction: resource rows, allocations and the change log."""
 
+    # The server's dns_domain setting, for attributes derived on write (a
+    # port's dns_assignment); the server sets it on each transaction.
+    dns_domain: str = "openstacklocal"
+
     def __init__(self, conn: Connection, revision: int, now: str) -> None:
         self.conn = conn
         self.revision = revision
