@@ -55,4 +55,19 @@ if [ $with_tests -eq 1 ] && [ ! -d .cache/cloud-init/usr/lib/python3/dist-packag
   rm -rf .cache/cloud-init
   dpkg-deb -x .cache/debs/cloud-init_*.deb .cache/cloud-init
 fi
+# The differential tests (tests/upstream) run OpenStack's own code, from PyPI,
+# in a virtualenv of its own: Neutron's and Nova's pins clash with the
+# openstack CLI's in .venv. A marker names the releases, so a second setup
+# is instant and changing UPSTREAM rebuilds it.
+UPSTREAM="neutron==29.0.0 nova==34.0.0"
+marker=".cache/upstream-venv/.installed-$(echo "$UPSTREAM" | tr ' =' '_-')"
+if [ $with_tests -eq 1 ] && [ ! -e "$marker" ]; then
+  echo "setup: installing $UPSTREAM into .cache/upstream-venv (for tests/upstream)"
+  rm -rf .cache/upstream-venv
+  "$python" -m venv .cache/upstream-venv
+  .cache/upstream-venv/bin/pip install -q --upgrade pip >/dev/null
+  # shellcheck disable=SC2086
+  .cache/upstream-venv/bin/pip install -q $UPSTREAM >/dev/null
+  touch "$marker"
+fi
 echo "setup: done (.venv/bin/netmeta)"

@@ -174,6 +174,37 @@ def metadata_address_on_tap(config: Config) -> bool:
     return config.force_metadata or config.enable_isolated_metadata
 
 
+# --- the namespace's default route -------------------------------------------
+
+
+@dataclass(frozen=True)
+class DefaultRoute:
+    """The qdhcp namespace's IPv4 default route; ``onlink`` when the gateway lies outside its subnet."""
+
+    gateway: str
+    onlink: bool = False
+
+
+def default_route(snapshot: Snapshot, network_id: NetworkId) -> DefaultRoute | None:
+    """Neutron's ``DeviceManager._set_default_route`` for IPv4.
+
+    Via the gateway of the first (by id) DHCP-enabled IPv4 subnet that has
+    one; a gateway outside that subnet first gets an on-link route. No such
+    subnet: no default route. dnsmasq answers on-link clients either way;
+    the route is what lets DNS forwarding and replies to routed clients
+    (a relay, another subnet behind the router) leave the namespace.
+    """
+    for subnet in _dhcp_subnets(snapshot, network_id):
+        if subnet.gateway_ip is None:
+            continue
+        try:
+            inside = ipaddress.ip_address(subnet.gateway_ip) in ipaddress.ip_network(subnet.cidr, strict=False)
+        except ValueError:
+            inside = False
+        return DefaultRoute(subnet.gateway_ip, onlink=not inside)
+    return None
+
+
 # --- the opts file ----------------------------------------------------------
 
 
@@ -565,6 +596,7 @@ class DhcpNetworkSpec:
     # "opts", "host", "addn_hosts" → file text (each line newline-terminated).
     files: Mapping[str, str] = field(default_factory=dict)
     listener_wanted: bool = False
+    route: DefaultRoute | None = None
 
     @property
     def argv(self) -> list[str]:
@@ -626,5 +658,6 @@ def desired_dhcp(
             dnsmasq=spec,
             files=files,
             listener_wanted=dhcp_listener_wanted(snapshot, network_id, config),
+            route=default_route(snapshot, network_id),
         )
     return out

@@ -30,7 +30,8 @@ from netmeta.server.errors import BadRequest
 
 DNS_DOMAIN_DEFAULT = "openstacklocal."
 FQDN_MAX = 255  # neutron-lib FQDN_FIELD_SIZE
-_LABEL = re.compile(r"^([a-z0-9-]{1,63})$", re.IGNORECASE)
+# neutron-lib DNS_LABEL_REGEX: lower case only (a label of 63 characters is the limit).
+_LABEL = re.compile(r"^[a-z0-9-]{1,63}$", re.ASCII)
 # Options whose value may be blank (neutron-lib VALID_BLANK_EXTRA_DHCP_OPTS).
 BLANK_OK = ("router", "classless-static-route")
 OPT_NAME_MAX, OPT_VALUE_MAX = 64, 255
@@ -162,6 +163,11 @@ def parse_extra_dhcp_opts(raw: object) -> list[dict[str, Any]] | None:
         return None
     if not isinstance(raw, list):
         raise _invalid("extra_dhcp_opts", f"'{raw}' is not a list")
+    seen: list[object] = []
+    for item in raw:
+        if item in seen:
+            raise _invalid("extra_dhcp_opts", f"Duplicate items in the list: '{item}'")
+        seen.append(item)
     out: list[dict[str, Any]] = []
     for item in raw:
         reason = _opt_error(item)
