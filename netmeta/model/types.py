@@ -152,6 +152,8 @@ class Instance:
     launch_index: int = 0
     created_at: str = ""
     password: str | None = None
+    # Its ports in attach order (the server's instance "ports" list).
+    port_ids: tuple[PortId, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,7 @@ def instance_from_api(d: Mapping[str, Any]) -> Instance:
         launch_index=int(d.get("launch_index") or 0),
         created_at=d.get("created_at") or "",
         password=d.get("password"),
+        port_ids=tuple(PortId(p) for p in d.get("ports") or ()),
     )
 
 

@@ -33,10 +33,21 @@ LATEST_EC2 = {
             "reservation-id", "security-groups", "local-hostname", "public-hostname", "public-ipv4",
             "instance-type", "instance-action", "block-device-mapping/", "block-device-mapping/ami",
             "block-device-mapping/root", "placement/", "placement/availability-zone", "public-keys/",
-            "public-keys/0/", "public-keys/0/openssh-key",
+            "public-keys/0/", "public-keys/0/openssh-key", "mac", "network/", "network/interfaces/",
+            "network/interfaces/macs/",
         )
     },
 }
+
+
+def _with_interfaces(expected: dict[str, str], seen: dict[str, str]) -> dict[str, str]:
+    """Add each network/interfaces/macs/<mac>/ leaf (AWS's names; the MACs are the world's)."""
+    leaves = ("", "device-number", "interface-id", "local-hostname", "local-ipv4s", "mac", "owner-id",
+              "subnet-id", "subnet-ipv4-cidr-block", "vpc-id")
+    macs = {p.split("/")[6] for p in seen if p.startswith("/latest/meta-data/network/interfaces/macs/") and
+            len(p.split("/")) > 7}
+    return {**expected, **{f"/latest/meta-data/network/interfaces/macs/{m}/{leaf}": TEXT
+                           for m in macs for leaf in leaves}}
 LATEST_OPENSTACK = {
     "/openstack/latest": TEXT,
     "/openstack/latest/meta_data.json": JSON,
@@ -86,7 +97,8 @@ async def test_every_url_of_both_trees_answers_and_latest_is_pinned() -> None:
     seen = await crawl()
     latest_ec2 = {p: r.content_type for p, r in seen.items() if p.startswith("/latest")}
     latest_os = {p: r.content_type for p, r in seen.items() if p.startswith("/openstack/latest")}
-    assert latest_ec2 == LATEST_EC2
+    assert latest_ec2 == _with_interfaces(LATEST_EC2, latest_ec2)
+    assert any("/macs/fa:16:3e" in p for p in latest_ec2)
     assert latest_os == LATEST_OPENSTACK
     # Every version of both trees was crawled.
     assert {p.split("/")[1] for p in seen if not p.startswith("/openstack") and p != "/"} == {

@@ -226,8 +226,10 @@ EC2_KEYS = {
     "2007-12-15": EC2_BASE + V2007_01 + ["instance-type", "block-device-mapping/"],
     "2008-02-01": EC2_BASE + V2007_01 + ["instance-type", "block-device-mapping/", "placement/"],
     "2008-09-01": EC2_BASE + V2007_01 + ["instance-type", "block-device-mapping/", "placement/", "instance-action"],
-    "2009-04-04": EC2_BASE + V2007_01 + ["instance-type", "block-device-mapping/", "placement/", "instance-action"],
-    "latest": EC2_BASE + V2007_01 + ["instance-type", "block-device-mapping/", "placement/", "instance-action"],
+    "2009-04-04": EC2_BASE + V2007_01 + ["instance-type", "block-device-mapping/", "placement/", "instance-action",
+                                         "mac", "network/"],
+    "latest": EC2_BASE + V2007_01 + ["instance-type", "block-device-mapping/", "placement/", "instance-action",
+                                     "mac", "network/"],
 }
 
 

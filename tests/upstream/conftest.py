@@ -54,6 +54,8 @@ class Bridge:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
 
 
 class Upstream:

@@ -286,7 +286,8 @@ def _drop_allowed_network_data(doc: dict[str, Any]) -> dict[str, Any]:
 @given(world=instance_world())
 def test_metadata_documents_match_nova(upstream: Any, world: dict[str, Any]) -> None:
     hostname = sanitize_hostname(world["name"], INSTANCE)
-    instance = {"id": INSTANCE, "name": world["name"], "hostname": hostname, "project_id": "p"}
+    instance = {"id": INSTANCE, "name": world["name"], "hostname": hostname, "project_id": "p",
+                "ports": [p["id"] for p in world["ports"]]}
     state = {"networks": [{"id": NET, "name": "n", "project_id": "p", "mtu": 1450}], "subnets": world["subnets"],
              "ports": [*world["ports"], world["dhcp_port"]], "instances": [instance]}
     snap = snapshot_from_state(state)

@@ -13,6 +13,13 @@ across restarts and hosts, and needs no table. Ids that are not UUIDs fall
 back to the first 32 bits of their SHA-256. There are no images, so the AMI
 is one fixed ``ami-00000001``.
 
+``mac`` and ``network/interfaces/macs/<mac>/`` (device-number, interface-id,
+local-hostname, local-ipv4s, mac, owner-id, subnet-id,
+subnet-ipv4-cidr-block, vpc-id — the network id) are AWS's, not Nova's (Nova
+34 answers 404): served from 2009-04-04 (and so ``latest``) because EC2
+tools, cloud-init's Ec2 datasource among them, configure interfaces from
+them. The first port attached is the primary interface.
+
 ``/<version>/dynamic/instance-identity/document`` is AWS's, not Nova's; it
 is served from 2009-04-04 (and so ``latest``) for tools such as botocore and
 ec2-metadata that read the region and account from it.
@@ -110,7 +117,32 @@ def meta_data(data: InstanceData, version: str) -> dict[str, Node]:
         md["placement"] = {"availability-zone": inst.availability_zone}
     if _at_least("2008-09-01", version):
         md["instance-action"] = "none"
+    if _at_least("2009-04-04", version) and data.ports:
+        md["mac"] = data.ports[0].mac_address
+        md["network"] = interfaces(data)
     return md
+
+
+def interfaces(data: InstanceData) -> dict[str, Node]:
+    """AWS's ``network/interfaces/macs/<mac>/`` (not Nova's: see the module docstring)."""
+    macs: dict[str, Node] = {}
+    for number, port in enumerate(data.ports):
+        v4 = [(data.subnets[f.subnet_id], f.ip_address) for f in port.fixed_ips
+              if f.subnet_id in data.subnets and data.subnets[f.subnet_id].ip_version == 4]
+        entry: dict[str, Node] = {
+            "device-number": number,
+            "interface-id": port.id,
+            "local-hostname": data.hostname,
+            "local-ipv4s": "\n".join(ip for _, ip in v4),
+            "mac": port.mac_address,
+            "owner-id": data.instance.project_id,
+            "vpc-id": port.network_id,
+        }
+        if v4:
+            entry["subnet-id"] = v4[0][0].id
+            entry["subnet-ipv4-cidr-block"] = v4[0][0].cidr
+        macs[port.mac_address] = entry
+    return {"interfaces": {"macs": macs}}
 
 
 def identity_document(data: InstanceData) -> dict[str, Any]:

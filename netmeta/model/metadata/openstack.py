@@ -139,7 +139,7 @@ def network_data(data: InstanceData) -> dict[str, Any]:
     """``network_data.json``, Nova's ``get_network_metadata``.
 
     One link per port that has an address (``tap<port[:11]>``, Nova's device
-    name), ports by id. Per port, the first IPv4 and the first IPv6 subnet by
+    name), in attach order. Per port, the first IPv4 and the first IPv6 subnet by
     subnet id (see :func:`_port_subnets`), each with the port's first address
     there. A subnet with an ``ipv6_address_mode`` is ``ipv6_slaac``,
     ``ipv6_dhcpv6-stateful`` or ``ipv6_dhcpv6-stateless`` with its address,

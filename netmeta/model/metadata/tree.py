@@ -121,7 +121,7 @@ class InstanceData:
     """One instance and the network objects its metadata is built from."""
 
     instance: Instance
-    # The instance's ports, sorted by id: a stable order for network_data.json.
+    # The instance's ports in attach order (then by id): Nova's VIF order.
     ports: tuple[Port, ...]
     subnets: Mapping[SubnetId, Subnet]
     networks: Mapping[NetworkId, Network]
@@ -150,7 +150,7 @@ class InstanceData:
     def fixed_ipv4(self) -> list[str]:
         """Every fixed IPv4 of the instance in Nova's order (``NetworkInfo.fixed_ips``).
 
-        Ports by id; within a port its subnets by id; within a subnet the
+        Ports in attach order; within a port its subnets by id; within a subnet the
         port's order. So ``local-ipv4`` is the first port's address on its
         lowest-id IPv4 subnet, whichever address the guest asked from, as in
         Nova.
@@ -177,7 +177,11 @@ def instance_data(
     architecture: str = "x86_64",
 ) -> InstanceData:
     """Gather the instance's ports and their subnets and networks from ``snapshot``."""
-    ports = tuple(snapshot.ports_of_device(instance.id))
+    # Attach order, as Nova keeps its network info; ports the instance list
+    # does not name (bound some other way) follow, by id.
+    found = snapshot.ports_of_device(instance.id)
+    rank = {port_id: i for i, port_id in enumerate(instance.port_ids)}
+    ports = tuple(sorted(found, key=lambda p: (rank.get(p.id, len(rank)), p.id)))
     subnet_ids = {f.subnet_id for p in ports for f in p.fixed_ips}
     network_ids = {p.network_id for p in ports}
     dhcp_subnets = frozenset(
