@@ -14,6 +14,9 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from netmeta.config import Config
+from netmeta.credentials import AuthFailed, TokenSource, admin_tokens, service_tokens
+
 
 class ApiError(Exception):
     """The API refused a request; ``status`` and Neutron's ``type`` say why."""
@@ -30,25 +33,44 @@ class ApiUnavailable(ApiError):
 
 
 class Client:
-    def __init__(self, api_url: str, timeout: float = 10.0) -> None:
+    """``tokens`` (see :mod:`netmeta.credentials`) adds ``X-Auth-Token``; None: noauth."""
+
+    def __init__(self, api_url: str, timeout: float = 10.0, tokens: TokenSource | None = None) -> None:
         self.api_url = api_url.rstrip("/")
         self.timeout = timeout
+        self.tokens = tokens
+
+    @classmethod
+    def for_config(cls, config: Config, *, admin: bool = False, timeout: float = 10.0) -> "Client":
+        """A client that logs in as netmeta's service user (or the bootstrap admin)."""
+        tokens = admin_tokens(config) if admin else service_tokens(config)
+        return cls(config.api_url, timeout=timeout, tokens=tokens)
 
     def request(self, method: str, path: str, body: Any = None, **query: str) -> Any:
         url = self.api_url + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(url, data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            raise _error_from(exc) from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise ApiUnavailable(0, "Unavailable", f"no API at {self.api_url}: {exc}") from exc
+        for attempt in range(2):
+            req = urllib.request.Request(url, data=data, method=method)
+            if data is not None:
+                req.add_header("Content-Type", "application/json")
+            if self.tokens is not None and path != "/":
+                try:
+                    req.add_header("X-Auth-Token", self.tokens.get())
+                except AuthFailed as exc:
+                    raise ApiError(401, "Unauthorized", str(exc)) from None
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    raw = resp.read()
+                break
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401 and self.tokens is not None and attempt == 0:
+                    self.tokens.invalidate()  # expired or from a reset identity: log in once more
+                    continue
+                raise _error_from(exc) from None
+            except (urllib.error.URLError, OSError) as exc:
+                raise ApiUnavailable(0, "Unavailable", f"no API at {self.api_url}: {exc}") from exc
         return json.loads(raw) if raw else None
 
     # --- convenience ---------------------------------------------------
@@ -87,7 +109,9 @@ class Client:
 def _error_from(exc: urllib.error.HTTPError) -> ApiError:
     try:
         body = json.loads(exc.read() or b"{}")
-        err = body.get("NeutronError") or {}
+        err = body.get("NeutronError") or (body.get("error") if isinstance(body.get("error"), dict) else {})
+        if "title" in err:
+            err = {"type": err["title"], "message": err.get("message", "")}
         return ApiError(exc.code, err.get("type", "Error"), err.get("message", exc.reason))
     except (ValueError, AttributeError):
         return ApiError(exc.code, "Error", str(exc.reason))

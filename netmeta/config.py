@@ -4,7 +4,7 @@ Option names are Neutron's (``dhcp_agent.ini``, ``l3_agent.ini``,
 ``metadata_agent.ini``) wherever the meaning is the same, so an operator's
 existing knowledge and files carry over. Every command accepts
 ``--config FILE``: an INI file with a ``[DEFAULT]`` section (and optionally
-``[metadata_rate_limiting]``), read once by :func:`load`; command-line flags
+``[metadata_rate_limiting]`` and ``[keystone_authtoken]``), read once by :func:`load`; command-line flags
 override what the file says.
 
 This module does no I/O besides reading the given file in :func:`load`.
@@ -13,6 +13,7 @@ This module does no I/O besides reading the given file in :func:`load`.
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import dataclasses
 import os
 from dataclasses import dataclass, field, fields
@@ -43,6 +44,32 @@ class RateLimitConfig:
 
 
 @dataclass(frozen=True)
+class KeystoneAuthtoken:
+    """Neutron's ``[keystone_authtoken]`` group: an external Keystone.
+
+    With ``auth_url`` empty (the default) netmeta's own embedded identity
+    service issues and checks tokens. With it set, tokens are validated
+    against that Keystone (as keystonemiddleware does, with a cache), and
+    the agent, metadata process and ``netmeta vm`` log in there with the
+    ``username``/``password`` service account given here.
+    """
+
+    # Where clients are told to authenticate (WWW-Authenticate); defaults to auth_url.
+    www_authenticate_uri: str = ""
+    # The Keystone netmeta talks to (…/v3 or the unversioned root).
+    auth_url: str = ""
+    auth_type: str = "password"
+    username: str = ""
+    password: str = ""
+    project_name: str = "service"
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+    region_name: str = ""
+    # Seconds a validated token is trusted without asking Keystone again.
+    token_cache_time: int = 300
+
+
+@dataclass(frozen=True)
 class Config:
     """One flat set of settings shared by server, agent, metadata and guests."""
 
@@ -52,8 +79,12 @@ class Config:
     bind: str = DEFAULT_API_BIND
     # SQLAlchemy URL; empty means the embedded SQLite file in state_dir.
     db: str = ""
-    # Project given to resources created without one (there is no Keystone).
+    # Project given to resources created without one under noauth.
     default_project_id: str = "netmeta"
+    # Neutron's option: "keystone" needs a token on every API request (the
+    # embedded identity service, or [keystone_authtoken]); "noauth" trusts
+    # every caller as admin and is refused unless the API binds loopback.
+    auth_strategy: str = "keystone"
     # How many revisions the change feed keeps; a watcher further behind is
     # told to list again (HTTP 410), as a Kubernetes watch is.
     change_log_retention: int = 10000
@@ -110,6 +141,7 @@ class Config:
     # IP TTL of token responses, so a token cannot be relayed past the guest.
     imds_token_hop_limit: int = 1
     rate_limiting: RateLimitConfig = field(default_factory=RateLimitConfig)
+    keystone_authtoken: KeystoneAuthtoken = field(default_factory=KeystoneAuthtoken)
 
     # --- logs (see netmeta.logs) ---
     # "text" (one line for a person) or "json" (one object a line, for a shipper).
@@ -142,6 +174,13 @@ class Config:
             raise ConfigError("metadata_port must be a TCP port number")
         if self.imds_tokens not in ("optional", "required", "off"):
             raise ConfigError("imds_tokens must be 'optional', 'required' or 'off'")
+        if self.auth_strategy not in ("keystone", "noauth"):
+            raise ConfigError("auth_strategy must be 'keystone' or 'noauth'")
+        if self.auth_strategy == "noauth" and not bind_is_loopback(self.bind):
+            raise ConfigError(
+                f"auth_strategy = noauth makes every caller an admin: it is only allowed on a loopback bind "
+                f"(127.0.0.1, ::1), not {self.bind}; use auth_strategy = keystone"
+            )
         if self.metadata_backend not in ("local", "nova"):
             raise ConfigError("metadata_backend must be 'local' or 'nova'")
         if self.max_request_body_size < 1024:
@@ -160,11 +199,26 @@ class Config:
         return self.db or f"sqlite:///{os.path.join(self.state_dir, 'netmeta.sqlite')}"
 
     @property
+    def embedded_identity(self) -> bool:
+        """True when netmeta issues the tokens itself (keystone, no external auth_url)."""
+        return self.auth_strategy == "keystone" and not self.keystone_authtoken.auth_url
+
+    @property
     def api_url(self) -> str:
         return f"http://{self.bind}"
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
+
+
+def bind_is_loopback(bind: str) -> bool:
+    host = bind.rpartition(":")[0].strip("[]") or "127.0.0.1"
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -193,7 +247,7 @@ def _coerce(name: str, kind: Any, raw: str) -> Any:
 
 
 def _section(cls: type, values: Mapping[str, str], where: str) -> dict[str, Any]:
-    known = {f.name: f for f in fields(cls) if f.name != "rate_limiting"}
+    known = {f.name: f for f in fields(cls) if f.name not in ("rate_limiting", "keystone_authtoken")}
     out: dict[str, Any] = {}
     for key, raw in values.items():
         if key not in known:
@@ -211,15 +265,18 @@ def parse(text: str) -> Config:
         raise ConfigError(f"cannot parse config: {exc}") from exc
     main: dict[str, Any] = {}
     rate: dict[str, Any] = {}
+    keystone: dict[str, Any] = {}
     for section in parser.sections():
         values = dict(parser.items(section))
         if section == "DEFAULT":
             main.update(_section(Config, values, section))
         elif section == "metadata_rate_limiting":
             rate.update(_section(RateLimitConfig, values, section))
+        elif section == "keystone_authtoken":
+            keystone.update(_section(KeystoneAuthtoken, values, section))
         else:
             raise ConfigError(f"unknown section [{section}]")
-    return Config(**main, rate_limiting=RateLimitConfig(**rate))
+    return Config(**main, rate_limiting=RateLimitConfig(**rate), keystone_authtoken=KeystoneAuthtoken(**keystone))
 
 
 def load(path: str | None, **overrides: Any) -> Config:

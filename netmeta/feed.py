@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable
 
 import aiohttp
 
+from netmeta.credentials import AuthFailed, TokenSource
 from netmeta.model.types import PARSERS, Snapshot
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,10 @@ class FeedFollower:
         on_change: Callable[[Snapshot], Awaitable[None] | None] | None = None,
         *,
         watch_timeout: float = 25.0,
+        tokens: TokenSource | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
+        self.tokens = tokens
         self.on_change = on_change
         self.watch_timeout = watch_timeout
         self.snapshot = Snapshot()
@@ -65,7 +68,7 @@ class FeedFollower:
                     raise
                 except RelistNeeded:
                     log.info("change feed compacted past revision %d: listing again", self._revision)
-                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as exc:
+                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, AuthFailed) as exc:
                     log.warning("change feed unavailable (%s); retrying in %.1fs", exc, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -77,9 +80,17 @@ class FeedFollower:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
 
+    async def _headers(self) -> dict[str, str]:
+        return {"X-Auth-Token": await self.tokens.aget()} if self.tokens is not None else {}
+
+    def _check(self, resp: aiohttp.ClientResponse) -> None:
+        if resp.status == 401 and self.tokens is not None:
+            self.tokens.invalidate()  # the next attempt logs in again
+        resp.raise_for_status()
+
     async def _list(self, session: aiohttp.ClientSession) -> None:
-        async with session.get(f"{self.api_url}/netmeta/v1/state") as resp:
-            resp.raise_for_status()
+        async with session.get(f"{self.api_url}/netmeta/v1/state", headers=await self._headers()) as resp:
+            self._check(resp)
             state = await resp.json()
         self._objects = {k: {o["id"]: PARSERS[k](o) for o in state.get(k) or ()} for k in KINDS}
         self._revision = int(state["revision"])
@@ -89,10 +100,10 @@ class FeedFollower:
     async def _watch_once(self, session: aiohttp.ClientSession) -> None:
         url = f"{self.api_url}/netmeta/v1/watch"
         params = {"since": str(self._revision), "timeout": str(self.watch_timeout)}
-        async with session.get(url, params=params) as resp:
+        async with session.get(url, params=params, headers=await self._headers()) as resp:
             if resp.status == 410:
                 raise RelistNeeded()
-            resp.raise_for_status()
+            self._check(resp)
             body = await resp.json()
         events = body.get("events") or []
         for event in events:

@@ -22,6 +22,7 @@ from typing import Any
 
 from netmeta.agent.reconciler import PassReport, Reconciler
 from netmeta.config import Config
+from netmeta.credentials import service_tokens
 from netmeta.feed import FeedFollower
 from netmeta.model.types import Snapshot
 from netmeta.status import read_status as read_component_status
@@ -39,7 +40,7 @@ class Agent:
         self.config = config
         self.reconciler = Reconciler(config, on_done=self._unit_done)
         self._loop_ref: asyncio.AbstractEventLoop | None = None
-        self.follower = FeedFollower(config.api_url, self._on_change)
+        self.follower = FeedFollower(config.api_url, self._on_change, tokens=service_tokens(config))
         self.resync_interval = resync_interval
         self.full_resync_interval = full_resync_interval
         self._wake = asyncio.Event()

@@ -55,7 +55,7 @@ def start_stack(args: argparse.Namespace, config: Config, log_dir: str | None = 
     from netmeta.client import Client
     from netmeta.cli.waiting import wait_for_api
 
-    wait_for_api(Client(config.api_url))
+    wait_for_api(Client.for_config(config))
     for component in components[1:]:
         component.start()
     return components
@@ -76,7 +76,13 @@ def cmd_up(args: argparse.Namespace, config: Config) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     components = start_stack(args, config)
     print(f"netmeta is up: API {config.api_url}  state {config.state_dir}  logs {config.state_dir}/log")
-    print(f"  openstack --os-auth-type none --os-endpoint {config.api_url} network list")
+    if config.embedded_identity:
+        clouds = os.path.join(config.state_dir, "clouds.yaml")
+        print(f"  export OS_CLIENT_CONFIG_FILE={clouds} OS_CLOUD=netmeta; openstack network list")
+    elif config.auth_strategy == "keystone":
+        print(f"  tokens from {config.keystone_authtoken.auth_url}; openstack --os-cloud <yours> network list")
+    else:
+        print(f"  openstack --os-auth-type none --os-endpoint {config.api_url} network list")
     try:
         watch(components)
     except KeyboardInterrupt:

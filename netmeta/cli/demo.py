@@ -91,7 +91,7 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     say.title(f"starting netmeta: API {config.api_url}, state in {state_dir}")
     say.say(f"enable_isolated_metadata = {config.enable_isolated_metadata}, force_metadata = {config.force_metadata}")
     components = start_stack(args, config)
-    client = Client(config.api_url)
+    client = Client.for_config(config, admin=True)  # the operator, as clouds.yaml's "netmeta" cloud
     guests = Guests(config, client)
     try:
         _walk(say, config, client, guests, components, until)

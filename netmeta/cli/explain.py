@@ -119,7 +119,7 @@ def cmd_explain(args: argparse.Namespace, config: Config) -> int:
 
     try:
         guest = _find_guest(config, args.guest)
-        snapshot = snapshot_from_state(Client(config.api_url).state())
+        snapshot = snapshot_from_state(Client.for_config(config).state())
     except (GuestError, ApiError, OSError) as exc:
         print(f"netmeta: {exc}", file=sys.stderr)
         return 1

@@ -115,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Any = args.handler
     try:
         return int(handler(args, config) or 0)
+    except ConfigError as exc:
+        print(f"netmeta: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -78,6 +78,9 @@ SETTINGS: tuple[Setting, ...] = (
             EVERY, metavar="DIR"),
     Setting("bind", "--bind", "API address host:port; the server listens there, the others call it "
             "(default 127.0.0.1:9696)", _roles(SERVER, AGENT, METADATA, GUESTS, EXPLAIN, STATUS), metavar="HOST:PORT"),
+    Setting("auth_strategy", "--auth-strategy",
+            "keystone (a token on every API call; the default) or noauth (everyone is admin; loopback only)",
+            EVERY, ("keystone", "noauth")),
     Setting("db", "--db", "SQLAlchemy URL, e.g. postgresql://user@host/db (default: SQLite in the state dir)",
             _roles(SERVER), metavar="URL"),
     Setting("change_log_retention", "--change-log-retention",

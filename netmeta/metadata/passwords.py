@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import aiohttp
 
+from netmeta.credentials import AuthFailed, TokenSource
+
 
 class PasswordRejected(Exception):
     """The server refused the password for a reason other than "already set"."""
@@ -17,15 +19,22 @@ class PasswordRejected(Exception):
 class ApiPasswordStore:
     """Sets an instance's password once, through the server's instances API."""
 
-    def __init__(self, api_url: str) -> None:
+    def __init__(self, api_url: str, tokens: TokenSource | None = None) -> None:
         self.api_url = api_url.rstrip("/")
+        self.tokens = tokens
 
     async def set_password(self, instance_id: str, value: str) -> bool:
         """True when stored; False when the instance already had one (409)."""
         url = f"{self.api_url}/netmeta/v1/instances/{instance_id}/password"
         timeout = aiohttp.ClientTimeout(total=5)
+        try:
+            headers = {"X-Auth-Token": await self.tokens.aget()} if self.tokens is not None else {}
+        except AuthFailed as exc:
+            raise PasswordRejected(str(exc)) from exc
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.post(url, json={"password": value}) as resp:
+            async with session.post(url, json={"password": value}, headers=headers) as resp:
+                if resp.status == 401 and self.tokens is not None:
+                    self.tokens.invalidate()
                 if resp.status == 409:
                     return False
                 if resp.status >= 400:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netmeta.config import Config
+from netmeta.credentials import service_tokens
 from netmeta.drivers import netns, sockets
 from netmeta.feed import FeedFollower
 from netmeta.metadata.app import MetadataApp
@@ -66,8 +67,10 @@ class _Open:
 class MetadataService:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.follower = FeedFollower(config.api_url, self._on_change)
-        self.app = MetadataApp(config, lambda: self.follower.snapshot, ApiPasswordStore(config.api_url))
+        # One service-user token for the feed and for guests' passwords.
+        tokens = service_tokens(config)
+        self.follower = FeedFollower(config.api_url, self._on_change, tokens=tokens)
+        self.app = MetadataApp(config, lambda: self.follower.snapshot, ApiPasswordStore(config.api_url, tokens))
         # Limits, connection caps and the access log of every listener's connections.
         self.http = HttpShared()
         self.open: dict[tuple[str, str], _Open] = {}

@@ -12,7 +12,7 @@ import sys
 
 from netmeta import logs
 from netmeta.cli.options import SERVER, add_settings, overrides
-from netmeta.config import load
+from netmeta.config import ConfigError, load
 from netmeta.server.app import run
 
 
@@ -20,14 +20,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m netmeta.server")
     add_settings(parser, [SERVER])
     args = parser.parse_args(argv)
-    config = load(args.config, **overrides(args))
+    try:
+        config = load(args.config, **overrides(args))
+    except ConfigError as exc:
+        print(f"netmeta server: {exc}", file=sys.stderr)
+        sys.exit(2)
     logs.setup("server", config.state_dir, log_format=config.log_format, verbose=args.verbose,
                console=config.log_console, max_bytes=config.log_max_bytes, backup_count=config.log_backup_count)
 
     def announce(bound: str) -> None:
         print(f"netmeta server listening on http://{bound}", flush=True)
 
-    run(config, on_bound=announce)
+    try:
+        run(config, on_bound=announce)
+    except ConfigError as exc:
+        print(f"netmeta server: {exc}", file=sys.stderr)
+        sys.exit(2)
     sys.stdout.flush()
 
 

@@ -7,7 +7,10 @@ Entry points:
 * :func:`serve` — run until cancelled; ``ready`` is set once the socket is
   bound, and ``on_bound`` receives the actual ``host:port`` (useful with
   port 0).
-* :func:`run` — blocking, for the CLI; SIGINT/SIGTERM stop it cleanly.
+* :func:`run` — blocking, for the CLI; SIGINT/SIGTERM stop it cleanly. It
+  first sets the umask to 077, refuses store and identity files that others
+  can read, and creates the embedded identity's files on first start
+  (:mod:`.identity`); :mod:`.auth` decides who each request comes from.
 
 The error middleware is the one place exceptions become HTTP answers: a
 :class:`~netmeta.server.errors.NeutronError` is rendered in Neutron's shape,
@@ -19,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from typing import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from netmeta.config import Config
-from netmeta.server import netmeta_api, neutron_api
+from netmeta.config import Config, ConfigError
+from netmeta.server import auth, identity, netmeta_api, neutron_api
 from netmeta.server.context import CTX, ChangeHub, ServerContext, dump
 from netmeta.server.errors import MethodNotAllowed, NeutronError, NotFound
 from netmeta.store.database import Database
@@ -66,8 +70,47 @@ async def neutron_errors(request: web.Request, handler: Handler) -> web.StreamRe
         return dump(body, status=500)
 
 
+PRIVATE_FILES = ("netmeta.sqlite", identity.IDENTITY_FILE, identity.KEY_FILE, identity.CLOUDS_FILE)
+
+
+def check_private_files(config: Config) -> None:
+    """Refuse to start on secrets other users can read (they were made elsewhere)."""
+    for name in PRIVATE_FILES:
+        path = os.path.join(config.state_dir, name)
+        try:
+            mode = os.stat(path).st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            raise ConfigError(f"{path} is mode {mode:04o}: other users could read it; "
+                              f"run `chmod 600 {path}` (and check who read it)")
+
+
+def prepare_state(config: Config) -> None:
+    """Before serving: private files only, then the identity files (once)."""
+    os.umask(0o077)  # everything this process creates is its own: no window
+    os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
+    check_private_files(config)
+    if config.embedded_identity:
+        identity.bootstrap(config.state_dir, config.api_url)
+
+
 def build_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[neutron_errors], client_max_size=config.max_request_body_size)
+    middlewares = [neutron_errors, auth.auth_middleware(config)]
+    app = web.Application(middlewares=middlewares, client_max_size=config.max_request_body_size)
+    if config.embedded_identity:
+        app[auth.IDENTITY] = identity.Identity(config.state_dir).load()
+        auth.add_identity_routes(app)
+    elif config.auth_strategy == "keystone":
+        from netmeta.credentials import TokenSource, service_credentials
+
+        source = TokenSource(service_credentials(config))
+        app[auth.EXTERNAL] = auth.ExternalValidator(config, source.aget, source.invalidate)
+
+        async def close_validator(app: web.Application) -> None:
+            await app[auth.EXTERNAL].close()
+
+        app.on_cleanup.append(close_validator)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
@@ -110,6 +153,8 @@ async def serve(
         addresses = runner.addresses
         actual = addresses[0][1] if addresses else port
         bound = f"{host}:{actual}" if ":" not in host else f"[{host}]:{actual}"
+        if config.embedded_identity:
+            identity.refresh_auth_url(config.state_dir, f"http://{bound}")
         if on_bound is not None:
             on_bound(bound)
         if ready is not None:
@@ -121,6 +166,8 @@ async def serve(
 
 def run(config: Config, on_bound: Callable[[str], None] | None = None) -> None:
     """Blocking entry point for the CLI: serve until SIGINT or SIGTERM."""
+
+    prepare_state(config)
 
     async def main() -> None:
         task = asyncio.create_task(serve(config, on_bound=on_bound))

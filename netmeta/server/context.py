@@ -62,7 +62,11 @@ class ServerContext:
     hub: ChangeHub = field(default_factory=ChangeHub)
 
     def caller(self, request: web.Request) -> Caller:
-        return Caller(request.headers.get("X-Project-Id") or self.config.default_project_id)
+        """Set by :mod:`.auth` for every request that got this far."""
+        caller = request.get("netmeta.caller")
+        if isinstance(caller, Caller):
+            return caller
+        return Caller(self.config.default_project_id, roles=frozenset())  # no rights at all
 
     async def write(self, fn: Callable[[Txn], T]) -> T:
         """One request, one transaction; watchers are woken after the commit."""

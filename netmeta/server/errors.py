@@ -10,6 +10,7 @@ the ``type`` string carries the Neutron name::
 
     NeutronError (500)
     ├── BadRequest (400)   InvalidInput, HTTPBadRequest, InvalidAllocationPool, …
+    ├── Forbidden (403)    PolicyNotAuthorized (visible, but not yours to change)
     ├── NotFound (404)     NetworkNotFound, SubnetNotFound, PortNotFound, …
     ├── Conflict (409)     IpAddressInUse, IpAddressGenerationFailure, NetworkInUse, …
     ├── Gone (410)         ResourceVersionTooOld (the change feed only)
@@ -47,6 +48,11 @@ class NeutronError(Exception):
 class BadRequest(NeutronError):
     status = 400
     default_type = "BadRequest"
+
+
+class Forbidden(NeutronError):
+    status = 403
+    default_type = "PolicyNotAuthorized"
 
 
 class NotFound(NeutronError):

@@ -30,10 +30,10 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import Connection
 
-from netmeta.server import filters, instances
+from netmeta.server import filters, instances, policy
 from netmeta.server.context import ctx, dump, json_body, raw_json
-from netmeta.server.errors import BadRequest, Gone, not_found
-from netmeta.store.database import changes_since, current_revision, load_bodies, load_one
+from netmeta.server.errors import BadRequest, Gone
+from netmeta.store.database import Txn, changes_since, current_revision, load_bodies, load_one
 
 KINDS = ("networks", "subnets", "ports", "routers", "instances")
 MAX_EVENTS = 5000
@@ -48,14 +48,21 @@ async def create_instance(request: web.Request) -> web.Response:
     body = await json_body(request)
     server = ctx(request)
     caller = server.caller(request)
-    obj = await server.write(lambda txn: instances.create_instance(txn, body, caller))
+
+    def write(txn: Txn) -> dict[str, Any]:
+        policy.check_instance_create(caller, body, lambda kind, obj_id: txn.get(kind, obj_id))
+        return instances.create_instance(txn, body, caller)
+
+    obj = await server.write(write)
     return dump({"instance": instances.public(obj)}, status=201)
 
 
 async def list_instances(request: web.Request) -> web.Response:
     wanted, controls = filters.parse("instances", list(request.query.items()))
+    caller = ctx(request).caller(request)
     bodies = await ctx(request).db.read(lambda conn: load_bodies(conn, "instances"))
-    objs = filters.apply((instances.public(json.loads(b)) for b in bodies), wanted)
+    docs = (json.loads(b) for b in bodies)
+    objs = filters.apply((instances.public(d) for d in docs if policy.owns(caller, d)), wanted)
     objs, _ = filters.sort_and_page("instances", objs, controls, "")
     fields = filters.field_list(controls)
     return dump({"instances": [filters.select_fields(o, fields) for o in objs]})
@@ -64,9 +71,13 @@ async def list_instances(request: web.Request) -> web.Response:
 async def _instance(request: web.Request) -> dict[str, Any]:
     instance_id = request.match_info["id"]
     obj = await ctx(request).db.read(lambda conn: load_one(conn, "instances", instance_id))
-    if obj is None:
-        raise not_found("instances", instance_id)
+    policy.check_instance(ctx(request).caller(request), obj, instance_id)
+    assert obj is not None
     return obj
+
+
+def _own_instance(request: web.Request, txn: Txn, instance_id: str) -> None:
+    policy.check_instance(ctx(request).caller(request), txn.get("instances", instance_id), instance_id, change=True)
 
 
 async def show_instance(request: web.Request) -> web.Response:
@@ -75,7 +86,12 @@ async def show_instance(request: web.Request) -> web.Response:
 
 async def delete_instance(request: web.Request) -> web.Response:
     instance_id = request.match_info["id"]
-    await ctx(request).write(lambda txn: instances.delete_instance(txn, instance_id))
+
+    def write(txn: Txn) -> None:
+        _own_instance(request, txn, instance_id)
+        instances.delete_instance(txn, instance_id)
+
+    await ctx(request).write(write)
     return web.Response(status=204)
 
 
@@ -87,13 +103,23 @@ async def get_password(request: web.Request) -> web.Response:
 async def post_password(request: web.Request) -> web.Response:
     instance_id = request.match_info["id"]
     body = await json_body(request)
-    result = await ctx(request).write(lambda txn: instances.set_password(txn, instance_id, body))
+
+    def write(txn: Txn) -> dict[str, Any]:
+        _own_instance(request, txn, instance_id)
+        return instances.set_password(txn, instance_id, body)
+
+    result = await ctx(request).write(write)
     return dump(result)
 
 
 async def delete_password(request: web.Request) -> web.Response:
     instance_id = request.match_info["id"]
-    await ctx(request).write(lambda txn: instances.clear_password(txn, instance_id))
+
+    def write(txn: Txn) -> None:
+        _own_instance(request, txn, instance_id)
+        instances.clear_password(txn, instance_id)
+
+    await ctx(request).write(write)
     return web.Response(status=204)
 
 
@@ -116,6 +142,7 @@ def _read_state(conn: Connection) -> str:
 
 
 async def state(request: web.Request) -> web.Response:
+    policy.check_feed(ctx(request).caller(request))
     return raw_json(await ctx(request).db.read(_read_state))
 
 
@@ -147,6 +174,7 @@ async def watch(request: web.Request) -> web.Response:
     if not (raw_since.isascii() and raw_since.isdigit()) or len(raw_since) > 18:
         raise BadRequest(f"since must be a revision number, not {raw_since!r}", "HTTPBadRequest")
     since = int(raw_since)
+    policy.check_feed(ctx(request).caller(request))
     timeout = min(_number(request, "timeout", DEFAULT_TIMEOUT), MAX_TIMEOUT)
     server = ctx(request)
     loop = asyncio.get_running_loop()

@@ -16,10 +16,11 @@ import json
 from typing import Any, Callable
 
 from aiohttp import web
+from sqlalchemy import Connection
 
-from netmeta.server import filters, networks, ports, routers
+from netmeta.server import filters, networks, policy, ports, routers
 from netmeta.server.context import ctx, dump, json_body, raw_json
-from netmeta.server.errors import BadRequest, invalid, not_found
+from netmeta.server.errors import BadRequest, invalid
 from netmeta.server.standard_attrs import Caller, get_or_404, save
 from netmeta.server.validation import SINGULAR, as_str_list, resource_body
 from netmeta.store.database import Txn, load_bodies, load_one
@@ -114,11 +115,28 @@ def _prefilter(kind: str, wanted: dict[str, list[str]]) -> dict[str, str]:
     return out
 
 
+def _reader(conn: Connection) -> policy.Lookup:
+    return lambda kind, obj_id: load_one(conn, kind, obj_id)
+
+
+def _writer(txn: Txn) -> policy.Lookup:
+    return lambda kind, obj_id: txn.get(kind, obj_id)
+
+
 async def list_resources(request: web.Request) -> web.Response:
     kind = request.match_info["kind"]
     wanted, controls = filters.parse(kind, list(request.query.items()))
     pre = _prefilter(kind, wanted)
-    bodies = await ctx(request).db.read(lambda conn: load_bodies(conn, kind, **pre))
+    caller = ctx(request).caller(request)
+
+    def read(conn: Connection) -> list[str]:
+        bodies = load_bodies(conn, kind, **pre)
+        if caller.sees_all:
+            return bodies
+        networks = load_bodies(conn, "networks") if kind in ("subnets", "ports") else []
+        return policy.visible_bodies(caller, kind, bodies, networks)
+
+    bodies = await ctx(request).db.read(read)
     if not wanted and not controls:
         return raw_json('{"%s":[%s]}' % (kind, ",".join(bodies)))
     if not controls:
@@ -137,9 +155,15 @@ async def list_resources(request: web.Request) -> web.Response:
 async def show_resource(request: web.Request) -> web.Response:
     kind, obj_id = request.match_info["kind"], request.match_info["id"]
     _, controls = filters.parse(kind, [(k, v) for k, v in request.query.items() if k == "fields"])
-    obj = await ctx(request).db.read(lambda conn: load_one(conn, kind, obj_id))
-    if obj is None:
-        raise not_found(kind, obj_id)
+    caller = ctx(request).caller(request)
+
+    def read(conn: Connection) -> dict[str, Any]:
+        obj = load_one(conn, kind, obj_id)
+        policy.check_read(caller, kind, obj, obj_id, _reader(conn))
+        assert obj is not None
+        return obj
+
+    obj = await ctx(request).db.read(read)
     return dump({SINGULAR[kind]: filters.select_fields(obj, filters.field_list(controls))})
 
 
@@ -155,7 +179,12 @@ async def create_resource(request: web.Request) -> web.Response:
     server = ctx(request)
     _fixed_ips_within_limit(kind, body, server.config.max_fixed_ips_per_port)
     create, caller = CREATE[kind], server.caller(request)
-    obj = await server.write(lambda txn: create(txn, body, caller))
+
+    def write(txn: Txn) -> dict[str, Any]:
+        policy.check_create(caller, kind, body, _writer(txn))
+        return create(txn, body, caller)
+
+    obj = await server.write(write)
     return dump({SINGULAR[kind]: obj}, status=201)
 
 
@@ -163,13 +192,25 @@ async def update_resource(request: web.Request) -> web.Response:
     kind, obj_id = request.match_info["kind"], request.match_info["id"]
     body = resource_body(await json_body(request), kind, creating=False)
     _fixed_ips_within_limit(kind, body, ctx(request).config.max_fixed_ips_per_port)
-    obj = await ctx(request).write(lambda txn: UPDATE[kind](txn, obj_id, body))
+    caller = ctx(request).caller(request)
+
+    def write(txn: Txn) -> dict[str, Any]:
+        policy.check_update(caller, kind, txn.get(kind, obj_id), obj_id, body, _writer(txn))
+        return UPDATE[kind](txn, obj_id, body)
+
+    obj = await ctx(request).write(write)
     return dump({SINGULAR[kind]: obj})
 
 
 async def delete_resource(request: web.Request) -> web.Response:
     kind, obj_id = request.match_info["kind"], request.match_info["id"]
-    await ctx(request).write(lambda txn: DELETE[kind](txn, obj_id))
+    caller = ctx(request).caller(request)
+
+    def write(txn: Txn) -> None:
+        policy.check_change(caller, kind, txn.get(kind, obj_id), obj_id, _writer(txn), "delete")
+        DELETE[kind](txn, obj_id)
+
+    await ctx(request).write(write)
     return web.Response(status=204)
 
 
@@ -232,14 +273,21 @@ async def router_interface(request: web.Request) -> web.Response:
     router_id, action = request.match_info["id"], request.match_info["action"]
     body = await json_body(request)
     fn = routers.add_interface if action == "add_router_interface" else routers.remove_interface
-    info = await ctx(request).write(lambda txn: fn(txn, router_id, body))
+    caller = ctx(request).caller(request)
+
+    def write(txn: Txn) -> dict[str, Any]:
+        policy.check_interface(caller, txn.get("routers", router_id), router_id, body, _writer(txn))
+        return fn(txn, router_id, body)
+
+    info = await ctx(request).write(write)
     return dump(info)
 
 
 # --- tags (Neutron's tag extension; openstack ... --tag uses it) ---------------
 
 
-def _set_tags(txn: Txn, kind: str, obj_id: str, tags: list[str]) -> list[str]:
+def _set_tags(txn: Txn, kind: str, obj_id: str, tags: list[str], caller: Caller) -> list[str]:
+    policy.check_change(caller, kind, txn.get(kind, obj_id), obj_id, _writer(txn))
     obj = get_or_404(txn, kind, obj_id)
     if obj.get("tags") != tags:
         obj["tags"] = tags
@@ -253,30 +301,39 @@ async def replace_tags(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or set(body) != {"tags"}:
         raise BadRequest('Body must be {"tags": [...]}', "HTTPBadRequest")
     tags = sorted(set(as_str_list(body["tags"], "tags")))
-    await ctx(request).write(lambda txn: _set_tags(txn, kind, obj_id, tags))
+    caller = ctx(request).caller(request)
+    await ctx(request).write(lambda txn: _set_tags(txn, kind, obj_id, tags, caller))
     return dump({"tags": tags})
 
 
 async def show_tags(request: web.Request) -> web.Response:
     kind, obj_id = request.match_info["kind"], request.match_info["id"]
-    obj = await ctx(request).db.read(lambda conn: load_one(conn, kind, obj_id))
-    if obj is None:
-        raise not_found(kind, obj_id)
+    caller = ctx(request).caller(request)
+
+    def read(conn: Connection) -> dict[str, Any]:
+        obj = load_one(conn, kind, obj_id)
+        policy.check_read(caller, kind, obj, obj_id, _reader(conn))
+        assert obj is not None
+        return obj
+
+    obj = await ctx(request).db.read(read)
     return dump({"tags": obj.get("tags", [])})
 
 
 async def one_tag(request: web.Request) -> web.Response:
     kind, obj_id, tag = request.match_info["kind"], request.match_info["id"], request.match_info["tag"]
+    caller = ctx(request).caller(request)
 
     def change(txn: Txn) -> None:
+        policy.check_change(caller, kind, txn.get(kind, obj_id), obj_id, _writer(txn))
         obj = get_or_404(txn, kind, obj_id)
         tags = set(obj.get("tags", []))
         if request.method == "PUT":
-            _set_tags(txn, kind, obj_id, sorted(tags | {tag}))
+            _set_tags(txn, kind, obj_id, sorted(tags | {tag}), caller)
         elif tag not in tags:
             raise web.HTTPNotFound()
         else:
-            _set_tags(txn, kind, obj_id, sorted(tags - {tag}))
+            _set_tags(txn, kind, obj_id, sorted(tags - {tag}), caller)
 
     await ctx(request).write(change)
     return web.Response(status=201 if request.method == "PUT" else 204)
@@ -284,7 +341,8 @@ async def one_tag(request: web.Request) -> web.Response:
 
 async def clear_tags(request: web.Request) -> web.Response:
     kind, obj_id = request.match_info["kind"], request.match_info["id"]
-    await ctx(request).write(lambda txn: _set_tags(txn, kind, obj_id, []))
+    caller = ctx(request).caller(request)
+    await ctx(request).write(lambda txn: _set_tags(txn, kind, obj_id, [], caller))
     return web.Response(status=204)
 
 

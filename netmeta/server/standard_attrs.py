@@ -30,9 +30,34 @@ def new_id() -> str:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is asking: the project from the header or the configured default."""
+    """Who is asking: a project and its roles (from a token, or noauth's admin).
+
+    Roles follow Neutron's defaults: ``admin`` sees and changes everything and
+    may act for another project; ``service`` (and the older ``advsvc``) is what
+    the agents and the metadata process hold — read everything, including
+    the change feed, and act for the projects they serve; ``member`` changes
+    its own project; ``reader`` only reads it.
+    """
 
     project_id: str
+    roles: frozenset[str] = frozenset({"admin"})
+    user_id: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+    @property
+    def is_service(self) -> bool:
+        return bool(self.roles & {"service", "advsvc"})
+
+    @property
+    def sees_all(self) -> bool:
+        return self.is_admin or self.is_service
+
+    @property
+    def may_write(self) -> bool:
+        return self.sees_all or bool(self.roles & {"member", "_member_"})
 
 
 def base(obj_id: str, project_id: str, now: str) -> dict[str, Any]:

@@ -55,7 +55,7 @@ class Guest:
 class Guests:
     def __init__(self, config: Config, client: Client | None = None) -> None:
         self.config = config
-        self.client = client or Client(config.api_url)
+        self.client = client or Client.for_config(config)
         self.root = os.path.join(config.state_dir, "vms")
 
     # --- records ----------------------------------------------------------
@@ -100,7 +100,8 @@ class Guests:
         if os.path.exists(self._record_path(name)):
             raise GuestError(f"a guest named {name!r} already exists on this host")
         net = self.client.find("networks", network)
-        fields: dict[str, Any] = {"name": name, "networks": [{"uuid": net["id"]}]}
+        # The guest belongs to its network's project (the service user acts for it).
+        fields: dict[str, Any] = {"name": name, "networks": [{"uuid": net["id"]}], "project_id": net["project_id"]}
         if user_data is not None:
             fields["user_data"] = base64.b64encode(user_data).decode()
         if key_name:

@@ -1,5 +1,14 @@
 """Fixtures that run a real netmeta server as a subprocess on 127.0.0.1.
 
+Authentication is handled here, once: the server runs with the product's
+default (``auth_strategy = keystone``, the embedded identity) and
+:class:`Api` carries the bootstrap admin's token on every call, so a test
+that does not care about authentication never sees it. ``server.openstack(...)``
+runs the real CLI through the server's own ``clouds.yaml`` (the form to use
+instead of ``--os-auth-type none``); ``server.add_user`` / ``server.login`` /
+``api.as_token`` give a test other projects and roles. A test about noauth
+starts its own server: ``server_factory("--auth-strategy", "noauth")``.
+
 The server binds port 0 and prints ``netmeta server listening on
 http://HOST:PORT``; the fixture waits for that line (a signal, not a sleep),
 so no port is ever guessed. Each server gets its own temporary state
@@ -27,15 +36,28 @@ READY_TIMEOUT = 30.0
 
 
 class Api:
-    """A tiny JSON client on urllib: (status, parsed body) for any request."""
+    """A tiny JSON client on urllib: (status, parsed body) for any request.
 
-    def __init__(self, url: str) -> None:
+    ``token`` goes in ``X-Auth-Token`` unless the call gives its own headers
+    with one (an empty one sends none).
+    """
+
+    def __init__(self, url: str, token: str | None = None) -> None:
         self.url = url
+        self.token = token
+
+    def as_token(self, token: str | None) -> "Api":
+        return Api(self.url, token)
 
     def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
              headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, Any]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
+        sent = dict(headers or {})
+        if self.token and "X-Auth-Token" not in sent:
+            sent["X-Auth-Token"] = self.token
+        if not sent.get("X-Auth-Token"):
+            sent.pop("X-Auth-Token", None)
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=sent)
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
@@ -110,7 +132,55 @@ class ServerProcess:
             raise RuntimeError(f"server did not start: {self.log.read_text()[-2000:]}")
         self.url = line.decode().split("listening on ", 1)[1].strip()
         self.api = Api(self.url)
+        if self.clouds_yaml.exists():
+            admin = self.cloud("netmeta")
+            self.api = Api(self.url, self.login(admin["username"], admin["password"], admin["project_name"]))
         return self
+
+    # --- authentication (the embedded identity) -------------------------------
+    @property
+    def clouds_yaml(self) -> Path:
+        return self.state_dir / "clouds.yaml"
+
+    def cloud(self, name: str) -> dict[str, str]:
+        auth: dict[str, str] = json.loads(self.clouds_yaml.read_text())["clouds"][name]["auth"]
+        return auth
+
+    def login(self, user: str, password: str, project: str) -> str:
+        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": user, "domain": {"name": "Default"}, "password": password}}},
+            "scope": {"project": {"name": project, "domain": {"name": "Default"}}}}}
+        request = urllib.request.Request(self.url + "/identity/v3/auth/tokens", data=json.dumps(body).encode(),
+                                         method="POST", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return str(response.headers["X-Subject-Token"])
+
+    def add_user(self, user: str, password: str, project: str, roles: list[str]) -> dict[str, Any]:
+        """A user with ``roles`` on ``project`` (made if new); the server reads the file again."""
+        from netmeta.server.identity import add_user
+
+        return add_user(str(self.state_dir), user, password, project, roles)
+
+    def user_api(self, user: str, project: str, roles: list[str] = ["member"]) -> Api:  # noqa: B006
+        self.add_user(user, f"{user}-pw", project, roles)
+        return Api(self.url, self.login(user, f"{user}-pw", project))
+
+    def openstack_env(self, cloud: str = "netmeta") -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        env["PYTHONWARNINGS"] = "ignore"
+        if self.clouds_yaml.exists():
+            env.update(OS_CLIENT_CONFIG_FILE=str(self.clouds_yaml), OS_CLOUD=cloud)
+        return env
+
+    def openstack(self, *args: str, cloud: str = "netmeta", check: bool = True) -> subprocess.CompletedProcess[str]:
+        """The real ``openstack`` CLI, authenticated through clouds.yaml (or noauth)."""
+        cli = Path(sys.executable).with_name("openstack")
+        auth = [] if self.clouds_yaml.exists() else ["--os-auth-type", "none", "--os-endpoint", self.url]
+        done = subprocess.run([str(cli), *auth, *args], capture_output=True, text=True,
+                              env=self.openstack_env(cloud), timeout=120)
+        if check:
+            assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return done
 
     def kill9(self) -> None:
         assert self.proc is not None

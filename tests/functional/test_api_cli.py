@@ -22,14 +22,7 @@ OPENSTACK = Path(sys.executable).with_name("openstack")
 
 
 def osc(server: ServerProcess, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    env["PYTHONWARNINGS"] = "ignore"
-    done = subprocess.run(
-        [str(OPENSTACK), "--os-auth-type", "none", "--os-endpoint", server.url, *args],
-        capture_output=True, text=True, env=env, timeout=120,
-    )
-    assert done.returncode == 0, (args, done.stdout, done.stderr)
-    return done.stdout
+    return server.openstack(*args).stdout
 
 
 def osc_json(server: ServerProcess, *args: str) -> Any:
@@ -117,11 +110,11 @@ def test_remove_interface_and_delete_with_cli(server: ServerProcess, seeded: dic
 # openstacksdk warns about its own pending removals (PendingDeprecationWarning) on
 # ordinary calls; they are not about netmeta.
 @pytest.mark.filterwarnings("ignore::openstack.warnings._RemovedInSDKWarning")
-def test_openstacksdk(server: ServerProcess, seeded: dict[str, Any]) -> None:
+def test_openstacksdk(server: ServerProcess, seeded: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     openstack = pytest.importorskip("openstack")
-    conn = openstack.connection.Connection(
-        auth_type="none", endpoint_override=server.url, network_endpoint_override=server.url,
-    )
+    for key, value in server.openstack_env().items():
+        monkeypatch.setenv(key, value)
+    conn = openstack.connect(cloud="netmeta")  # clouds.yaml password auth, as a user would
     try:
         net = conn.network.find_network("test-metadata-in-dhcp")
         assert net is not None and net.id == seeded["net"]["id"]

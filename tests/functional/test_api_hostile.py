@@ -33,10 +33,9 @@ def world(server: Any) -> dict[str, Any]:
 
 
 def state_text(api: Api) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(api.url + "/netmeta/v1/state", timeout=30) as response:
-        return str(response.read().decode())
+    status, state = api.call("GET", "/netmeta/v1/state")
+    assert status == 200, state
+    return json.dumps(state, sort_keys=True)
 
 
 def refused_unchanged(api: Api, method: str, path: str, raw: bytes, want: int | None = None) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 from tests.functional.conftest import Api
@@ -109,7 +110,18 @@ def test_list_filters_or_and_fields(api: Api) -> None:
     assert len(page["networks"]) == 1 and page["networks_links"][0]["rel"] == "next"
 
 
-def test_project_from_body_header_or_default(api: Api) -> None:
+def test_project_from_token_or_admin_body(server: Any, api: Api) -> None:
+    admin_project = json.loads((server.state_dir / "identity.json").read_text())["projects"][0]["id"]
+    assert api.network("p-default")["project_id"] == admin_project
+    body = api.post("/v2.0/networks", {"network": {"name": "p-body", "tenant_id": "t1"}})["network"]
+    assert (body["project_id"], body["tenant_id"]) == ("t1", "t1")
+    # Under keystone the header means nothing: the token says who is calling.
+    status, hdr = api.call("POST", "/v2.0/networks", {"network": {"name": "p-hdr"}}, headers={"X-Project-Id": "h1"})
+    assert status == 201 and hdr["network"]["project_id"] == admin_project
+
+
+def test_noauth_project_from_body_header_or_default(server_factory: Any) -> None:
+    api = server_factory("--auth-strategy", "noauth").api
     assert api.network("p-default")["project_id"] == "netmeta"
     body = api.post("/v2.0/networks", {"network": {"name": "p-body", "tenant_id": "t1"}})["network"]
     assert (body["project_id"], body["tenant_id"]) == ("t1", "t1")

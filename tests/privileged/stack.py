@@ -188,7 +188,7 @@ def make_stack(**overrides: Any) -> Iterator[Stack]:
     stack: Stack | None = None
     try:
         components = start_stack(args, config)
-        stack = Stack(config, components, Client(config.api_url), Guests(config))
+        stack = Stack(config, components, Client.for_config(config, admin=True), Guests(config))
         yield stack
     finally:
         stop_all(components)

@@ -62,7 +62,7 @@ def test_up_vm_and_down(place: tuple[Config, list[str]], tmp_path: Path) -> None
     with open(os.path.join(config.state_dir, "up.out"), "wb") as log:
         up = subprocess.Popen([NETMETA, "up", *common], stdout=log, stderr=subprocess.STDOUT)
     try:
-        client = Client(config.api_url)
+        client = Client.for_config(config, admin=True)
         wait_until(lambda: _answers(client), "the API of `netmeta up`")
         net = client.request("POST", "/v2.0/networks", {"network": {"name": "cli-net"}})["network"]
         client.request("POST", "/v2.0/subnets", {"subnet": {
