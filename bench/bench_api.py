@@ -29,12 +29,15 @@ from typing import Any
 
 
 class Client:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, token: str | None = None) -> None:
         self.conn = http.client.HTTPConnection(host, port, timeout=60)
+        self.token = token
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         payload = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if payload else {}
+        if self.token:
+            headers["X-Auth-Token"] = self.token
         self.conn.request(method, path, body=payload, headers=headers)
         response = self.conn.getresponse()
         data = response.read()
@@ -43,9 +46,12 @@ class Client:
         return json.loads(data) if data else None
 
 
-def start_server(state_dir: str) -> tuple[subprocess.Popen[bytes], str, int]:
+def start_server(state_dir: str, auth: str = "noauth") -> tuple[subprocess.Popen[bytes], str, int]:
+    # noauth by default: these figures are the control plane's own cost
+    # (bench_auth.py puts keystone beside it).
     proc = subprocess.Popen(
-        [sys.executable, "-m", "netmeta.server", "--bind", "127.0.0.1:0", "--state-dir", state_dir],
+        [sys.executable, "-m", "netmeta.server", "--bind", "127.0.0.1:0", "--state-dir", state_dir,
+         "--auth-strategy", auth],
         stdout=subprocess.PIPE,
     )
     assert proc.stdout is not None

@@ -225,6 +225,7 @@ class Identity:
     data: dict[str, Any] = field(default_factory=dict)
     _mtime: float = -1.0
     revoked: set[str] = field(default_factory=set)
+    _seen: dict[str, TokenInfo] = field(default_factory=dict)
 
     def load(self) -> "Identity":
         with open(os.path.join(self.state_dir, KEY_FILE), "rb") as handle:
@@ -319,7 +320,21 @@ class Identity:
         return body + "." + _b64(mac)
 
     def verify(self, token: str, now: float) -> TokenInfo | None:
-        """The token's content if it is ours, intact, unexpired and not revoked."""
+        """The token's content if it is ours, intact, unexpired and not revoked.
+
+        A token seen before is a dictionary lookup (the MAC was checked then).
+        """
+        hit = self._seen.get(token)
+        if hit is not None:
+            return hit if hit.expires > now and hit.audit_id not in self.revoked else None
+        info = self._verify(token, now)
+        if info is not None:
+            if len(self._seen) >= 4096:
+                self._seen.clear()
+            self._seen[token] = info
+        return info
+
+    def _verify(self, token: str, now: float) -> TokenInfo | None:
         body, _, mac = token.rpartition(".")
         if not body.startswith("nm1.") or len(token) > 2048:
             return None

@@ -227,5 +227,16 @@ def visible_bodies(caller: Caller, kind: str, bodies: list[str], networks: Itera
     def lookup(which: str, obj_id: str) -> dict[str, Any] | None:
         return nets.get(obj_id) if which == "networks" else None
 
-    return [raw for raw in bodies
-            if any(m in raw for m in markers) and visible(caller, kind, json.loads(raw), lookup)]
+    own = json.dumps(caller.project_id)
+    out = []
+    for raw in bodies:
+        # A '"project_id":' before any nested '{' is the document's own (the
+        # store writes it among the first keys; inside a string a quote is
+        # always escaped). Anything less plain is parsed and checked.
+        at = raw.find('"project_id":')
+        nested = raw.find("{", 1)
+        if at >= 0 and (nested < 0 or at < nested) and raw.startswith(own, at + 13):
+            out.append(raw)
+        elif any(m in raw for m in markers[1:]) and visible(caller, kind, json.loads(raw), lookup):
+            out.append(raw)
+    return out
