@@ -8,8 +8,6 @@ including one plain table as an operator would read it.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
