@@ -103,14 +103,15 @@ def _save_json(path: str, data: dict[str, Any]) -> None:
     write_private(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
-def add_user(state_dir: str, name: str, password: str, project: str, roles: list[str]) -> dict[str, Any]:
-    """Add (or reset) a user with ``roles`` on ``project`` (created if new)."""
+def add_user(state_dir: str, name: str, password: str, project: str, roles: list[str],
+             project_id: str | None = None) -> dict[str, Any]:
+    """Add (or reset) a user with ``roles`` on ``project`` (created if new, with ``project_id`` if given)."""
     path = os.path.join(state_dir, IDENTITY_FILE)
     data = _load_json(path)
     projects = data.setdefault("projects", [])
     proj = next((p for p in projects if p["name"] == project), None)
     if proj is None:
-        proj = {"id": uuid.uuid4().hex, "name": project, "domain_id": "default"}
+        proj = {"id": project_id or uuid.uuid4().hex, "name": project, "domain_id": "default"}
         projects.append(proj)
     users = data.setdefault("users", [])
     user = next((u for u in users if u["name"] == name), None)

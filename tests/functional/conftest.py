@@ -9,6 +9,10 @@ instead of ``--os-auth-type none``); ``server.add_user`` / ``server.login`` /
 ``api.as_token`` give a test other projects and roles. A test about noauth
 starts its own server: ``server_factory("--auth-strategy", "noauth")``.
 
+``headers={"X-Project-Id": P}`` keeps meaning what it means under noauth
+(an admin acting in project ``P``): the fixture swaps it for the token of an
+admin user scoped to a project whose id is exactly ``P``.
+
 The server binds port 0 and prints ``netmeta server listening on
 http://HOST:PORT``; the fixture waits for that line (a signal, not a sleep),
 so no port is ever guessed. Each server gets its own temporary state
@@ -28,7 +32,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -42,17 +46,21 @@ class Api:
     with one (an empty one sends none).
     """
 
-    def __init__(self, url: str, token: str | None = None) -> None:
+    def __init__(self, url: str, token: str | None = None,
+                 project_token: Callable[[str], str] | None = None) -> None:
         self.url = url
         self.token = token
+        self.project_token = project_token
 
     def as_token(self, token: str | None) -> "Api":
-        return Api(self.url, token)
+        return Api(self.url, token, self.project_token)
 
     def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
              headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, Any]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         sent = dict(headers or {})
+        if self.project_token is not None and "X-Project-Id" in sent and "X-Auth-Token" not in sent:
+            sent["X-Auth-Token"] = self.project_token(sent["X-Project-Id"])
         if self.token and "X-Auth-Token" not in sent:
             sent["X-Auth-Token"] = self.token
         if not sent.get("X-Auth-Token"):
@@ -107,6 +115,7 @@ class ServerProcess:
         self.url = ""
         self.api = Api("")
         self.log = state_dir / "server.log"
+        self._project_tokens: dict[str, str] = {}
 
     def start(self) -> "ServerProcess":
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -134,8 +143,19 @@ class ServerProcess:
         self.api = Api(self.url)
         if self.clouds_yaml.exists():
             admin = self.cloud("netmeta")
-            self.api = Api(self.url, self.login(admin["username"], admin["password"], admin["project_name"]))
+            self.api = Api(self.url, self.login(admin["username"], admin["password"], admin["project_name"]),
+                           self.project_admin_token)
         return self
+
+    def project_admin_token(self, project_id: str) -> str:
+        """An admin's token in project ``project_id`` (what noauth's X-Project-Id meant)."""
+        if project_id not in self._project_tokens:
+            from netmeta.server.identity import add_user
+
+            user, project = f"hdr-admin-{project_id}", f"hdr-{project_id}"
+            add_user(str(self.state_dir), user, "hdr-pw", project, ["admin"], project_id=project_id)
+            self._project_tokens[project_id] = self.login(user, "hdr-pw", project)
+        return self._project_tokens[project_id]
 
     # --- authentication (the embedded identity) -------------------------------
     @property

@@ -66,6 +66,15 @@ class Stack:
         return self.components[2]
 
     # --- API helpers ------------------------------------------------------
+    # ``client`` is the bootstrap admin (auth_strategy = keystone, the default);
+    # the agent and metadata process log in as the service user themselves.
+    def openstack_env(self, cloud: str = "netmeta") -> dict[str, str]:
+        """Environment for the real ``openstack`` CLI: the stack's own clouds.yaml."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        env.update(PYTHONWARNINGS="ignore", OS_CLOUD=cloud,
+                   OS_CLIENT_CONFIG_FILE=os.path.join(self.config.state_dir, "clouds.yaml"))
+        return env
+
     def network(self, name: str, cidr: str, *, gateway: bool = True, **subnet: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         net = self.client.request("POST", "/v2.0/networks", {"network": {"name": name}})["network"]
         body: dict[str, Any] = {"name": name, "network_id": net["id"], "ip_version": 4, "cidr": cidr, **subnet}
