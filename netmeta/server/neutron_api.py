@@ -218,7 +218,13 @@ async def router_extraroutes(request: web.Request) -> web.Response:
     router_id, action = request.match_info["id"], request.match_info["action"]
     body = await json_body(request)
     adding = action == "add_extraroutes"
-    router = await ctx(request).write(lambda txn: routers.extraroutes(txn, router_id, body, adding))
+    caller = ctx(request).caller(request)
+
+    def write(txn: Txn) -> dict[str, Any]:
+        policy.check_change(caller, "routers", txn.get("routers", router_id), router_id, _writer(txn), action)
+        return routers.extraroutes(txn, router_id, body, adding)
+
+    router = await ctx(request).write(write)
     return dump({"router": router})
 
 
@@ -258,6 +264,9 @@ async def list_quotas(request: web.Request) -> web.Response:
 
 async def show_quota(request: web.Request) -> web.Response:
     project_id = request.match_info["project_id"]
+    caller = ctx(request).caller(request)
+    if project_id != caller.project_id and not caller.sees_all:
+        raise policy.denied("rule:get_quota")
     if request.match_info.get("what") == "details.json" or request.match_info.get("what") == "details":
         counts = await ctx(request).db.read(lambda conn: {
             kind: sum(1 for raw in load_bodies(conn, kind) if json.loads(raw).get("project_id") == project_id)
