@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from netmeta.model import names
-from netmeta.model.types import METADATA_CIDR, NetworkId, PortId, RouterId, Snapshot
+from netmeta.model.types import METADATA_CIDR, HostRoute, NetworkId, PortId, RouterId, Snapshot
 
 if TYPE_CHECKING:  # settings are read, never imported at run time: model stays leaf
     from netmeta.config import Config
@@ -71,14 +71,23 @@ class RouterInterface:
 
 
 @dataclass(frozen=True)
+class RouterRoute:
+    """One extra route in the qrouter: several nexthops make one ECMP (multipath) route."""
+
+    destination: str
+    nexthops: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RouterSpec:
     """The desired content of one ``qrouter-<id>`` namespace."""
 
     router_id: RouterId
     namespace: str  # qrouter-<router_id>
-    interfaces: tuple[RouterInterface, ...]  # sorted by port id
+    interfaces: tuple[RouterInterface, ...]  # the admin-up interface ports, sorted by port id
     iptables: str  # full iptables-restore payload, see iptables_payload()
     listener_wanted: bool  # a metadata listener on 0.0.0.0:<metadata_port>
+    routes: tuple[RouterRoute, ...] = ()
 
 
 # --- rules -------------------------------------------------------------------
@@ -93,15 +102,30 @@ def _mark(config: Config) -> str:
     return f"{int(config.metadata_access_mark, 0):#x}/{ROUTER_MARK_MASK}"
 
 
-def _rules(config: Config) -> dict[str, dict[str, list[str]]]:
+# neutron-lib's address-scope marks use the high 16 bits; every netmeta
+# interface is in Neutron's "noscope" scope, whose mark id is the first of
+# ADDRESS_SCOPE_MARK_ID_MIN..MAX (1024), shifted up: 0x4000000.
+NOSCOPE_MARK = f"{1024 << 16:#x}/0xffff0000"
+CONNMARK_MASKS = "--nfmask 0xffff0000 --ctmask 0xffff0000"
+
+
+def _rules(scope_devices: Sequence[str], config: Config) -> dict[str, dict[str, list[str]]]:
     """table → chain → rule bodies (without ``-A <chain>``), in order.
 
-    The wrapper chains and jumps, the mangle MARK and the ``scope`` DROP are
-    always there: Neutron installs those for every router, so that a stray
-    request arriving before the redirect exists is dropped, and marked
-    packets are never forwarded (bug #1920778). The INPUT pair and the
-    REDIRECT exist only with ``enable_metadata_proxy``, as Neutron's metadata
-    driver adds them only then.
+    Neutron's steady state: what its L3 agent holds after the first
+    ``process()`` of a router without a gateway (read from its own code by
+    tests/upstream). The ``scope`` chains carry one address-scope rule per
+    interface port (admin-down ones too, as Neutron's do), and the mark set
+    on metadata requests in mangle ``PREROUTING`` is what lets filter
+    ``INPUT`` accept them after the REDIRECT; the INPUT pair and the REDIRECT
+    exist only with ``enable_metadata_proxy``.
+
+    One rule is netmeta's own, on purpose: ``-m mark --mark <mark> -j DROP``
+    at the end of ``neutron-l3-agent-FORWARD``. Neutron installs that rule in
+    ``scope`` at start-up and its first ``process()`` empties the chain, so a
+    marked request that meets no REDIRECT (the metadata proxy off, or a rule
+    removed by hand) is routed onward. netmeta keeps it, in its own place: a
+    request for 169.254.169.254 never leaves the router.
     """
     mark = _mark(config)
     port = config.metadata_port
@@ -114,18 +138,49 @@ def _rules(config: Config) -> dict[str, dict[str, list[str]]]:
     return {
         "filter": {
             "INPUT": [f"-j {_chain('INPUT')}"],
-            "FORWARD": [f"-j {_chain('FORWARD')}"],
-            _chain("FORWARD"): [f"-j {_chain('scope')}"],
+            "FORWARD": ["-j neutron-filter-top", f"-j {_chain('FORWARD')}"],
+            "OUTPUT": ["-j neutron-filter-top", f"-j {_chain('OUTPUT')}"],
+            "neutron-filter-top": [f"-j {_chain('local')}"],
+            _chain("FORWARD"): [f"-j {_chain('scope')}", f"-m mark --mark {mark} -j DROP"],
             _chain("INPUT"): filter_input,
-            _chain("scope"): [f"-m mark --mark {mark} -j DROP"],
+            _chain("OUTPUT"): [],
+            _chain("local"): [],
+            _chain("scope"): [f"-o {dev} -m mark ! --mark {NOSCOPE_MARK} -j DROP" for dev in scope_devices],
         },
         "nat": {
             "PREROUTING": [f"-j {_chain('PREROUTING')}"],
+            "OUTPUT": [f"-j {_chain('OUTPUT')}"],
+            "POSTROUTING": [f"-j {_chain('POSTROUTING')}", "-j neutron-postrouting-bottom"],
+            "neutron-postrouting-bottom": [
+                f'-m comment --comment "Perform source NAT on outgoing traffic." -j {_chain("snat")}'
+            ],
+            _chain("OUTPUT"): [],
+            _chain("POSTROUTING"): [],
             _chain("PREROUTING"): nat_prerouting,
+            _chain("float-snat"): [],
+            _chain("snat"): [f"-j {_chain('float-snat')}"],
         },
         "mangle": {
             "PREROUTING": [f"-j {_chain('PREROUTING')}"],
-            _chain("PREROUTING"): [f"{match} -j MARK --set-xmark {mark}"],
+            "INPUT": [f"-j {_chain('INPUT')}"],
+            "FORWARD": [f"-j {_chain('FORWARD')}"],
+            "OUTPUT": [f"-j {_chain('OUTPUT')}"],
+            "POSTROUTING": [f"-j {_chain('POSTROUTING')}"],
+            _chain("FORWARD"): [],
+            _chain("INPUT"): [],
+            _chain("OUTPUT"): [],
+            _chain("POSTROUTING"): [],
+            _chain("PREROUTING"): [
+                f"-j {_chain('mark')}",
+                f"-j {_chain('scope')}",
+                f"-m connmark ! --mark 0x0/0xffff0000 -j CONNMARK --restore-mark {CONNMARK_MASKS}",
+                f"-j {_chain('floatingip')}",
+                f"{match} -j MARK --set-xmark {mark}",
+            ],
+            _chain("float-snat"): [f"-m connmark --mark 0x0/0xffff0000 -j CONNMARK --save-mark {CONNMARK_MASKS}"],
+            _chain("floatingip"): [],
+            _chain("mark"): [],
+            _chain("scope"): [f"-i {dev} -j MARK --set-xmark {NOSCOPE_MARK}" for dev in scope_devices],
         },
     }
 
@@ -147,19 +202,17 @@ def _render(tables: dict[str, dict[str, tuple[str, list[str]]]]) -> str:
     return "".join(line + "\n" for line in out)
 
 
-def iptables_payload(interfaces: Sequence[RouterInterface], config: Config) -> str:
+def iptables_payload(scope_devices: Sequence[str], config: Config) -> str:
     """One ``iptables-restore`` payload for a router namespace (no ``--noflush``).
 
     It declares every built-in chain (policy ACCEPT) and Neutron's wrapper
     chains of the ``filter``, ``nat`` and ``mangle`` tables, so applying it
-    replaces those tables wholesale. The rules match ``qr-+``, as Neutron's
-    do, so the payload is the same for 0, 1 or many interfaces — adding an
-    interface never needs an iptables change; ``interfaces`` is accepted so
-    callers need not special-case, and for rules that would name a device.
+    replaces those tables wholesale. The metadata rules match ``qr-+``, as
+    Neutron's do; only the address-scope rules name devices, one pair per
+    interface port (``scope_devices``, the ``qr-`` names by port id).
     """
-    del interfaces  # see docstring: Neutron's metadata rules use the qr-+ wildcard
     tables: dict[str, dict[str, tuple[str, list[str]]]] = {}
-    for table, chains in _rules(config).items():
+    for table, chains in _rules(scope_devices, config).items():
         decl: dict[str, tuple[str, list[str]]] = {c: ("ACCEPT", []) for c in BUILTIN_CHAINS[table]}
         for chain, rules in chains.items():
             policy = "ACCEPT" if chain in BUILTIN_CHAINS[table] else "-"
@@ -241,33 +294,56 @@ def router_interfaces(snapshot: Snapshot, router_id: RouterId) -> list[RouterInt
 
 
 def has_qrouter(snapshot: Snapshot, router_id: RouterId) -> bool:
-    """Whether the agent makes ``qrouter-<id>``: admin up, with an interface port.
+    """Whether the agent makes ``qrouter-<id>``: the router exists and is admin up.
 
-    Neutron's server hands only active routers to its L3 agents, and a router
-    without interfaces serves nobody, so its namespace goes.
+    Neutron's server hands only active routers to its L3 agents, and its
+    agent keeps the namespace of every router it hosts, interfaces or not.
     """
     router = snapshot.routers.get(router_id)
-    return bool(router is not None and router.admin_state_up and snapshot.router_ports(router_id))
+    return bool(router is not None and router.admin_state_up)
+
+
+def router_routes(routes: Sequence[HostRoute]) -> tuple[RouterRoute, ...]:
+    """A router's extra routes as the L3 agent leaves them (``routes_updated``).
+
+    Routes to the same destination become one multipath route, nexthops in
+    the order given; destinations in the order of their first route. IPv6
+    routes are left out (netmeta routes no IPv6).
+    """
+    grouped: dict[str, list[str]] = {}
+    for route in routes:
+        if ":" in route.destination:
+            continue
+        hops = grouped.setdefault(route.destination, [])
+        if route.nexthop not in hops:
+            hops.append(route.nexthop)
+    return tuple(RouterRoute(dest, tuple(hops)) for dest, hops in grouped.items())
 
 
 def desired_routers(snapshot: Snapshot, config: Config) -> dict[RouterId, RouterSpec]:
     """Every qrouter namespace that should exist, keyed by router id.
 
     A router gets one when it is administratively up (Neutron's server hands
-    only active routers to its L3 agents) and has at least one interface
-    port; a router without interfaces serves nobody, so its namespace goes.
+    only active routers to its L3 agents) — with or without interfaces, as
+    Neutron's agent keeps the namespace of every router it hosts. An
+    admin-down interface port gets no ``qr-`` device (Neutron's
+    ``_process_internal_ports`` plugs only admin-up ones) but keeps its
+    address-scope rules, as there.
     """
     out: dict[RouterId, RouterSpec] = {}
     for router_id in sorted(snapshot.routers):
         if not has_qrouter(snapshot, router_id):
             continue
-        interfaces = router_interfaces(snapshot, router_id)
+        router = snapshot.routers[router_id]
+        ports = snapshot.router_ports(router_id)
+        interfaces = [_interface(snapshot, p.id) for p in ports if p.admin_state_up]
         out[router_id] = RouterSpec(
             router_id=router_id,
             namespace=names.router_namespace(router_id),
             interfaces=tuple(interfaces),
-            iptables=iptables_payload(interfaces, config),
+            iptables=iptables_payload([names.router_port_name(p.id) for p in ports], config),
             listener_wanted=config.enable_metadata_proxy,
+            routes=router_routes(router.routes),
         )
     return out
 

@@ -199,7 +199,8 @@ def test_marked_packets_are_never_forwarded(plain_stack: Stack) -> None:
     listens on ports 80 and 81; the router is given a route to that address
     via B. A request from guest A to port 81 is not marked and is forwarded
     to B — the path works. The same request to port 80 is marked in mangle
-    PREROUTING and must die in ``neutron-l3-agent-scope``: B never sees it.
+    PREROUTING and must die in ``neutron-l3-agent-FORWARD`` (netmeta's rule:
+    Neutron's steady state has none there): B never sees it.
     """
     stack = plain_stack
     net_a, sub_a = stack.network("a", "10.90.21.0/24")
@@ -232,8 +233,8 @@ def test_marked_packets_are_never_forwarded(plain_stack: Stack) -> None:
         assert control.returncode == 0 and control.stdout == "guest-b\n", "unmarked traffic is forwarded to B"
 
         def scope_drops() -> int:
-            out = in_ns(qrouter, "iptables", "-t", "filter", "-L", "neutron-l3-agent-scope", "-v", "-x", "-n").stdout
-            return int(next(line for line in out.splitlines() if "DROP" in line).split()[0])
+            out = in_ns(qrouter, "iptables", "-t", "filter", "-L", "neutron-l3-agent-FORWARD", "-v", "-x", "-n").stdout
+            return int(next(line for line in out.splitlines() if "DROP" in line and "mark match 0x1" in line).split()[0])
 
         before = scope_drops()
         assert curl_status(a, "http://169.254.169.254:80/") == 28, "a marked request must not reach B"

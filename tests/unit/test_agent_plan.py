@@ -237,4 +237,5 @@ def test_router_detach_removes_only_that_interface(agent: Reconciler, host: Fake
         ("delete_link", "qrouter-r1", names.router_port_name("rp2")),
         ("delete_link", None, names.router_outer_name("rp2")),
     }
-    assert host.calls("restore_iptables") == []  # the rules do not name devices: unchanged
+    # The address-scope rules name each interface (Neutron's steady state): rp2's pair goes.
+    assert host.calls("restore_iptables") == [("restore_iptables", "qrouter-r1")]

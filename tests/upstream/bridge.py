@@ -164,6 +164,59 @@ def op_extra_dhcp_opt_error(req):
     return validators.validators[name](req["opts"], arg)
 
 
+# --- Neutron: the L3 agent ------------------------------------------------------------
+
+def op_l3(req):
+    """A router processed once by the L3 agent: its qr- devices, routes and iptables rules."""
+    from neutron.agent.l3 import router_info
+    from neutron.agent.linux import ip_lib
+    from neutron.agent.metadata import driver as metadata_driver
+    from neutron.conf.agent import common as config
+    from neutron.conf.agent.l3 import config as l3_config
+
+    conf = config.setup_conf()
+    l3_config.register_l3_agent_config_opts(l3_config.OPTS, conf)
+    conf([], project="neutron")
+    conf.set_override("metadata_access_mark", req.get("mark", "0x1"))
+    router = dict(req["router"])
+    router.setdefault("routes", [])
+    router["_interfaces"] = req["interfaces"]
+    plugged, routes = [], []
+    driver = mock.Mock(DEV_NAME_LEN=14)
+    driver.plug.side_effect = lambda network_id, port_id, device_name, *a, **k: plugged.append(device_name)
+
+    def add_route(namespace, destination, via=None, **_):
+        routes.append({"destination": destination, "via": via})
+
+    with mock.patch("neutron.agent.linux.ip_lib.IPWrapper"), \
+            mock.patch("neutron.agent.linux.ip_lib.IPDevice"), \
+            mock.patch("neutron.agent.linux.ip_lib.device_exists", return_value=False), \
+            mock.patch.object(ip_lib, "add_ip_route", side_effect=add_route), \
+            mock.patch.object(ip_lib, "delete_ip_route"), \
+            mock.patch("neutron.agent.linux.iptables_manager.IptablesManager.apply"), \
+            mock.patch("neutron.agent.linux.iptables_manager.IptablesManager._apply"), \
+            mock.patch("neutron.agent.linux.ip_lib.send_ip_addr_adv_notif"), \
+            mock.patch("neutron.agent.l3.router_info.RouterInfo._get_gw_ips_cidr", return_value=set(), create=True):
+        ri = router_info.RouterInfo(mock.Mock(), router["id"], router, conf, driver, use_ipv6=False)
+        ri.router_namespace = mock.Mock()
+        proxy = types.SimpleNamespace(metadata_port=req.get("metadata_port", 9697),
+                                      metadata_access_mark=req.get("mark", "0x1"))
+        if req.get("metadata_proxy", True):
+            metadata_driver.apply_metadata_nat_rules(ri, proxy)
+        ri.process()
+    rules = {}
+    for table in ("filter", "nat", "mangle"):
+        chains: dict[str, list[str]] = {}
+        tbl = ri.iptables_manager.ipv4[table]
+        for chain in sorted(tbl.chains):
+            chains[f"neutron-l3-agent-{chain}"] = []
+        for rule in tbl.rules:
+            chain = f"neutron-l3-agent-{rule.chain}" if rule.wrap else rule.chain
+            chains.setdefault(chain, []).append(str(rule).split(" ", 2)[2])
+        rules[table] = chains
+    return {"devices": plugged, "routes": routes, "rules": rules}
+
+
 # --- Nova -------------------------------------------------------------------------
 
 _nova_ready = False
@@ -269,6 +322,8 @@ OPS = {name[3:]: fn for name, fn in globals().items() if name.startswith("op_")}
 
 
 def main():
+    # Neutron's iptables chains take the binary's name as their prefix.
+    sys.argv[0] = "neutron-l3-agent"
     for line in sys.stdin:
         req = json.loads(line)
         try:

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netmeta.config import Config
-from netmeta.model import dhcp
+from netmeta.model import dhcp, l3
 from netmeta.model.metadata import ec2, openstack
 from netmeta.model.metadata.tree import instance_data
 from netmeta.model.types import NetworkId, snapshot_from_state
@@ -37,6 +37,11 @@ ALLOWED = {
     # (Nova 34 has neither); tools written for EC2 (cloud-init's Ec2
     # datasource, ec2-metadata) read them. Every added key is servable.
     "ec2.meta-data.mac",
+    # qrouter filter neutron-l3-agent-FORWARD ends with "-m mark --mark 0x1/0xffff
+    # -j DROP": Neutron has that rule in its scope chain only until its first
+    # process() empties the chain; netmeta keeps it, so a metadata request that
+    # meets no REDIRECT (proxy off, rule lost) is never routed out of the router.
+    "l3.forward-drop",
 }
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 NET = "8a0c2c5e-0000-4000-8000-00000000000a"
@@ -321,3 +326,78 @@ def test_metadata_documents_match_nova(upstream: Any, world: dict[str, Any]) -> 
         else:
             assert body == nova["body"], path
         assert leaf.content_type.split(";")[0] == nova["type"], path
+
+
+# --- Neutron: the L3 agent's qrouter ---------------------------------------------------------
+
+ROUTER = "0e0e0e0e-0000-4000-8000-000000000000"
+
+
+@st.composite
+def router_world(draw: st.DrawFn) -> dict[str, Any]:
+    """A router with 0-3 interface ports (some admin-down) and extra routes via their subnets."""
+    subnets, ports, routes = [], [], []
+    for i in range(draw(st.integers(0, 3))):
+        sid, pid = uuidish("5", i), uuidish(draw(st.sampled_from(["a", "b", "c"])) + str(i), i)
+        subnets.append({"id": sid, "network_id": uuidish("6", i), "cidr": f"10.7.{i}.0/24", "ip_version": 4,
+                        "gateway_ip": f"10.7.{i}.1", "enable_dhcp": True})
+        ports.append({"id": pid, "network_id": uuidish("6", i), "mac_address": f"fa:16:3e:0c:00:{i:02x}",
+                      "device_owner": "network:router_interface", "device_id": ROUTER,
+                      "admin_state_up": draw(st.booleans()), "fixed_ips": [{"subnet_id": sid, "ip_address": f"10.7.{i}.1"}]})
+        for dest in draw(st.lists(st.sampled_from(["192.168.1.0/24", "192.168.2.0/24", "0.0.0.0/0"]), max_size=2,
+                                  unique=True)):
+            routes.append({"destination": dest, "nexthop": f"10.7.{i}.{draw(st.integers(2, 4))}"})
+    unique: list[dict[str, str]] = []
+    for r in routes:
+        if r not in unique:
+            unique.append(r)
+    return {"subnets": subnets, "ports": sorted(ports, key=lambda p: p["id"]), "routes": unique}
+
+
+def _payload_chains(payload: str) -> dict[str, dict[str, list[str]]]:
+    tables: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    for line in payload.splitlines():
+        if line.startswith("*"):
+            current = tables.setdefault(line[1:], {})
+        elif line.startswith(":"):
+            current.setdefault(line[1:].split()[0], [])
+        elif line.startswith("-A "):
+            chain, _, rule = line[3:].partition(" ")
+            current.setdefault(chain, []).append(rule)
+    return tables
+
+
+def _neutron_route_state(calls: list[dict[str, Any]]) -> dict[str, list[str]]:
+    state: dict[str, list[str]] = {}
+    for call in calls:
+        via = call["via"]
+        state[call["destination"]] = [v["via"] for v in via] if isinstance(via, list) else [via]
+    return state
+
+
+@SETTINGS
+@given(world=router_world(), proxy=st.booleans())
+def test_qrouter_matches_neutrons_l3_agent(upstream: Any, world: dict[str, Any], proxy: bool) -> None:
+    state = {"networks": [{"id": p["network_id"], "name": "n", "project_id": "p"} for p in world["ports"]],
+             "subnets": world["subnets"], "ports": world["ports"],
+             "routers": [{"id": ROUTER, "name": "r", "admin_state_up": True, "routes": world["routes"]}]}
+    snap = snapshot_from_state(state)
+    spec = l3.desired_routers(snap, Config(enable_metadata_proxy=proxy))[ROUTER]  # type: ignore[index]
+    interfaces = [dict(p, mtu=1500, subnets=[{"id": s["id"], "cidr": s["cidr"], "gateway_ip": s["gateway_ip"]}
+                                             for s in world["subnets"] if s["id"] == p["fixed_ips"][0]["subnet_id"]],
+                       fixed_ips=[dict(p["fixed_ips"][0], prefixlen=24)]) for p in world["ports"]]
+    theirs = upstream("l3", router={"id": ROUTER, "admin_state_up": True, "routes": world["routes"]},
+                      interfaces=interfaces, metadata_proxy=proxy)
+    assert [i.device for i in spec.interfaces] == theirs["devices"]
+    # Nexthops of one multipath route as a set: the kernel spreads flows over
+    # them by hash, their order means nothing (Neutron's follows a set diff).
+    assert {r.destination: sorted(r.nexthops) for r in spec.routes} == {
+        dest: sorted(hops) for dest, hops in _neutron_route_state(theirs["routes"]).items()}
+    ours = _payload_chains(spec.iptables)
+    forward_drop = "-m mark --mark 0x1/0xffff -j DROP"  # ALLOWED "l3.forward-drop"
+    assert ours["filter"]["neutron-l3-agent-FORWARD"].pop() == forward_drop
+    for table in ("filter", "nat", "mangle"):
+        neutron = {chain: rules for chain, rules in theirs["rules"][table].items()}
+        mine = {chain: rules for chain, rules in ours[table].items() if rules or chain.startswith("neutron")}
+        assert mine == neutron, table
