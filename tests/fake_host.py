@@ -37,6 +37,7 @@ class FakeHost:
         self.files: dict[str, str] = {}
         self.links: dict[str, dict[str, dict[str, Any]]] = {}
         self.iptables: dict[str, str] = {}
+        self.routes: dict[str, tuple[tuple[str, tuple[str, ...], str | None], ...]] = {}
         self.ledger_namespaces: set[str] = set()
         self.ledger_links: set[str] = set()
         self.fail: dict[tuple[str, Any], BaseException | list[BaseException]] = {}
@@ -215,3 +216,7 @@ class FakeHost:
     def restore_iptables(self, namespace: str, payload: str) -> None:
         self._call("restore_iptables", namespace)
         self.iptables[namespace] = payload
+
+    def ensure_routes(self, namespace: str, routes: Sequence[tuple[str, tuple[str, ...], str | None]]) -> None:
+        self._call("ensure_routes", namespace, tuple(routes))
+        self.routes[namespace] = tuple(routes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -12,6 +13,8 @@ from netmeta.agent.ledger import Ledger
 from netmeta.drivers import dnsmasq, files, iptables, links, netns, processes
 from netmeta.drivers.errors import translate
 from netmeta.model.names import ROUTER_PORT_PREFIX
+
+log = logging.getLogger(__name__)
 
 
 class DriverHost:
@@ -134,3 +137,9 @@ class DriverHost:
 
     def restore_iptables(self, namespace: str, payload: str) -> None:
         iptables.restore(namespace, payload)
+
+    def ensure_routes(self, namespace: str, routes: Sequence[tuple[str, tuple[str, ...], str | None]]) -> None:
+        failed = links.ensure_routes(namespace, list(routes))
+        if failed:
+            # Neutron's L3 agent skips a route the kernel refuses the same way.
+            log.warning("%s: routes not installed (nexthop on no link): %s", namespace, ", ".join(failed))

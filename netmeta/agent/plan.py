@@ -230,6 +230,34 @@ class RestoreIptables(Action):
         host.restore_iptables(self.namespace, self.payload)
 
 
+# A route as the host takes it: (destination CIDR, nexthops, device or None).
+Route = tuple[str, tuple[str, ...], "str | None"]
+
+
+@dataclass(frozen=True)
+class EnsureRoutes(Action):
+    """netmeta's routes in a namespace, exactly (the qdhcp default route, a router's extra routes)."""
+
+    namespace: str
+    routes: tuple[Route, ...]
+
+    def apply(self, host: Host) -> None:
+        host.ensure_routes(self.namespace, self.routes)
+
+
+def dhcp_routes(spec: DhcpNetworkSpec) -> tuple[Route, ...]:
+    """The qdhcp default route (Neutron's DeviceManager), on-link route to the gateway first when it needs one."""
+    route = spec.route
+    if route is None:
+        return ()
+    onlink: tuple[Route, ...] = ((f"{route.gateway}/32", (), spec.tap),) if route.onlink else ()
+    return (*onlink, ("0.0.0.0/0", (route.gateway,), spec.tap))
+
+
+def router_routes(spec: RouterSpec) -> tuple[Route, ...]:
+    return tuple((r.destination, r.nexthops, None) for r in spec.routes)
+
+
 # --- observations ---------------------------------------------------------------
 
 
@@ -309,6 +337,8 @@ def plan_dhcp(want: DhcpNetworkSpec, recorded: DhcpNetworkSpec | None, seen: Dhc
         if not veth_in_sync(seen.links, want.tap, seen.fabric, outer, want.bridge, want.mac, want.mtu, want.addresses):
             actions.append(EnsureNamespace(want.namespace))
             actions.append(EnsureVeth(want.namespace, want.tap, outer, want.bridge, want.mac, want.mtu, want.addresses))
+    if recorded is None or _plumbing(recorded) != _plumbing(want) or recorded.route != want.route:
+        actions.append(EnsureRoutes(want.namespace, dhcp_routes(want)))
     argv = tuple(want.argv)
     pid_file = want.dnsmasq.path("pid")
     pid = seen.pid
@@ -366,6 +396,10 @@ def plan_router(want: RouterSpec, recorded: RouterSpec | None, seen: RouterSeen)
     for device in present:
         if device.startswith(names.ROUTER_PORT_PREFIX) and device not in wanted_devices:
             actions.append(DeleteLink(want.namespace, device))
+    if recorded is None or recorded.routes != want.routes or recorded.interfaces != want.interfaces:
+        # After the interfaces: a nexthop must be on a link. Interfaces
+        # changing re-checks them too (a route behind one that came back up).
+        actions.append(EnsureRoutes(want.namespace, router_routes(want)))
     if recorded is None or recorded.iptables != want.iptables:
         if normalize_saved(seen.iptables or "") != normalize_saved(want.iptables):
             actions.append(RestoreIptables(want.namespace, want.iptables))

@@ -379,3 +379,71 @@ def get_routes(ns: str, table: int = 254) -> list[RouteDict]:
             return routes
         except NetlinkError as exc:
             raise translate(exc, f"routes in {ns}") from exc
+
+
+# Routes netmeta sets carry this protocol number (the kernel's RTPROT_STATIC),
+# so a pass can tell them from the kernel's own link routes and prune only
+# its own: a route of any other protocol is never touched.
+ROUTE_PROTO = 4
+
+
+def _route_key(dst: str | None, dst_len: int) -> str:
+    return f"{dst}/{dst_len}" if dst else "0.0.0.0/0"
+
+
+def ensure_routes(ns: str, routes: list[tuple[str, tuple[str, ...], str | None]]) -> list[str]:
+    """Make netmeta's IPv4 routes in ``ns`` exactly ``routes``; returns the ones that failed.
+
+    Each route is ``(destination CIDR, nexthops, device)``: one nexthop is a
+    plain route via it, several one multipath (ECMP) route; no nexthop with a
+    device is an on-link route to the destination there. Routes are replaced
+    in place; netmeta routes (``ROUTE_PROTO``) not asked for are deleted. A
+    route the kernel refuses (its nexthop on no link of the namespace, e.g.
+    behind an admin-down interface) is skipped and reported, as Neutron's L3
+    agent skips it: the others still go in.
+    """
+    failed: list[str] = []
+    with netlink(ns) as ipr:
+        try:
+            index = {m.get_attr("IFLA_IFNAME"): m["index"] for m in ipr.link("dump")}
+            wanted: set[str] = set()
+            for destination, nexthops, device in routes:
+                net = ipaddress.ip_network(destination, strict=False)
+                spec: dict[str, Any] = {"dst_len": net.prefixlen, "proto": ROUTE_PROTO}
+                if net.prefixlen:
+                    spec["dst"] = str(net.network_address)
+                if len(nexthops) > 1:
+                    spec["multipath"] = [{"gateway": hop} for hop in nexthops]
+                elif nexthops:
+                    spec["gateway"] = nexthops[0]
+                if device is not None:
+                    if device not in index:
+                        failed.append(destination)
+                        continue
+                    spec["oif"] = index[device]
+                    if not nexthops:
+                        spec["scope"] = 253  # RT_SCOPE_LINK
+                wanted.add(_route_key(spec.get("dst"), net.prefixlen))
+                try:
+                    ipr.route("replace", **spec)
+                except NetlinkError as exc:
+                    if exc.code not in (errno.ENETUNREACH, errno.EINVAL, errno.ENODEV, errno.EHOSTUNREACH):
+                        raise
+                    failed.append(destination)
+            for m in ipr.route("dump", family=socket.AF_INET):
+                if m["proto"] != ROUTE_PROTO or (m.get_attr("RTA_TABLE") or m["table"]) != 254:
+                    continue
+                key = _route_key(m.get_attr("RTA_DST"), m["dst_len"])
+                if key in wanted:
+                    continue
+                kwargs: dict[str, Any] = {"dst_len": m["dst_len"], "proto": ROUTE_PROTO}
+                if m.get_attr("RTA_DST"):
+                    kwargs["dst"] = m.get_attr("RTA_DST")
+                try:
+                    ipr.route("del", **kwargs)
+                except NetlinkError as exc:
+                    if exc.code != errno.ESRCH:
+                        raise
+            return failed
+        except NetlinkError as exc:
+            raise translate(exc, f"ensure routes in {ns}") from exc

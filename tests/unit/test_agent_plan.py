@@ -11,6 +11,7 @@ changes; a slow network never delays the others.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from netmeta.agent.reconciler import Reconciler
 from netmeta.config import Config
 from netmeta.drivers.errors import PermanentDriverError, TemporaryDriverError
 from netmeta.model import names
+from netmeta.model.types import HostRoute, RouterId
 from tests.builders import attach, merge, tenant_network
 from tests.fake_host import FakeHost
 
@@ -239,3 +241,24 @@ def test_router_detach_removes_only_that_interface(agent: Reconciler, host: Fake
     }
     # The address-scope rules name each interface (Neutron's steady state): rp2's pair goes.
     assert host.calls("restore_iptables") == [("restore_iptables", "qrouter-r1")]
+
+
+def test_qdhcp_gets_neutrons_default_route_once(agent: Reconciler, host: FakeHost) -> None:
+    agent.converge(tenant_network(1), full=True)
+    assert host.routes["qdhcp-net1"] == (("0.0.0.0/0", ("10.1.0.1",), names.tap_name("dhcp1")),)
+    host.clear()
+    agent.converge(attach(tenant_network(1), 1))  # only qdhcp's files change; the new qrouter gets its (no) routes
+    assert host.calls("ensure_routes") == [("ensure_routes", "qrouter-r1", ())]
+
+
+def test_router_extra_routes_reach_the_qrouter_and_leave_it(agent: Reconciler, host: FakeHost) -> None:
+    snap = attach(tenant_network(1), 1)
+    agent.converge(snap, full=True)
+    assert host.routes["qrouter-r1"] == ()
+    router = dataclasses.replace(snap.routers[RouterId("r1")], routes=(
+        HostRoute("192.168.9.0/24", "10.1.0.7"), HostRoute("192.168.9.0/24", "10.1.0.8")))
+    host.clear()
+    agent.converge(dataclasses.replace(snap, revision=snap.revision + 1, routers={router.id: router}))
+    assert host.routes["qrouter-r1"] == (("192.168.9.0/24", ("10.1.0.7", "10.1.0.8"), None),)
+    agent.converge(dataclasses.replace(snap, revision=snap.revision + 2))
+    assert host.routes["qrouter-r1"] == ()
