@@ -117,6 +117,18 @@ class Config:
     # (only for plugging real VM taps: tests and demos never do that).
     fabric_namespace: str = "netmeta-fabric"
 
+    # --- real VMs (``netmeta image``, ``netmeta vm boot --image``) ---
+    # Where built cloud images are cached; empty: <state_dir>/images. A
+    # separate directory survives ``down --purge`` (a build takes minutes).
+    image_dir: str = ""
+    # "auto" uses KVM only when a short probe shows a guest really runs under
+    # it (nested KVM often opens but faults), else software emulation (TCG);
+    # "kvm" or "tcg" forces one.
+    vm_accel: str = "auto"
+    # A VM's size: cloud-init under TCG needs 512 MB; two fit on 2 cores.
+    vm_memory_mb: int = 512
+    vm_vcpus: int = 1
+
     # --- metadata (Neutron metadata_agent.ini and Nova [api]) ---
     # "local" serves from netmeta's own data; "nova" forwards to a real Nova.
     metadata_backend: str = "local"
@@ -191,6 +203,14 @@ class Config:
             raise ConfigError("log_format must be 'text' or 'json'")
         if self.log_max_bytes < 4096 or self.log_backup_count < 1:
             raise ConfigError("log_max_bytes must be at least 4096 and log_backup_count at least 1")
+        if self.vm_accel not in ("auto", "kvm", "tcg"):
+            raise ConfigError("vm_accel must be 'auto', 'kvm' or 'tcg'")
+        if not 128 <= self.vm_memory_mb <= 65536:
+            raise ConfigError("vm_memory_mb must be between 128 and 65536")
+        if not 1 <= self.vm_vcpus <= 64:
+            raise ConfigError("vm_vcpus must be between 1 and 64")
+        if self.image_dir:
+            object.__setattr__(self, "image_dir", os.path.abspath(self.image_dir))
         if not 1 <= self.imds_token_hop_limit <= 255:
             raise ConfigError("imds_token_hop_limit must be between 1 and 255")
 

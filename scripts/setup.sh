@@ -4,11 +4,21 @@
 # netmeta and its Python dependencies. With --test, also what the test suite
 # needs (the openstack CLI, hypothesis, PostgreSQL, haproxy/wrk for benches,
 # and cloud-init's own code, unpacked from Debian's package — never installed,
-# because installing it would add boot services to this host).
+# because installing it would add boot services to this host). With --vm (and
+# with --test, whose suite boots real VMs), also what real VMs need: QEMU,
+# qemu-img, mmdebstrap (which builds the image from Debian's packages) and
+# the OpenSSH client (`netmeta vm exec` on a VM).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 with_tests=0
-[ "${1:-}" = "--test" ] && with_tests=1
+with_vm=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) with_tests=1; with_vm=1 ;;
+    --vm) with_vm=1 ;;
+    *) echo "setup: unknown option $arg (use --test and/or --vm)" >&2; exit 2 ;;
+  esac
+done
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: run as root (netmeta creates network namespaces and runs dnsmasq)" >&2
@@ -18,6 +28,9 @@ fi
 packages=(python3 python3-venv iproute2 dnsmasq-base isc-dhcp-client iptables curl procps)
 if [ $with_tests -eq 1 ]; then
   packages+=(postgresql haproxy wrk iputils-ping)
+fi
+if [ $with_vm -eq 1 ]; then
+  packages+=(qemu-system-x86 qemu-utils mmdebstrap gpg debian-archive-keyring e2fsprogs openssh-client)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -98,7 +98,10 @@ def teardown_host(config: Config, *, purge: bool = False) -> list[str]:
     from netmeta.drivers import dnsmasq, netns
     from netmeta.vm.guests import Guests
 
+    from netmeta.vm.machines import Machines
+
     removed = [f"guest {name}" for name in Guests(config).teardown_all_local()]
+    removed += [f"VM {name}" for name in Machines(config).teardown_all_local()]
     dhcp_root = os.path.join(config.state_dir, "dhcp")
     if os.path.isdir(dhcp_root):
         for net_id in os.listdir(dhcp_root):
@@ -172,6 +175,10 @@ def cmd_vm_boot(args: argparse.Namespace, config: Config) -> int:
     try:
         user_data = _read_bytes(args.user_data) if args.user_data else None
         public_key = _read_bytes(args.public_key).decode().strip() if args.public_key else None
+        if getattr(args, "image", None):
+            from netmeta.cli import vms
+
+            return vms.cmd_vm_boot(args, config, user_data, public_key, meta)
         guest = _guests(config).boot(
             args.name, args.network, user_data=user_data, key_name=args.key_name,
             public_key=public_key, meta=meta, timeout=args.timeout,
@@ -196,6 +203,10 @@ def cmd_vm_exec(args: argparse.Namespace, config: Config) -> int:
     if not argv:
         print("netmeta: vm exec NAME -- CMD ...: no command given", file=sys.stderr)
         return 2
+    from netmeta.cli import vms
+
+    if vms.is_machine(config, args.name):
+        return vms.cmd_vm_exec(args, config)
     try:
         guest = _guests(config).get(args.name)
     except GuestError as exc:
@@ -217,17 +228,21 @@ def cmd_vm_renew(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_vm_list(args: argparse.Namespace, config: Config) -> int:
-    guests = _guests(config).list_all()
-    print(f"{'NAME':16} {'IP':16} {'INSTANCE':36} NAMESPACE")
-    for g in guests:
-        print(f"{g.name:16} {g.ip:16} {g.instance_id:36} {g.namespace}")
+    from netmeta.cli import vms
+
+    print(f"{'NAME':16} {'IP':16} {'INSTANCE':36} {'KIND':10} {'STATE':28} WHERE")
+    for name, kind, state, ip, instance, where in vms.list_rows(config):
+        print(f"{name:16} {ip:16} {instance:36} {kind:10} {state:28} {where}")
     return 0
 
 
 def cmd_vm_delete(args: argparse.Namespace, config: Config) -> int:
+    from netmeta.cli import vms
     from netmeta.client import ApiError
     from netmeta.vm.guests import GuestError
 
+    if vms.is_machine(config, args.name):
+        return vms.cmd_vm_delete(args, config)
     try:
         _guests(config).delete(args.name)
     except (GuestError, ApiError) as exc:

@@ -75,6 +75,7 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     from netmeta.vm.guests import Guests
 
     tag = secrets.token_hex(3)
+    state_dir_given = bool(args.state_dir)
     state_dir = args.state_dir or tempfile.mkdtemp(prefix="netmeta-demo-")
     os.chmod(state_dir, 0o755)
     port = _free_port()
@@ -87,6 +88,10 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
         state_dir=state_dir, bind=args.bind, fabric_namespace=args.fabric_namespace,
         enable_isolated_metadata=bool(args.enable_isolated_metadata or config.enable_isolated_metadata),
     )
+    if getattr(args, "vm", False):
+        from netmeta.cli import demo_vm
+
+        config = config.replace(image_dir=demo_vm.image_dir_for(config, state_dir_given))
     say = Narrator()
     say.title(f"starting netmeta: API {config.api_url}, state in {state_dir}")
     say.say(f"enable_isolated_metadata = {config.enable_isolated_metadata}, force_metadata = {config.force_metadata}")
@@ -94,7 +99,12 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     client = Client.for_config(config, admin=True)  # the operator, as clouds.yaml's "netmeta" cloud
     guests = Guests(config, client)
     try:
-        _walk(say, config, client, guests, components, until)
+        if getattr(args, "vm", False):
+            from netmeta.cli import demo_vm
+
+            demo_vm.walk(say, config, client, components, until)
+        else:
+            _walk(say, config, client, guests, components, until)
         say.title("done: every step above happened on real namespaces, dnsmasq, dhclient and iptables")
         return 0
     finally:

@@ -5,6 +5,8 @@ One entry point for every component and for the people using them::
     netmeta up                 server + agent + metadata, in the foreground
     netmeta server|agent|metadata   one component, as in production
     netmeta vm boot|exec|renew|list|delete   test guests with real DHCP
+    netmeta vm boot --image debian-12 …      a real VM (QEMU, cloud-init)
+    netmeta image build|list   cloud images for real VMs
     netmeta explain GUEST      how a guest reaches 169.254.169.254, and why
     netmeta demo               the seed report, replayed for real
     netmeta down [--purge]     remove everything netmeta made on this host
@@ -32,7 +34,7 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from netmeta.cli import commands, demo, explain
+    from netmeta.cli import commands, demo, explain, vms
 
     parser = argparse.ArgumentParser(prog="netmeta", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -51,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     down = add("down", commands.cmd_down, "remove everything netmeta created on this host", (TEARDOWN,))
     down.add_argument("--purge", action="store_true", help="also delete the store (all API data)")
 
-    vm = sub.add_parser("vm", help="test guests: namespaces with a real DHCP client",
-                        description="test guests: namespaces with a real DHCP client")
+    vms.add_image_parsers(sub, add)
+    vm = sub.add_parser("vm", help="test guests: namespaces with a real DHCP client, or real VMs (QEMU)",
+                        description="test guests: namespaces with a real DHCP client, or real VMs (QEMU)")
     vm_sub = vm.add_subparsers(dest="vm_command", required=True, metavar="ACTION")
 
     def add_vm(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
@@ -67,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                       help="instance metadata item; repeat for more")
     boot.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the lease")
+    vms.add_vm_options(boot, add_vm)
     ex = add_vm("exec", commands.cmd_vm_exec, "run a command inside the guest")
     ex.add_argument("name", help="the guest's name")
     ex.add_argument("argv", nargs="*", metavar="-- CMD ...", help="the command, after --")
@@ -82,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = add("demo", demo.cmd_demo, "replay the seed report for real, narrated", (*COMPONENTS, GUESTS, EXPLAIN))
     d.add_argument("--keep", action="store_true", help="leave the demo's namespaces running at the end")
+    d.add_argument("--vm", action="store_true", help="the same story with real VMs (QEMU, cloud-init)")
     return parser
 
 

@@ -52,6 +52,26 @@ class Guest:
         return dhclient.GuestPaths(self.directory)
 
 
+def wait_for_bridge(fabric: str | None, bridge: str, timeout: float) -> None:
+    """Wait for the agent to make a network's bridge (it does when it sees the network)."""
+    deadline = time.monotonic() + timeout
+    last: DriverError | None = None
+    while True:
+        try:
+            if (fabric is None or netns.namespace_exists(fabric)) and links.link_exists(fabric, bridge):
+                return
+        except DriverError as exc:
+            # /run/netns/<fabric> exists a moment before it is bind-mounted
+            # (the agent is creating it right now): opening it then fails
+            # with EINVAL. Not ready yet, not an error.
+            last = exc
+        if time.monotonic() > deadline:
+            why = f" (last error: {last})" if last else ""
+            where = fabric or "the host namespace"
+            raise GuestError(f"bridge {bridge} did not appear in {where}: is `netmeta agent` running?{why}")
+        time.sleep(0.05)
+
+
 class Guests:
     def __init__(self, config: Config, client: Client | None = None) -> None:
         self.config = config
@@ -136,22 +156,7 @@ class Guests:
     def _plug(self, guest: Guest, mtu: int, timeout: float) -> None:
         fabric = self.config.fabric_namespace or None
         bridge = names.bridge_name(guest.network_id)
-        deadline = time.monotonic() + timeout
-        # The agent makes the bridge when it sees the network; wait for it.
-        last: DriverError | None = None
-        while True:
-            try:
-                if (fabric is None or netns.namespace_exists(fabric)) and links.link_exists(fabric, bridge):
-                    break
-            except DriverError as exc:
-                # /run/netns/<fabric> exists a moment before it is bind-mounted
-                # (the agent is creating it right now): opening it then fails
-                # with EINVAL. Not ready yet, not an error.
-                last = exc
-            if time.monotonic() > deadline:
-                why = f" (last error: {last})" if last else ""
-                raise GuestError(f"bridge {bridge} did not appear in {fabric}: is `netmeta agent` running?{why}")
-            time.sleep(0.05)
+        wait_for_bridge(fabric, bridge, timeout)
         netns.ensure_namespace(guest.namespace)
         links.ensure_veth_into(
             guest.namespace, "eth0", fabric, names.guest_outer_name(guest.port_id), bridge, guest.mac, mtu

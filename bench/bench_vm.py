@@ -1,0 +1,121 @@
+"""Real VMs: boot → cloud-init done, image build time, QEMU memory, how many fit.
+
+Run as root from the repo root (after ``bash scripts/setup.sh --vm``):
+
+    .venv/bin/python bench/bench_vm.py [--boots 3] [--pair] [--rebuild]
+
+- **boot → cloud-init done**: ``--boots`` sequential boots (≤ 5) of netmeta's
+  ``debian-12`` on an isolated network, image cached; each from
+  ``Machines.boot`` (API instance, overlay, QEMU started) to cloud-init's final
+  message on the console, which must name the OpenStack datasource. p50 and
+  max; bounded at 300 s per boot.
+- **QEMU RSS per VM**: ``VmRSS`` of each QEMU process when its cloud-init is done.
+- **how many fit**: ``--pair`` boots two at once (the most this 2-core machine
+  is asked to run) and reports both times; the memory bound is
+  MemAvailable / RSS, the CPU bound is the number of cores (a TCG vCPU is one
+  busy host thread while it boots).
+- **image build**: the build time recorded in ``image.json``; ``--rebuild``
+  builds again into a temporary image directory (minutes) and reports that.
+
+It builds its own stack (unique prefix, own state dir and fabric namespace)
+and stops every VM and removes everything at the end, also on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from netmeta.config import Config  # noqa: E402
+from netmeta.drivers import qemu  # noqa: E402
+from netmeta.vm.image import DEFAULT_IMAGE, Images  # noqa: E402
+from netmeta.vm.machines import Machines  # noqa: E402
+from tests.privileged.stack import make_stack  # noqa: E402
+
+IMAGE_DIR = os.environ.get("NETMETA_IMAGE_DIR") or os.path.join(REPO, ".cache", "images")
+BOOT_LIMIT = 300.0
+
+
+def mem_available_kb() -> int:
+    with open("/proc/meminfo", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    return 0
+
+
+def boot_batch(machines: Machines, net_id: str, names: list[str]) -> list[tuple[str, float, int, str]]:
+    """Boot ``names`` at once; (name, seconds to cloud-init done, RSS kB, accel) each."""
+    started = time.monotonic()
+    for name in names:
+        machines.boot(name, net_id, DEFAULT_IMAGE)
+    results = []
+    try:
+        for name in names:
+            done = machines.wait_ready(name, timeout=max(1.0, BOOT_LIMIT - (time.monotonic() - started)), poll=0.5)
+            seconds = time.monotonic() - started
+            if not done.openstack:
+                raise SystemExit(f"{name}: cloud-init fell back to {done.datasource}")
+            vm = machines.get(name)
+            pid = vm.pid()
+            results.append((name, seconds, qemu.rss_kb(pid) if pid else 0, vm.accel))
+    finally:
+        for name in names:
+            machines.delete(name)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--boots", type=int, default=3, help="sequential boots for the p50 (1-5)")
+    parser.add_argument("--pair", action="store_true", help="also boot two VMs at once")
+    parser.add_argument("--rebuild", action="store_true", help="time a fresh image build (minutes)")
+    args = parser.parse_args()
+    if not 1 <= args.boots <= 5:
+        parser.error("--boots must be between 1 and 5")
+
+    report: dict[str, object] = {"cores": os.cpu_count(), "mem_available_mb": mem_available_kb() // 1024}
+    if args.rebuild:
+        with tempfile.TemporaryDirectory(prefix="netmeta-bench-image-") as tmp:
+            started = time.monotonic()
+            Images(Config(image_dir=tmp)).build(DEFAULT_IMAGE, lambda line: None)
+            report["image_build_s"] = round(time.monotonic() - started, 1)
+    image = Images(Config(image_dir=IMAGE_DIR)).build(DEFAULT_IMAGE, lambda line: print(line, flush=True))
+    report["image_build_recorded_s"] = image.build_seconds
+    report["image_disk_mb"] = os.stat(image.disk).st_blocks * 512 // (1024 * 1024)
+
+    for stack in make_stack(enable_isolated_metadata=True, image_dir=IMAGE_DIR):
+        net, _ = stack.network("bench-vm", "192.168.141.0/24", gateway=False)
+        stack.converged()
+        machines = Machines(stack.config, stack.client)
+        singles = []
+        for i in range(args.boots):
+            ((_, seconds, rss, accel),) = boot_batch(machines, net["id"], [f"bench{i}"])
+            singles.append(seconds)
+            print(f"boot {i + 1}/{args.boots}: cloud-init done after {seconds:.1f} s, QEMU RSS {rss // 1024} MB "
+                  f"({accel})", flush=True)
+            report.setdefault("rss_mb", []).append(rss // 1024)  # type: ignore[union-attr]
+            report["accel"] = accel
+        report["boot_to_done_s"] = [round(s, 1) for s in singles]
+        report["boot_to_done_p50_s"] = round(statistics.median(singles), 1)
+        if args.pair:
+            pair = boot_batch(machines, net["id"], ["pair0", "pair1"])
+            report["pair_to_done_s"] = [round(s, 1) for _, s, _, _ in pair]
+            report["pair_rss_mb"] = [r // 1024 for _, _, r, _ in pair]
+            print(f"two at once: done after {', '.join(f'{s:.1f} s' for _, s, _, _ in pair)}", flush=True)
+        rss = max(report["rss_mb"])  # type: ignore[call-overload]
+        report["fit_by_memory"] = int(report["mem_available_mb"]) // max(rss, 1)  # type: ignore[call-overload]
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Real VMs: QEMU boots netmeta's Debian 12 image and real cloud-init reads netmeta.
+
+Two VMs boot at once (2 cores, 512 MB each: both fit, and the pair costs the
+time of one): ``iso`` on an isolated network, which reaches 169.254.169.254
+through the qdhcp namespace, and ``rtd`` on a routed network, which reaches
+it through the qrouter. Everything is checked from outside the guest — its
+serial console and the metadata process's access counts — and then over SSH
+with the key netmeta injected, from the access namespace on each network.
+
+The image is built once into ``NETMETA_IMAGE_DIR`` (default
+``<repo>/.cache/images``) and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from netmeta.config import Config
+from netmeta.drivers import links, netns, processes
+from netmeta.metadata.service import read_status as metadata_status
+from netmeta.model import names
+from netmeta.vm import console
+from netmeta.vm.image import DEFAULT_IMAGE, Images
+from netmeta.vm.machines import Machine, Machines
+
+from .stack import Stack, in_ns, make_stack, wait_until
+
+pytestmark = [pytest.mark.privileged, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE_DIR = os.environ.get("NETMETA_IMAGE_DIR") or str(REPO / ".cache" / "images")
+BOOT_SECONDS = 300.0
+USER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVzZXJzLW93bi1rZXktZm9yLXRlc3RzLW9ubHk= user@laptop"
+
+
+def user_data(marker: str) -> bytes:
+    """A script that prints what the test checks on the console, after the marker."""
+    return f"""#!/bin/sh
+echo "{marker} begin"
+echo "{marker} hostname $(hostname)"
+echo "{marker} instance-id $(cat /var/lib/cloud/data/instance-id)"
+echo "{marker} route $(ip -4 route show 169.254.169.254)"
+echo "{marker} addr $(ip -4 -o addr show scope global | awk '{{print $4}}')"
+sed "s/^/{marker} key /" /home/debian/.ssh/authorized_keys
+echo "{marker} end"
+""".encode()
+
+
+def marked(text: str, marker: str, what: str) -> list[str]:
+    prefix = f"{marker} {what} "
+    return [line.split(prefix, 1)[1].strip() for line in console.clean(text).splitlines() if prefix in line]
+
+
+@pytest.fixture(scope="module")
+def image_dir() -> str:
+    images = Images(Config(image_dir=IMAGE_DIR))
+    started = time.monotonic()
+    images.build(DEFAULT_IMAGE, lambda line: None)
+    print(f"image {DEFAULT_IMAGE} ready in {time.monotonic() - started:.0f} s")
+    return IMAGE_DIR
+
+
+@pytest.fixture
+def vm_stack(image_dir: str) -> Iterator[Stack]:
+    yield from make_stack(enable_isolated_metadata=True, image_dir=image_dir)
+
+
+def qemu_pids_for(stack: Stack) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and processes.matches(int(entry), os.path.join(stack.config.state_dir, "machines")):
+            if "qemu-system-x86_64" in " ".join(processes.cmdline(int(entry))):
+                found.append(int(entry))
+    return found
+
+
+def test_two_vms_read_netmeta_through_qdhcp_and_qrouter(vm_stack: Stack) -> None:
+    stack = vm_stack
+    machines = Machines(stack.config, stack.client)
+    iso_net, _ = stack.network("vm-isolated", "192.168.131.0/24", gateway=False)
+    rtd_net, rtd_sub = stack.network("vm-routed", "192.168.132.0/24")
+    router = stack.router("vm-router", rtd_sub)
+    stack.converged()
+    dhcp_ip = stack.dhcp_port(iso_net["id"])["fixed_ips"][0]["ip_address"]
+    gateway = rtd_sub["gateway_ip"]
+
+    marks = {name: f"NMT-{secrets.token_hex(4)}" for name in ("iso", "rtd")}
+    vms: dict[str, Machine] = {}
+    started = time.monotonic()
+    try:
+        vms["iso"] = machines.boot("iso", iso_net["id"], DEFAULT_IMAGE, user_data=user_data(marks["iso"]),
+                                   key_name="laptop", public_key=USER_KEY)
+        vms["rtd"] = machines.boot("rtd", rtd_net["id"], DEFAULT_IMAGE, user_data=user_data(marks["rtd"]))
+        for vm in vms.values():
+            # QEMU runs in the fabric namespace, its tap on the network's bridge there.
+            pid = vm.pid()
+            assert pid is not None
+            assert processes.network_namespace_inode(pid) == netns.namespace_inode(stack.config.fabric_namespace)
+            tap = links.get_link(stack.config.fabric_namespace, vm.tap)
+            assert tap is not None and tap.get("master") == names.bridge_name(vm.network_id), tap
+            assert vm.tap == names.guest_outer_name(vm.port_id)
+        finished = {}
+        for name in vms:
+            remaining = BOOT_SECONDS - (time.monotonic() - started)
+            finished[name] = machines.wait_ready(name, timeout=max(remaining, 1.0))
+        boot_seconds = time.monotonic() - started
+        print(f"both VMs: cloud-init done {boot_seconds:.0f} s after boot; "
+              + ", ".join(f"{n} up {f.uptime:.0f} s" for n, f in finished.items()))
+
+        expected_route = {"iso": dhcp_ip, "rtd": gateway}
+        instance_ids = {}
+        for name, vm in vms.items():
+            done = finished[name]
+            # Not DataSourceNone: cloud-init read netmeta as an OpenStack metadata service.
+            assert done.openstack, f"{name}: cloud-init used {done.datasource}"
+            text = vm.console_text()
+            mark = marks[name]
+            assert f"{mark} begin" in text and f"{mark} end" in text, f"{name}: the user data did not run"
+            assert marked(text, mark, "addr") == [f"{vm.ip}/24"]
+            (route,) = marked(text, mark, "route")
+            assert re.match(rf"169\.254\.169\.254 via {re.escape(expected_route[name])} dev \S+", route), route
+            assert marked(text, mark, "hostname") == [name]
+            assert marked(text, mark, "instance-id") == [vm.instance_id]
+            keys = marked(text, mark, "key")
+            own_key = Path(machines.key + ".pub").read_text().strip()
+            assert own_key in keys
+            assert (USER_KEY in keys) == (name == "iso")
+            instance_ids[name] = vm.instance_id
+
+        # Which listener answered each VM: qdhcp for the isolated one, qrouter for the routed one.
+        status = metadata_status(stack.config.state_dir) or {}
+        served = {(a["kind"], a["id"], a["peer"]): a["count"] for a in status.get("access", [])}
+        assert served.get(("dhcp", iso_net["id"], vms["iso"].ip), 0) > 0, served
+        assert served.get(("router", router["id"], vms["rtd"].ip), 0) > 0, served
+        assert not [k for k in served if k[2] == vms["iso"].ip and k[0] != "dhcp"], served
+        assert not [k for k in served if k[2] == vms["rtd"].ip and k[0] != "router"], served
+
+        # Over SSH, with netmeta's key, from the access namespace on each network.
+        for name, vm in vms.items():
+            done_json = machines.exec(name, ["cloud-init", "status", "--format", "json"], capture=True, timeout=60)
+            assert done_json.returncode == 0, done_json.stderr
+            report = json.loads(done_json.stdout)
+            assert report["status"] == "done" and report["errors"] == [], report
+            ident = machines.exec(name, ["cat", "/var/lib/cloud/data/instance-id"], capture=True, timeout=60)
+            assert ident.stdout.strip() == instance_ids[name]
+            access = machines.access(vm)
+            assert access.namespace.startswith("nmssh-")
+            stack.namespaces_seen.add(access.namespace)
+            # The SSH client's address is a port of the network, not the host's.
+            peer = machines.exec(name, ["sh", "-c", "echo $SSH_CLIENT"], capture=True, timeout=60)
+            assert peer.stdout.split()[0] == access.ip
+
+        # A host key the console did not show is refused.
+        vm = vms["rtd"]
+        Path(vm.known_hosts).write_text(f"{vm.ip} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5vdC10aGUtdm0=\n")
+        from netmeta.drivers import ssh
+
+        forged = ssh.run(machines.access(vm).namespace,
+                         ssh.ssh_argv(machines.key, vm.known_hosts, "debian", vm.ip, ["true"]),
+                         capture=True, timeout=60)
+        assert forged.returncode != 0 and "host key" in forged.stderr.lower(), forged.stderr
+    except BaseException:
+        for name, vm in vms.items():  # what the VM said, for the CI log
+            print(f"--- console of {name} (last 3000 characters) ---\n{console.clean(vm.console_text())[-3000:]}")
+        raise
+    finally:
+        for name in list(vms):
+            machines.delete(name)
+    assert qemu_pids_for(stack) == []
+    assert not os.path.exists(machines.root) or os.listdir(machines.root) in ([], [".access"])
+
+
+def test_down_stops_every_vm(vm_stack: Stack) -> None:
+    """``netmeta down`` (teardown_host) stops QEMU and removes overlays, without waiting for a boot."""
+    from netmeta.cli.commands import teardown_host
+
+    stack = vm_stack
+    net, _ = stack.network("vm-down", "192.168.133.0/24", gateway=False)
+    stack.converged()
+    machines = Machines(stack.config, stack.client)
+    vm = machines.boot("down1", net["id"], DEFAULT_IMAGE)
+    pid = vm.pid()
+    assert pid is not None and os.path.exists(vm.disk)
+    removed = teardown_host(stack.config)
+    assert "VM down1" in removed
+    assert processes.wait_gone(pid, 10) and not os.path.exists(vm.directory)
+
+
+def test_root_namespace_bridges_inside_a_stand_in_host(netns_scope: Any, image_dir: str) -> None:
+    """``fabric_namespace = ""``: bridges and the VM's tap live in the host's own namespace.
+
+    The real root namespace is never touched: the whole netmeta runs inside a
+    namespace that stands for the host, where "the host's namespace" is that one.
+    """
+    host = netns_scope.namespace("host")
+    state = netns_scope.path("state")
+    port = 9696
+    common = ["--state-dir", state, "--bind", f"127.0.0.1:{port}", "--fabric-namespace", "",
+              "--image-dir", image_dir, "--enable-isolated-metadata"]
+    netmeta = [str(REPO / ".venv" / "bin" / "netmeta")]
+    log = open(netns_scope.path("up.log"), "wb")  # noqa: SIM115 - closed below
+    up = subprocess.Popen(netns.namespace_argv(host, [*netmeta, "up", *common]), stdout=log, stderr=log)
+    netns_scope.track(up.pid, "netmeta")
+
+    def cli(*argv: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        return in_ns(host, *netmeta, *argv, timeout=timeout)
+
+    def api(*argv: str) -> dict[str, Any]:
+        done = in_ns(host, "curl", "-sf", "-H", "Content-Type: application/json", *argv)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout) if done.stdout else {}
+
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: in_ns(host, "curl", "-sf", f"{base}/v2.0/networks").returncode == 0, "the API", 60)
+        net = api("-X", "POST", f"{base}/v2.0/networks", "-d", '{"network": {"name": "rootns"}}')["network"]
+        api("-X", "POST", f"{base}/v2.0/subnets", "-d", json.dumps({"subnet": {
+            "network_id": net["id"], "ip_version": 4, "cidr": "192.168.134.0/24", "gateway_ip": None}}))
+        boot = cli("vm", "boot", "rootvm", "--network", "rootns", "--image", DEFAULT_IMAGE, *common)
+        assert boot.returncode == 0, boot.stdout + boot.stderr
+        bridge = names.bridge_name(net["id"])
+        # The bridge and the tap are in the stand-in host's own namespace, and so is QEMU.
+        links_json = json.loads(in_ns(host, "ip", "-j", "link").stdout)
+        taps = [link for link in links_json if link["ifname"].startswith("g-")]
+        assert len(taps) == 1 and taps[0].get("master") == bridge, links_json
+        qemu_pid = processes.read_pid_file(os.path.join(state, "machines", "rootvm", "qemu.pid"))
+        assert qemu_pid is not None
+        assert processes.network_namespace_inode(qemu_pid) == netns.namespace_inode(host)
+        # It takes its lease from dnsmasq through that bridge.
+        record = json.loads(Path(state, "machines", "rootvm", "machine.json").read_text())
+        leases = Path(state, "dhcp", net["id"], "leases")
+        wait_until(lambda: leases.exists() and record["mac"] in leases.read_text(), "the VM's DHCP lease",
+                   timeout=BOOT_SECONDS, poll=1.0)
+        listing = cli("vm", "list", *common)
+        assert re.search(r"rootvm\s+\S+\s+\S+\s+vm\s+", listing.stdout), listing.stdout
+        deleted = cli("vm", "delete", "rootvm", *common)
+        assert deleted.returncode == 0, deleted.stderr
+        assert processes.wait_gone(qemu_pid, 10)
+    finally:
+        up.terminate()
+        up.wait(30)
+        log.close()
+        cli("down", "--purge", *common)
