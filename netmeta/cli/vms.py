@@ -37,7 +37,7 @@ def add_vm_options(boot: argparse.ArgumentParser, add_vm: Adder) -> None:
     g.add_argument("--wait", action="store_true", help="wait until cloud-init has finished")
     g.add_argument("--ssh-user", dest="ssh_user", default="debian", help="the image's default user (debian)")
     con = add_vm("console", cmd_vm_console, "show a VM's serial console")
-    con.add_argument("name")
+    con.add_argument("name", help="the VM's name")
     con.add_argument("-f", "--follow", action="store_true", help="keep showing what the VM prints")
 
 

@@ -204,11 +204,13 @@ def test_root_namespace_bridges_inside_a_stand_in_host(netns_scope: Any, image_d
     host = netns_scope.namespace("host")
     state = netns_scope.path("state")
     port = 9696
-    common = ["--state-dir", state, "--bind", f"127.0.0.1:{port}", "--fabric-namespace", "",
-              "--image-dir", image_dir, "--enable-isolated-metadata"]
+    # Each command takes only the settings it reads.
+    where = ["--state-dir", state, "--fabric-namespace", ""]
+    vm_args = [*where, "--bind", f"127.0.0.1:{port}", "--image-dir", image_dir]
     netmeta = [str(REPO / ".venv" / "bin" / "netmeta")]
     log = open(netns_scope.path("up.log"), "wb")  # noqa: SIM115 - closed below
-    up = subprocess.Popen(netns.namespace_argv(host, [*netmeta, "up", *common]), stdout=log, stderr=log)
+    up = subprocess.Popen(netns.namespace_argv(host, [*netmeta, "up", *where, "--bind", f"127.0.0.1:{port}",
+                                                      "--enable-isolated-metadata"]), stdout=log, stderr=log)
     netns_scope.track(up.pid, "netmeta")
 
     def cli(*argv: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
@@ -225,7 +227,7 @@ def test_root_namespace_bridges_inside_a_stand_in_host(netns_scope: Any, image_d
         net = api("-X", "POST", f"{base}/v2.0/networks", "-d", '{"network": {"name": "rootns"}}')["network"]
         api("-X", "POST", f"{base}/v2.0/subnets", "-d", json.dumps({"subnet": {
             "network_id": net["id"], "ip_version": 4, "cidr": "192.168.134.0/24", "gateway_ip": None}}))
-        boot = cli("vm", "boot", "rootvm", "--network", "rootns", "--image", DEFAULT_IMAGE, *common)
+        boot = cli("vm", "boot", "rootvm", "--network", "rootns", "--image", DEFAULT_IMAGE, *vm_args)
         assert boot.returncode == 0, boot.stdout + boot.stderr
         bridge = names.bridge_name(net["id"])
         # The bridge and the tap are in the stand-in host's own namespace, and so is QEMU.
@@ -240,13 +242,14 @@ def test_root_namespace_bridges_inside_a_stand_in_host(netns_scope: Any, image_d
         leases = Path(state, "dhcp", net["id"], "leases")
         wait_until(lambda: leases.exists() and record["mac"] in leases.read_text(), "the VM's DHCP lease",
                    timeout=BOOT_SECONDS, poll=1.0)
-        listing = cli("vm", "list", *common)
+        listing = cli("vm", "list", *vm_args)
         assert re.search(r"rootvm\s+\S+\s+\S+\s+vm\s+", listing.stdout), listing.stdout
-        deleted = cli("vm", "delete", "rootvm", *common)
+        deleted = cli("vm", "delete", "rootvm", *vm_args)
         assert deleted.returncode == 0, deleted.stderr
         assert processes.wait_gone(qemu_pid, 10)
     finally:
         up.terminate()
         up.wait(30)
         log.close()
-        cli("down", "--purge", *common)
+        down = cli("down", "--purge", *where)
+        assert down.returncode == 0, down.stdout + down.stderr
