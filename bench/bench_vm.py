@@ -52,8 +52,8 @@ def mem_available_kb() -> int:
     return 0
 
 
-def boot_batch(machines: Machines, net_id: str, names: list[str]) -> list[tuple[str, float, int, str]]:
-    """Boot ``names`` at once; (name, seconds to cloud-init done, RSS kB, accel) each."""
+def boot_batch(machines: Machines, net_id: str, names: list[str]) -> list[tuple[str, float, int, str, float]]:
+    """Boot ``names`` at once; (name, seconds to cloud-init done, RSS kB, accel, QEMU CPU s) each."""
     started = time.monotonic()
     for name in names:
         machines.boot(name, net_id, DEFAULT_IMAGE)
@@ -66,7 +66,8 @@ def boot_batch(machines: Machines, net_id: str, names: list[str]) -> list[tuple[
                 raise SystemExit(f"{name}: cloud-init fell back to {done.datasource}")
             vm = machines.get(name)
             pid = vm.pid()
-            results.append((name, seconds, qemu.rss_kb(pid) if pid else 0, vm.accel))
+            results.append((name, seconds, qemu.rss_kb(pid) if pid else 0, vm.accel,
+                            qemu.cpu_seconds(pid) if pid else 0.0))
     finally:
         for name in names:
             machines.delete(name)
@@ -96,23 +97,29 @@ def main() -> int:
         net, _ = stack.network("bench-vm", "192.168.141.0/24", gateway=False)
         stack.converged()
         machines = Machines(stack.config, stack.client)
-        singles = []
+        singles: list[float] = []
+        rss_mb: list[int] = []
+        cpu_s: list[float] = []
         for i in range(args.boots):
-            ((_, seconds, rss, accel),) = boot_batch(machines, net["id"], [f"bench{i}"])
+            ((_, seconds, rss, accel, cpu),) = boot_batch(machines, net["id"], [f"bench{i}"])
             singles.append(seconds)
-            print(f"boot {i + 1}/{args.boots}: cloud-init done after {seconds:.1f} s, QEMU RSS {rss // 1024} MB "
-                  f"({accel})", flush=True)
-            report.setdefault("rss_mb", []).append(rss // 1024)  # type: ignore[union-attr]
+            print(f"boot {i + 1}/{args.boots}: cloud-init done after {seconds:.1f} s, QEMU RSS {rss // 1024} MB, "
+                  f"{cpu:.0f} CPU-s ({accel})", flush=True)
+            rss_mb.append(rss // 1024)
+            cpu_s.append(round(cpu, 1))
             report["accel"] = accel
+        report["rss_mb"] = rss_mb
+        report["qemu_cpu_s"] = cpu_s
         report["boot_to_done_s"] = [round(s, 1) for s in singles]
         report["boot_to_done_p50_s"] = round(statistics.median(singles), 1)
+        report["load_average"] = os.getloadavg()[0]
         if args.pair:
             pair = boot_batch(machines, net["id"], ["pair0", "pair1"])
-            report["pair_to_done_s"] = [round(s, 1) for _, s, _, _ in pair]
-            report["pair_rss_mb"] = [r // 1024 for _, _, r, _ in pair]
-            print(f"two at once: done after {', '.join(f'{s:.1f} s' for _, s, _, _ in pair)}", flush=True)
-        rss = max(report["rss_mb"])  # type: ignore[call-overload]
-        report["fit_by_memory"] = int(report["mem_available_mb"]) // max(rss, 1)  # type: ignore[call-overload]
+            report["pair_to_done_s"] = [round(s, 1) for _, s, _, _, _ in pair]
+            report["pair_rss_mb"] = [r // 1024 for _, _, r, _, _ in pair]
+            report["pair_qemu_cpu_s"] = [round(c, 1) for *_, c in pair]
+            print(f"two at once: done after {', '.join(f'{s:.1f} s' for _, s, *_ in pair)}", flush=True)
+        report["fit_by_memory"] = (mem_available_kb() // 1024) // max(max(rss_mb), 1)
     print(json.dumps(report, indent=1))
     return 0
 

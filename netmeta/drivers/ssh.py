@@ -16,6 +16,7 @@ answers for the VM's address is refused.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 from typing import Sequence
 
@@ -48,8 +49,9 @@ def ssh_argv(key: str, known_hosts: str, user: str, host: str, command: Sequence
         "-o", "StrictHostKeyChecking=yes", "-o", f"ConnectTimeout={connect_timeout}",
         "-o", "LogLevel=ERROR",
     ]
-    # ssh joins the remote words with spaces for the remote shell, as `ssh host cmd` does.
-    return ["ssh", *options, f"{user}@{host}", "--", *command]
+    # ssh hands the remote shell one string: quote each word so the VM runs
+    # exactly this argv, as `vm exec` on a namespace guest does.
+    return ["ssh", *options, f"{user}@{host}", "--", " ".join(shlex.quote(word) for word in command)]
 
 
 def run(namespace: str, argv: Sequence[str], *, capture: bool, timeout: float | None = None,

@@ -163,3 +163,14 @@ def test_images_refuse_unknown_names_and_missing_files(tmp_path: object) -> None
 def test_vm_settings_are_checked(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field):
         Config(**{field: value})  # type: ignore[arg-type]
+
+
+def test_vm_exec_runs_exactly_the_given_argv_remotely() -> None:
+    import shlex
+
+    from netmeta.drivers.ssh import ssh_argv
+
+    argv = ssh_argv("/k", "/kh", "debian", "10.0.0.5", ["sh", "-c", "echo $SSH_CLIENT; touch 'a b'"])
+    assert argv[0] == "ssh" and "StrictHostKeyChecking=yes" in argv and "UserKnownHostsFile=/kh" in argv
+    assert argv[-3:-1] == ["debian@10.0.0.5", "--"]
+    assert shlex.split(argv[-1]) == ["sh", "-c", "echo $SSH_CLIENT; touch 'a b'"]
