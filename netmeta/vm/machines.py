@@ -121,7 +121,10 @@ class Access:
 class Machines:
     def __init__(self, config: Config, client: Client | None = None) -> None:
         self.config = config
-        self.client = client or Client(config.api_url)
+        self.client = client or Client.for_config(config)
+        # The SSH access port is the host's own plumbing, on any project's
+        # network: the operator makes it (a given client is used as it is).
+        self._admin = client
         self.root = os.path.join(config.state_dir, "machines")
         self.key = os.path.join(config.state_dir, "ssh", "id_ed25519")
 
@@ -281,6 +284,12 @@ class Machines:
         return removed
 
     # --- SSH ----------------------------------------------------------------
+    @property
+    def admin(self) -> Client:
+        if self._admin is None:
+            self._admin = Client.for_config(self.config, admin=True)
+        return self._admin
+
     def _access_path(self, network_id: str) -> str:
         return os.path.join(self.root, ".access", f"{network_id}.json")
 
@@ -303,14 +312,14 @@ class Machines:
         except FileNotFoundError:
             known = None
         if known is None:
-            ports = self.client.get("/v2.0/ports", network_id=machine.network_id, device_owner=ACCESS_OWNER)["ports"]
-            port = ports[0] if ports else self.client.request("POST", "/v2.0/ports", {"port": {
+            ports = self.admin.get("/v2.0/ports", network_id=machine.network_id, device_owner=ACCESS_OWNER)["ports"]
+            port = ports[0] if ports else self.admin.request("POST", "/v2.0/ports", {"port": {
                 "network_id": machine.network_id, "name": "netmeta-ssh", "device_owner": ACCESS_OWNER,
             }})["port"]
             ipv4 = [f for f in port["fixed_ips"] if ":" not in f["ip_address"]]
             if not ipv4:
                 raise MachineError(f"network {machine.network_id} gave the SSH port no IPv4 address")
-            subnet = self.client.get(f"/v2.0/subnets/{ipv4[0]['subnet_id']}")["subnet"]
+            subnet = self.admin.get(f"/v2.0/subnets/{ipv4[0]['subnet_id']}")["subnet"]
             known = Access(
                 network_id=machine.network_id, port_id=port["id"],
                 namespace=ACCESS_NS_PREFIX + port["id"][:11], mac=port["mac_address"],
@@ -343,7 +352,7 @@ class Machines:
         netns.delete_namespace(known.namespace)
         if delete_port:
             try:
-                self.client.request("DELETE", f"/v2.0/ports/{known.port_id}")
+                self.admin.request("DELETE", f"/v2.0/ports/{known.port_id}")
             except ApiError as exc:
                 if exc.status != 404:
                     raise MachineError(f"SSH port {known.port_id} remains: {exc}") from exc

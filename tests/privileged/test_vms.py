@@ -220,8 +220,9 @@ def test_root_namespace_bridges_inside_a_stand_in_host(netns_scope: Any, image_d
 
     def api(method: str, path: str, body: Any = None) -> Any:
         """netmeta's own client, run inside the stand-in host (the API listens on its loopback)."""
-        code = ("import json, sys; from netmeta.client import Client; "
-                f"print(json.dumps(Client('http://127.0.0.1:{port}').request(*json.loads(sys.argv[1]))))")
+        code = ("import json, sys; from netmeta.client import Client; from netmeta.config import Config; "
+                f"c = Client.for_config(Config(state_dir={state!r}, bind='127.0.0.1:{port}'), admin=True); "
+                "print(json.dumps(c.request(*json.loads(sys.argv[1]))))")
         done = in_ns(host, str(REPO / ".venv" / "bin" / "python"), "-c", code, json.dumps([method, path, body]))
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
