@@ -13,6 +13,7 @@ import re
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from typing import Iterator
 import pytest
 
 from netmeta.cli.commands import teardown_host
-from netmeta.client import Client
+from netmeta.client import ApiError, Client
 from netmeta.config import Config
 from tests.privileged.stack import free_port, wait_until
 
@@ -67,6 +68,20 @@ def test_up_vm_and_down(place: tuple[Config, list[str]], tmp_path: Path) -> None
         net = client.request("POST", "/v2.0/networks", {"network": {"name": "cli-net"}})["network"]
         client.request("POST", "/v2.0/subnets", {"subnet": {
             "network_id": net["id"], "ip_version": 4, "cidr": "10.95.0.0/24", "gateway_ip": None}})
+        # auth_strategy = keystone by default: `up` made the identity files, private from the first byte.
+        for name in ("netmeta.sqlite", "identity.json", "token.key", "clouds.yaml"):
+            mode = stat.S_IMODE(os.stat(os.path.join(config.state_dir, name)).st_mode)
+            assert mode == 0o600, (name, oct(mode))
+        # The real CLI with the clouds.yaml `up` wrote, as the README says; without a token: 401.
+        clouds = os.path.join(config.state_dir, "clouds.yaml")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        env.update(OS_CLIENT_CONFIG_FILE=clouds, OS_CLOUD="netmeta", PYTHONWARNINGS="ignore")
+        cli = subprocess.run([str(Path(sys.executable).with_name("openstack")), "network", "list", "-f", "value",
+                              "-c", "Name"], capture_output=True, text=True, env=env, timeout=120)
+        assert cli.returncode == 0 and "cli-net" in cli.stdout.split(), cli.stderr
+        with pytest.raises(ApiError) as anonymous:
+            Client(config.api_url).get("/v2.0/networks")
+        assert anonymous.value.status == 401
         user_data = tmp_path / "ud.yaml"
         user_data.write_bytes(b"#cloud-config\nhostname: from-cli\n")
         key = tmp_path / "key.pub"
