@@ -237,6 +237,6 @@ def visible_bodies(caller: Caller, kind: str, bodies: list[str], networks: Itera
         nested = raw.find("{", 1)
         if at >= 0 and (nested < 0 or at < nested) and raw.startswith(own, at + 13):
             out.append(raw)
-        elif any(m in raw for m in markers[1:]) and visible(caller, kind, json.loads(raw), lookup):
+        elif any(m in raw for m in markers) and visible(caller, kind, json.loads(raw), lookup):
             out.append(raw)
     return out
