@@ -9,7 +9,6 @@ refused; the qdhcp namespace has Neutron's default route.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,12 +31,9 @@ def dns_stack() -> Iterator[Stack]:
 
 
 def osc(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    env["PYTHONWARNINGS"] = "ignore"
-    return subprocess.run(
-        [str(OPENSTACK), "--os-auth-type", "none", "--os-endpoint", stack.config.api_url, *args],
-        capture_output=True, text=True, env=env, timeout=120,
-    )
+    # The stack's own clouds.yaml (auth_strategy = keystone, the admin cloud).
+    return subprocess.run([str(OPENSTACK), *args], capture_output=True, text=True, env=stack.openstack_env(),
+                          timeout=120)
 
 
 def osc_json(stack: Stack, *args: str) -> Any:
