@@ -142,6 +142,9 @@ class Config:
     # metadata agent (X-Instance-ID-Signature). Empty: no such listener.
     metadata_listen: str = ""
     metadata_listen_port: int = 8775
+    # Neutron's metadata_workers: processes serving every listener; 0 means
+    # one per CPU, 1 a single process.
+    metadata_workers: int = 0
     # Nova's default: host names are "<hostname>.novalocal" in EC2 metadata.
     dhcp_domain: str = "novalocal"
     # JSON file served as vendor_data.json (empty: "{}").
@@ -178,6 +181,8 @@ class Config:
             raise ConfigError("metadata_access_mark must be a mark such as 0x1 (1 to 0xffff)")
         if self.metadata_listen and not self.metadata_proxy_shared_secret:
             raise ConfigError("metadata_listen needs metadata_proxy_shared_secret: without it anyone can sign")
+        if self.metadata_workers < 0:
+            raise ConfigError("metadata_workers must be 0 (one per CPU) or a number of processes")
         if not 1 <= self.metadata_listen_port <= 65535:
             raise ConfigError("metadata_listen_port must be a TCP port number")
         if self.dhcp_lease_duration <= 0 and self.dhcp_lease_duration != -1:

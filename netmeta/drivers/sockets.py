@@ -24,7 +24,7 @@ IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 
 
 def listening_socket_in_namespace(
-    ns: str, host: str, port: int, *, freebind: bool = True, backlog: int = 1024
+    ns: str, host: str, port: int, *, freebind: bool = True, backlog: int = 1024, reuseport: bool = False
 ) -> socket.socket:
     """A non-blocking TCP socket listening on ``host:port`` inside ``ns``.
 
@@ -36,6 +36,8 @@ def listening_socket_in_namespace(
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuseport:  # one socket per worker process, the kernel spreads connections
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if freebind:
                 sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
             sock.bind((host, port))

@@ -103,13 +103,16 @@ class MetadataApp:
         clock: Callable[[], float] = time.monotonic,
         *,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        token_key: bytes = b"",
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.config = config
         self.snapshot = snapshot
         self.password_store = password_store
         self.random_bytes = random_bytes
-        self.tokens = TokenIssuer(clock)
-        self.limiter = RateLimiter(config.rate_limiting, clock)
+        # Workers share the key (a token from one is valid at another) and the limiter's table.
+        self.tokens = TokenIssuer(clock, key=token_key)
+        self.limiter = limiter if limiter is not None else RateLimiter(config.rate_limiting, clock)
         self.vendordata = load_vendordata(config.vendordata_jsonfile_path)
         self.architecture = platform.machine() or "x86_64"
         self.nova = NovaForwarder(config) if config.metadata_backend == "nova" else None

@@ -21,20 +21,22 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from netmeta.config import Config
 from netmeta.credentials import service_tokens
-from netmeta.drivers import netns, sockets
+from netmeta.drivers import netns, sockets, workers
 from netmeta.feed import FeedFollower
 from netmeta.metadata.app import MetadataApp
 from netmeta.metadata.http import SIGNED, HttpProtocol, HttpShared, ListenerContext
 from netmeta.metadata.passwords import ApiPasswordStore
 from netmeta.model.listeners import desired_listeners as model_listeners
+from netmeta.model.metadata.ratelimit import RateLimiter, Table, table_size
 from netmeta.model.types import Snapshot
 from netmeta.status import read_status as read_component_status
-from netmeta.status import write_status
+from netmeta.status import status_path, write_status
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +66,34 @@ class _Open:
     inode: int
 
 
+@dataclass(frozen=True)
+class WorkerSlot:
+    """What one of ``count`` workers shares with the others: the token key and the rate-limit table."""
+
+    index: int
+    count: int
+    token_key: bytes
+    table: Table
+
+
+def worker_count(config: Config) -> int:
+    """``metadata_workers``, 0 meaning one per CPU (Neutron's option, default 0)."""
+    return config.metadata_workers or os.cpu_count() or 1
+
+
 class MetadataService:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, slot: WorkerSlot | None = None) -> None:
         self.config = config
+        self.slot = slot
         # One service-user token for the feed and for guests' passwords.
         tokens = service_tokens(config)
         self.follower = FeedFollower(config.api_url, self._on_change, tokens=tokens)
-        self.app = MetadataApp(config, lambda: self.follower.snapshot, ApiPasswordStore(config.api_url, tokens))
+        limiter = None
+        if slot is not None:
+            limiter = RateLimiter(config.rate_limiting, time.monotonic, table=slot.table, workers=slot.count,
+                                  worker=slot.index)
+        self.app = MetadataApp(config, lambda: self.follower.snapshot, ApiPasswordStore(config.api_url, tokens),
+                               token_key=slot.token_key if slot is not None else b"", limiter=limiter)
         # Limits, connection caps and the access log of every listener's connections.
         self.http = HttpShared()
         self.open: dict[tuple[str, str], _Open] = {}
@@ -143,8 +166,9 @@ class MetadataService:
     async def _open(self, key: tuple[str, str], spec: ListenerSpec, inode: int) -> None:
         loop = asyncio.get_running_loop()
         try:
+            # Every worker opens its own (SO_REUSEPORT): see run().
             sock: socket.socket = await asyncio.to_thread(
-                sockets.listening_socket_in_namespace, spec.namespace, spec.host, spec.port
+                sockets.listening_socket_in_namespace, spec.namespace, spec.host, spec.port, reuseport=True
             )
         except Exception as exc:  # noqa: BLE001 - retried on the next tick
             message = f"cannot listen in {spec.namespace} on {spec.host}:{spec.port}: {exc}"
@@ -188,18 +212,82 @@ class MetadataService:
                   "listeners": sorted(listeners, key=lambda l: (l["kind"], l["id"])), "access": access}
         if status == self._status_written:
             return
-        write_status(self.config.state_dir, "metadata", status)
+        name = "metadata" if self.slot is None else f"metadata-worker-{self.slot.index}"
+        write_status(self.config.state_dir, name, status)
         self._status_written = status
 
 
 def read_status(state_dir: str) -> dict[str, Any] | None:
-    return read_component_status(state_dir, "metadata")
+    """The metadata process's status; with workers, theirs merged.
+
+    Merged: ``listeners`` are those *every* worker has open (a listener is
+    up when any connection to it is served), ``access`` counts are summed,
+    ``revision`` is the oldest, and ``workers`` lists each worker's own.
+    """
+    top = read_component_status(state_dir, "metadata")
+    if top is None or "workers" not in top:
+        return top
+    workers = [read_component_status(state_dir, f"metadata-worker-{i}") for i in range(int(top["workers"]))]
+    if any(w is None for w in workers):
+        return None  # not all workers are up yet
+    each = [w for w in workers if w is not None]
+    keys = [{(l["kind"], l["id"]) for l in w["listeners"]} for w in each]
+    common = set.intersection(*keys) if keys else set()
+    counts: dict[tuple[str, str, str], int] = {}
+    for w in each:
+        for a in w["access"]:
+            key = (a["kind"], a["id"], a["peer"])
+            counts[key] = counts.get(key, 0) + int(a["count"])
+    return {
+        "pid": top["pid"],
+        "revision": min(int(w["revision"]) for w in each),
+        "listeners": [l for l in each[0]["listeners"] if (l["kind"], l["id"]) in common],
+        "access": [{"kind": k, "id": i, "peer": p, "count": n} for (k, i, p), n in sorted(counts.items())],
+        "workers": each,
+    }
 
 
-def run(config: Config) -> None:
+def _serve(config: Config, slot: WorkerSlot | None) -> None:
     try:
         import uvloop  # libuv's loop: about 15% more small answers per second here
     except ImportError:
-        asyncio.run(MetadataService(config).run())
+        asyncio.run(MetadataService(config, slot).run())
     else:
-        uvloop.run(MetadataService(config).run())
+        uvloop.run(MetadataService(config, slot).run())
+
+
+def run(config: Config) -> None:
+    """Serve every listener from ``metadata_workers`` processes (one: this process).
+
+    Each worker follows the feed and opens its own listening socket in every
+    namespace, all bound with ``SO_REUSEPORT``, and the kernel spreads new
+    connections over them. Chosen over one socket per namespace passed to
+    every worker (inherited or by SCM_RIGHTS) because nothing has to be
+    passed at all: a new listener reaches every worker the moment that
+    worker sees the change in the feed, exactly as with one process; a
+    respawned worker opens its own; and the kernel balances connections by
+    hash instead of waking every worker for each one (libuv does not use
+    EPOLLEXCLUSIVE). The cost — a dying worker's not-yet-accepted
+    connections are reset, and each worker keeps its own snapshot — is
+    small next to a worker's own open connections, which die with it either way.
+
+    What must agree across workers is made here, before the fork: the token
+    key (a token from one worker is valid at all) and the rate-limit table
+    (a shared anonymous mmap, one column per worker, see
+    :mod:`netmeta.model.metadata.ratelimit`).
+    """
+    limit = workers.raise_open_files_limit()
+    count = worker_count(config)
+    log.info("metadata: %d worker(s), %d open files each", count, limit)
+    if count == 1:
+        _serve(config, None)
+        return
+    key = os.urandom(32)
+    table = memoryview(workers.shared_memory(table_size(count)))
+    for index in range(count):  # a previous run's, until each worker writes its own
+        try:
+            os.unlink(status_path(config.state_dir, f"metadata-worker-{index}"))
+        except FileNotFoundError:
+            pass
+    write_status(config.state_dir, "metadata", {"pid": os.getpid(), "workers": count})
+    workers.supervise(count, lambda index: _serve(config, WorkerSlot(index, count, key, table)))

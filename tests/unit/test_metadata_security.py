@@ -8,7 +8,7 @@ import hmac
 import pytest
 
 from netmeta.config import RateLimitConfig
-from netmeta.model.metadata.ratelimit import RateLimiter
+from netmeta.model.metadata.ratelimit import RateLimiter, table_size
 from netmeta.model.metadata.signing import sign, verify
 from netmeta.model.metadata.tokens import TokenIssuer, TokenRequestError, parse_ttl
 
@@ -95,9 +95,12 @@ def test_base_window_limits_and_retry_after() -> None:
         results.append(rl.check("g", "10.0.0.5"))
         clock.now += 1
     assert [r.allowed for r in results] == [True, True, True, False]
-    assert results[-1].retry_after == 8  # the oldest of the last 3 leaves the window at t=1010
+    # haproxy's rate: 4 in this period; back at 3 when a quarter of the next has passed.
+    assert results[-1].retry_after == 10
     assert rl.check("other", "10.0.0.6").allowed  # per guest
-    clock.now = 1000 + 10 + 4  # after the window (denied requests counted, like haproxy)
+    clock.now = 1000 + 10 + 3  # 4 + 1 (denied ones count, like haproxy) weighted by 0.7: still above 3
+    assert not rl.check("g", "10.0.0.5").allowed
+    clock.now = 1000 + 10 + 8  # 5 × 0.2 + 2
     assert rl.check("g", "10.0.0.5").allowed
 
 
@@ -105,20 +108,32 @@ def test_burst_window_refuses_short_bursts_too() -> None:
     clock = Clock()
     rl = limiter(clock, base_window_duration=60, base_query_rate_limit=100, burst_window_duration=1, burst_query_rate_limit=2)
     assert [rl.check("g", "10.0.0.5").allowed for _ in range(3)] == [True, True, False]
-    clock.now += 1.01
+    clock.now += 2.01
     assert rl.check("g", "10.0.0.5").allowed
+
+
+def test_one_table_for_every_worker_one_limit_per_guest() -> None:
+    # Two workers, each with its own limiter on the same table: the guest's
+    # requests count together, whichever worker they reach.
+    clock = Clock()
+    config = RateLimitConfig(rate_limit_enabled=True, base_query_rate_limit=4, burst_query_rate_limit=4)
+    table = bytearray(table_size(2))
+    workers = [RateLimiter(config, clock, table=table, workers=2, worker=i) for i in (0, 1)]
+    assert [workers[i % 2].check("g", "10.0.0.5").allowed for i in range(5)] == [True] * 4 + [False]
+    assert not workers[0].check("g", "10.0.0.5").allowed and not workers[1].check("g", "10.0.0.5").allowed
+    assert workers[1].check("h", "10.0.0.6").allowed
+    alone = RateLimiter(config, clock, table=bytearray(table_size(2)), workers=2, worker=0)
+    assert all(alone.check("g", "10.0.0.5").allowed for _ in range(4))  # another table knows nothing
 
 
 def test_memory_is_bounded() -> None:
     clock = Clock()
-    rl = limiter(clock)
-    rl.max_entries = 50
+    rl = RateLimiter(RateLimitConfig(rate_limit_enabled=True), clock, slots=50)
+    assert len(rl.table) == table_size(1, 50)
     for i in range(500):
         rl.check(("net", f"10.0.{i // 250}.{i % 250}"), "10.0.0.1")
     assert len(rl) <= 50
-    clock.now += 3600
-    rl.check("new", "10.0.0.1")
-    assert len(rl) == 1  # idle guests evicted
+    assert len(rl.table) == table_size(1, 50)
 
 
 # --- signatures ---------------------------------------------------------------------

@@ -1,28 +1,33 @@
-"""Neutron's ``[metadata_rate_limiting]``, without haproxy.
+"""Neutron's ``[metadata_rate_limiting]``, without haproxy, shared by every worker.
 
 Neutron renders two haproxy stick tables per listener, a base window and a
-burst window, each tracking ``http_req_rate`` per source address, and denies
-with 429 when *either* rate is above its limit. Denied requests are counted
-too (tracking happens before the deny), so a client that keeps hammering
-stays refused until it slows down. This module keeps the same semantics with
-exact sliding windows:
+burst window, each tracking ``http_req_rate`` per source, and denies with
+429 when *either* rate is above its limit. Denied requests are counted too
+(tracking happens before the deny), so a client that keeps hammering stays
+refused until it slows down. haproxy's rate is a *frequency counter*: the
+count of the current period plus the previous period's count weighted by
+the part of it still inside the sliding window. This module computes the
+same thing, in a table every worker process can read:
 
-* per key (listener, guest IP) a deque of the most recent request times,
-  never longer than the larger limit + 1 — enough to decide, so memory per
-  guest is bounded;
-* idle keys are evicted on a sweep, and the table holds at most
-  ``max_entries`` keys (the oldest-used goes first), like haproxy's
-  ``size 10k``.
+* the table is a fixed array of cells (``slots`` rows × ``workers``
+  columns): a key hashes to a row; each worker writes only its own column,
+  so no two processes ever write the same bytes, and a decision sums the
+  row. So a limit is per guest, whichever worker its connections reach;
+* memory is bounded by construction (like haproxy's ``size 10k``); two keys
+  sharing a row take the row from each other (a fresh count, never a
+  wrong refusal).
 
-Only the configured ``ip_versions`` are limited. Pure: the clock is injected.
+Only the configured ``ip_versions`` are limited. Pure: the clock and the
+table (a ``bytearray``, or a shared mmap made by the caller) are injected.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
-from typing import Callable, Hashable
+import struct
+from dataclasses import dataclass
+from typing import Callable, Hashable, Union
 
 from netmeta.config import RateLimitConfig
 from netmeta.model.ip import ip_version
@@ -36,59 +41,88 @@ class Decision:
 
 ALLOW = Decision(True)
 
+# tag, then (period, count, previous count) for the base and the burst window.
+_CELL = struct.Struct("<Q6I")
+_MAX = 0xFFFFFFFF
+SLOTS = 8192
 
-@dataclass
+Table = Union[bytearray, memoryview]
+
+
+def table_size(workers: int, slots: int = SLOTS) -> int:
+    """Bytes of a table for ``workers`` processes."""
+    return slots * workers * _CELL.size
+
+
 class RateLimiter:
-    config: RateLimitConfig
-    clock: Callable[[], float]
-    max_entries: int = 10000
-    _seen: "OrderedDict[Hashable, deque[float]]" = field(default_factory=OrderedDict)
-    _next_sweep: float = 0.0
+    """Decides on one request of a key; one instance per worker, one table for all."""
 
-    @property
-    def _horizon(self) -> float:
-        return float(max(self.config.base_window_duration, self.config.burst_window_duration))
+    def __init__(self, config: RateLimitConfig, clock: Callable[[], float], *, table: Table | None = None,
+                 workers: int = 1, worker: int = 0, slots: int = SLOTS) -> None:
+        self.config = config
+        self.clock = clock
+        self.workers, self.worker, self.slots = workers, worker, slots
+        self.table: Table = table if table is not None else bytearray(table_size(workers, slots))
+        if len(self.table) < table_size(workers, slots):
+            raise ValueError("rate-limit table too small for its workers")
+        self.windows = ((max(1, config.base_window_duration), config.base_query_rate_limit),
+                        (max(1, config.burst_window_duration), config.burst_query_rate_limit))
 
     def applies_to(self, ip: str) -> bool:
-        version = ip_version(ip) or 4  # no address at all (an unknown peer): as before, IPv4's limits
-        return self.config.rate_limit_enabled and version in self.config.ip_versions
+        return self.config.rate_limit_enabled and ip_version(ip) in self.config.ip_versions
 
     def check(self, key: Hashable, ip: str) -> Decision:
         """Record one request from ``ip`` under ``key`` and decide on it."""
         if not self.applies_to(ip):
             return ALLOW
         now = self.clock()
-        self._sweep(now)
-        times = self._seen.get(key)
-        if times is None:
-            cap = max(self.config.base_query_rate_limit, self.config.burst_query_rate_limit) + 1
-            times = self._seen[key] = deque(maxlen=cap)
-            while len(self._seen) > self.max_entries:
-                self._seen.popitem(last=False)
-        else:
-            self._seen.move_to_end(key)
-        times.append(now)
-        wait = 0.0
-        for window, limit in (
-            (self.config.base_window_duration, self.config.base_query_rate_limit),
-            (self.config.burst_window_duration, self.config.burst_query_rate_limit),
-        ):
-            recent = sum(1 for t in times if t > now - window)
-            if recent > limit:
-                # The next request passes once only limit-1 of these remain.
-                oldest_needed = times[-limit] if limit > 0 else now
-                wait = max(wait, oldest_needed + window - now)
-        if wait > 0:
+        digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+        tag = int.from_bytes(digest, "little") | 1
+        row = (tag >> 1) % self.slots * self.workers
+        mine = (row + self.worker) * _CELL.size
+        cell = list(_CELL.unpack_from(self.table, mine))
+        if cell[0] != tag:
+            cell = [tag, 0, 0, 0, 0, 0, 0]
+        periods = [int(now // duration) for duration, _ in self.windows]
+        for w, period in enumerate(periods):
+            at = 1 + 3 * w
+            if cell[at] == period:
+                cell[at + 1] = min(_MAX, cell[at + 1] + 1)
+            else:
+                cell[at + 2] = cell[at + 1] if cell[at] == period - 1 else 0
+                cell[at], cell[at + 1] = period, 1
+        _CELL.pack_into(self.table, mine, *cell)
+        current = [0, 0]
+        previous = [0, 0]
+        for column in range(self.workers):
+            other = cell if column == self.worker else _CELL.unpack_from(self.table, (row + column) * _CELL.size)
+            if other[0] != tag:
+                continue
+            for w, period in enumerate(periods):
+                at = 1 + 3 * w
+                if other[at] == period:
+                    current[w] += other[at + 1]
+                    previous[w] += other[at + 2]
+                elif other[at] == period - 1:
+                    previous[w] += other[at + 1]
+        wait, denied = 0.0, False
+        for w, (duration, limit) in enumerate(self.windows):
+            start = periods[w] * duration
+            rate = current[w] + previous[w] * (1 - (now - start) / duration)
+            if rate <= limit:
+                continue
+            denied = True
+            # When the rate, with no more requests, is back at the limit.
+            if current[w] >= limit or previous[w] == 0:
+                until = start + duration + duration * (1 - limit / max(current[w], 1))
+            else:
+                until = start + duration * (1 - (limit - current[w]) / previous[w])
+            wait = max(wait, until - now)
+        if denied:
             return Decision(False, max(1, math.ceil(wait)))
         return ALLOW
 
-    def _sweep(self, now: float) -> None:
-        if now < self._next_sweep:
-            return
-        self._next_sweep = now + self._horizon
-        idle = [k for k, times in self._seen.items() if not times or times[-1] <= now - self._horizon]
-        for key in idle:
-            del self._seen[key]
-
     def __len__(self) -> int:
-        return len(self._seen)
+        """How many keys this worker's column holds (bounded by ``slots``)."""
+        return sum(1 for row in range(self.slots)
+                   if _CELL.unpack_from(self.table, (row * self.workers + self.worker) * _CELL.size)[0])
