@@ -43,14 +43,15 @@ PATHS = {
 
 
 def serve(tokens: str, port_queue: "multiprocessing.Queue[int]") -> None:
-    from netmeta.config import Config
+    from netmeta.config import Config, RateLimitConfig
     from netmeta.metadata.app import MetadataApp
     from netmeta.metadata.http import AccessLog, HttpProtocol, HttpShared, ListenerContext
     from tests.metadata_world import NET_A, MemoryPasswords, world
 
     async def main() -> None:
         snap = world()
-        app = MetadataApp(Config(imds_tokens=tokens), lambda: snap, MemoryPasswords())
+        app = MetadataApp(Config(imds_tokens=tokens, rate_limiting=RateLimitConfig(rate_limit_enabled=False)),
+                          lambda: snap, MemoryPasswords())
         ctx = ListenerContext("network", NET_A)
         shared = HttpShared(access_log=AccessLog(keep=100))
         loop = asyncio.get_running_loop()

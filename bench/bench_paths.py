@@ -71,9 +71,10 @@ def _ms(value: str) -> float:
     return number * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def wrk(namespace: str, url: str, *, close: bool, duration: int, connections: int) -> tuple[float, float, int]:
+def wrk(namespace: str, url: str, *, close: bool, duration: int, connections: int,
+        threads: int = 1) -> tuple[float, float, int]:
     """(requests/s, p99 ms, errors) of one wrk run inside ``namespace``."""
-    argv = ["ip", "netns", "exec", namespace, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    argv = ["ip", "netns", "exec", namespace, "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
     if close:
         argv += ["-H", "Connection: close"]
     out = subprocess.run([*argv, url], capture_output=True, text=True, timeout=duration + 30)
@@ -93,7 +94,7 @@ def wrk(namespace: str, url: str, *, close: bool, duration: int, connections: in
 class Haproxy:
     """A constant-answer haproxy inside one namespace, started and stopped by its own pid."""
 
-    def __init__(self, namespace: str, bind: str, body: str, workdir: str, name: str) -> None:
+    def __init__(self, namespace: str, bind: str, body: str, workdir: str, name: str, nbthread: int | None = None) -> None:
         self.namespace, self.bind = namespace, bind
         self.pidfile = os.path.join(workdir, f"{name}.pid")
         self.config = os.path.join(workdir, f"{name}.cfg")
@@ -106,7 +107,7 @@ class Haproxy:
             answer = f"file {body_file}"
         with open(self.config, "w", encoding="utf-8") as handle:
             handle.write(
-                "global\n  maxconn 1024\n\n"
+                "global\n  maxconn 1024\n" + (f"  nbthread {nbthread}\n" if nbthread else "") + "\n"
                 "defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\n"
                 f"frontend ceiling\n  bind {bind}\n"
                 f"  http-request return status 200 content-type application/json {answer}\n"
@@ -241,7 +242,10 @@ def main() -> int:
         print("bench_paths: needs root (namespaces, iptables)", file=sys.stderr)
         return 2
     started = time.monotonic()
-    stacks = make_stack(enable_isolated_metadata=True)
+    from netmeta.config import RateLimitConfig
+
+    # The server is measured, not the default rate limit (which a wrk flood meets at once).
+    stacks = make_stack(enable_isolated_metadata=True, rate_limiting=RateLimitConfig(rate_limit_enabled=False))
     stack = next(stacks)
     try:
         runs = bench(stack, args.duration, args.connections, tuple(args.order.split(",")))

@@ -29,18 +29,24 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class RateLimitConfig:
-    """Neutron's ``[metadata_rate_limiting]`` group: off unless enabled."""
+    """Neutron's ``[metadata_rate_limiting]`` group, with defaults no boot ever meets.
 
-    # Off by default, as in Neutron: limits are a policy decision.
-    rate_limit_enabled: bool = False
+    Neutron ships it off (and 10 requests per 10 s when on, which a single
+    cloud-init crawl of ~20 requests already exceeds). Here it is on by
+    default, sized so that a full crawl — about 20 requests in under a
+    second, twice per boot — stays far below both windows, while a flood
+    (thousands per second) is refused within its first second.
+    """
+
+    rate_limit_enabled: bool = True
     # Which guest address families are limited ("4", "6" or both).
-    ip_versions: tuple[int, ...] = (4,)
-    # The sustained window and how many requests it allows.
+    ip_versions: tuple[int, ...] = (4, 6)
+    # The sustained window and how many requests it allows (30/s on average).
     base_window_duration: int = 10
-    base_query_rate_limit: int = 10
-    # A shorter window that tolerates a boot-time burst.
-    burst_window_duration: int = 10
-    burst_query_rate_limit: int = 10
+    base_query_rate_limit: int = 300
+    # A shorter window that tolerates a boot-time burst (5 crawls at once).
+    burst_window_duration: int = 1
+    burst_query_rate_limit: int = 100
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import time
 from typing import Any, Awaitable, Callable, Protocol, Union
 
 from netmeta.config import Config
-from netmeta.metadata.http import Request, Response
+from netmeta.metadata.http import ListenerContext, Request, Response
 from netmeta.metadata.nova import NovaForwarder, SignedHeaderError, check_signed_headers
 from netmeta.model.metadata import ec2, openstack
 from netmeta.model.metadata.identity import Index, IdentityError, resolve
@@ -225,6 +225,16 @@ class MetadataApp:
         if self.nova is not None:
             return self.nova.forward(request, instance)
         return self._serve(request, tokens, self._view(snap, instance, canonical_ip(peer)))
+
+    def port_of(self, context: ListenerContext, ip: str) -> str | None:
+        """The port a caller resolves to on this listener, or None (for connection caps)."""
+        if context.kind == "signed":
+            return None
+        try:
+            _, port = resolve(self._current(), context.kind, context.id, ip, self._index)
+        except IdentityError:
+            return None
+        return port.id
 
     def _check_method(self, request: Request, tokens: list[str]) -> Response | None:
         if request.method in _READ:

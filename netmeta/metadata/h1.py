@@ -22,7 +22,9 @@ The rules:
   due to close ``idle_timeout`` after its last answer; while a request is in
   flight (its answer needs I/O) no deadline applies;
 * at most ``max_pending`` parsed requests and ``max_pipeline_bytes`` unparsed
-  bytes are held: beyond that :attr:`Connection.reading` turns False.
+  bytes are held: beyond that :attr:`Connection.reading` turns False;
+* after a ``429`` the connection is not read until :attr:`Connection.hold_until`
+  (``refusal_pause`` later), so a flood over keep-alive costs nothing meanwhile.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ class Limits:
     max_pending: int = 128
     header_timeout: float = 10.0
     idle_timeout: float = 30.0
+    # After a 429 the connection is not read for this long: a flooding guest's
+    # keep-alive connections then cost nothing until it slows down.
+    refusal_pause: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -255,6 +260,8 @@ class Connection:
         # The request now arriving already has its deadline (from its first byte).
         self.started = True
         self.deadline: float | None = now + limits.header_timeout
+        # Not read before this time (after a 429).
+        self.hold_until = 0.0
 
     # --- bytes in --------------------------------------------------------
     def receive(self, data: bytes, now: float) -> bytes:
@@ -342,6 +349,8 @@ class Connection:
             self.buffer.clear()
             self.deadline = None
         else:
+            if response.status == 429:
+                self.hold_until = now + self.limits.refusal_pause
             if self.held:
                 self._parse()
             self._update_deadline(now)

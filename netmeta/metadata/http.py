@@ -11,8 +11,10 @@ is made by the sans-I/O :class:`netmeta.metadata.h1.Connection`; this module
 only moves bytes and time between it and the transport, and adds what needs
 the socket:
 
-* a connection is admitted by the service's :class:`ConnectionCaps` first
-  (one process serves every tenant, so no guest may use up its descriptors);
+* a connection is admitted by the service's :class:`ConnectionCaps` first —
+  per resolved port, per listener, per process, sized from the descriptor
+  limit (one process serves every tenant, so no guest may use up its
+  descriptors); a refusal is a reset, and its log line is rate-limited;
 * a handler exception becomes a bare 500 and is logged — never shown;
 * an answer that ends the connection leaves *with* its FIN (see
   :meth:`HttpProtocol._close_now`), so the TIME_WAIT stays with the server;
@@ -38,6 +40,8 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Awaitable, Callable
 
+from netmeta.logs import RateLimitedLog
+from netmeta.model.ip import canonical_ip
 from netmeta.metadata.h1 import (
     SIGNED,
     BadRequest,
@@ -48,7 +52,7 @@ from netmeta.metadata.h1 import (
     Response,
 )
 
-__all__ = ["SIGNED", "AccessLog", "ConnectionCaps", "HttpProtocol", "HttpShared", "Limits", "ListenerContext",
+__all__ = ["SIGNED", "AccessLog", "Caps", "ConnectionCaps", "HttpProtocol", "HttpShared", "Limits", "ListenerContext",
            "Request", "Response"]
 
 LOG = logging.getLogger(__name__)
@@ -86,27 +90,90 @@ class AccessLog:
         self.recent.clear()
 
 
+@dataclass(frozen=True)
+class Caps:
+    """How many connections one guest, one listener and the whole process may hold."""
+
+    per_port: int = 64
+    per_listener: int = 4096
+    total: int = 16384
+
+    @classmethod
+    def from_open_files(cls, limit: int) -> "Caps":
+        """Caps inside a process's descriptor budget (RLIMIT_NOFILE, raised at start).
+
+        A quarter (at least 256) stays free for listeners (one per namespace),
+        the feed, Nova and logs; of the rest one listener (a network or a
+        router) may take a quarter and one guest a 64th (8 to 256), so one
+        guest never fills its network and one network never fills the process.
+        """
+        total = max(64, limit - max(256, limit // 4))
+        return cls(per_port=max(8, min(256, total // 64)), per_listener=max(16, total // 4), total=total)
+
+
+# Who holds a connection: the listener, and the guest (its resolved port, or
+# every caller on that listener that resolves to no port, together).
+Admission = tuple[tuple[str, str], tuple[str, ...] | None]
+
+
 class ConnectionCaps:
-    """Open connections per (listener kind, listener id, peer), across all listeners."""
+    """Open connections per resolved port, per listener and in all, and the refusals.
 
-    def __init__(self, per_peer: int = 64) -> None:
-        self.per_peer = per_peer
-        self.open: collections.Counter[tuple[str, str, str]] = collections.Counter()
+    ``port_of`` maps (listener, caller address) to the caller's port id, or
+    None: addresses a guest adds on its own (or any caller nobody can be tied
+    to) share one allowance per listener, so many addresses buy nothing. The
+    signed listener (a Neutron proxy in front, one address for many guests)
+    is held to the listener and process caps only.
+    """
 
-    def admit(self, context: ListenerContext, peer_ip: str) -> tuple[str, str, str] | None:
-        """The key to release later, or None when the peer is at its cap (refuse)."""
-        key = (context.kind, context.id, peer_ip)
-        if self.open[key] >= self.per_peer:
-            LOG.warning("metadata: %s holds %d connections to %s %s; refusing more",
-                        peer_ip, self.per_peer, context.kind, context.id)
-            return None
-        self.open[key] += 1
-        return key
+    def __init__(self, caps: Caps | None = None,
+                 port_of: Callable[[ListenerContext, str], str | None] | None = None,
+                 refusals: RateLimitedLog | None = None) -> None:
+        self.caps = caps if caps is not None else Caps()
+        self.port_of = port_of
+        self.refusals = refusals if refusals is not None else RateLimitedLog(
+            logging.getLogger("netmeta.metadata.refused"), burst=20, interval=10.0, what="refused connections")
+        self.total = 0
+        self.listeners: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.guests: collections.Counter[tuple[str, ...]] = collections.Counter()
+        self.refused: collections.Counter[str] = collections.Counter()
 
-    def release(self, key: tuple[str, str, str]) -> None:
-        self.open[key] -= 1
-        if self.open[key] <= 0:
-            del self.open[key]
+    def admit(self, context: ListenerContext, peer_ip: str) -> Admission | None:
+        """What to release later, or None when a cap is reached (refuse the connection)."""
+        listener = (context.kind, context.id)
+        guest: tuple[str, ...] | None = None
+        if context.kind != "signed":
+            port = self.port_of(context, peer_ip) if self.port_of is not None else None
+            guest = ("port", port) if port is not None else ("unknown", context.kind, context.id)
+        caps = self.caps
+        if self.total >= caps.total:
+            why, limit = "process", caps.total
+        elif self.listeners[listener] >= caps.per_listener:
+            why, limit = "listener", caps.per_listener
+        elif guest is not None and self.guests[guest] >= caps.per_port:
+            why, limit = guest[0], caps.per_port
+        else:
+            self.total += 1
+            self.listeners[listener] += 1
+            if guest is not None:
+                self.guests[guest] += 1
+            return listener, guest
+        self.refused[why] += 1
+        self.refusals.warning("metadata: refused a connection from %s to %s %s: %s cap (%d) reached",
+                              peer_ip, context.kind, context.id, why, limit, kind=why,
+                              fields={"peer": peer_ip, "listener": f"{context.kind}:{context.id}", "cap": why})
+        return None
+
+    def release(self, admission: Admission) -> None:
+        listener, guest = admission
+        self.total -= 1
+        self.listeners[listener] -= 1
+        if self.listeners[listener] <= 0:
+            del self.listeners[listener]
+        if guest is not None:
+            self.guests[guest] -= 1
+            if self.guests[guest] <= 0:
+                del self.guests[guest]
 
 
 class _DateCache:
@@ -134,11 +201,8 @@ class HttpShared:
 
 
 def canonical_peer(peer: object) -> str:
-    """The peer's address as one spelling (an IPv4 guest on a dual-stack socket is IPv4)."""
-    ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
-    if ip.startswith("::ffff:") and "." in ip:
-        return ip[7:]
-    return ip
+    """The peer's address in its one spelling (an IPv4 guest on a dual-stack socket is IPv4)."""
+    return canonical_ip(str(peer[0])) if isinstance(peer, tuple) and peer else ""
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -154,21 +218,23 @@ class HttpProtocol(asyncio.Protocol):
         self.worker: asyncio.Task[None] | None = None
         self.paused = False
         self.timer: asyncio.TimerHandle | None = None
-        self.admitted: tuple[str, str, str] | None = None
+        self.admitted: Admission | None = None
         self.loop = asyncio.get_event_loop()
         self.corked = False
         self.sock: socket.socket | None = None
+        self.resume: asyncio.TimerHandle | None = None
 
     # --- connection lifecycle ------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Any stream transport (asyncio's or uvloop's) has write/close/pause_reading.
-        self.transport = transport  # type: ignore[assignment]
-        peer_ip = canonical_peer(transport.get_extra_info("peername"))
+        stream: asyncio.Transport = transport  # type: ignore[assignment]
+        peer_ip = canonical_peer(stream.get_extra_info("peername"))
         self.admitted = self.shared.caps.admit(self.context, peer_ip)
         if self.admitted is None:
-            transport.close()
-            self.transport = None
+            # Refused as cheaply as possible: a reset, no answer, no TIME_WAIT.
+            stream.abort()
             return
+        self.transport = stream
         self.sock = sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -185,6 +251,9 @@ class HttpProtocol(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.resume is not None:
+            self.resume.cancel()
+            self.resume = None
         if self.worker is not None and not self.worker.done():
             self.worker.cancel()
         self.transport = None
@@ -305,7 +374,10 @@ class HttpProtocol(asyncio.Protocol):
         if conn.closed:
             self._close_now()
             return
-        reading = conn.reading
+        now = self.loop.time()
+        reading = conn.reading and conn.hold_until <= now
+        if conn.hold_until > now and self.resume is None:
+            self.resume = self.loop.call_at(conn.hold_until, self._resume)
         if reading and self.paused:
             self.paused = False
             transport.resume_reading()
@@ -313,6 +385,10 @@ class HttpProtocol(asyncio.Protocol):
             self.paused = True
             transport.pause_reading()
         self._arm()
+
+    def _resume(self) -> None:
+        self.resume = None
+        self._settle()
 
     def _close_now(self) -> None:
         """Send the FIN now, with the last answer if it is still in the socket.

@@ -30,7 +30,7 @@ from netmeta.credentials import service_tokens
 from netmeta.drivers import netns, sockets, workers
 from netmeta.feed import FeedFollower
 from netmeta.metadata.app import MetadataApp
-from netmeta.metadata.http import SIGNED, HttpProtocol, HttpShared, ListenerContext
+from netmeta.metadata.http import SIGNED, Caps, ConnectionCaps, HttpProtocol, HttpShared, ListenerContext
 from netmeta.metadata.passwords import ApiPasswordStore
 from netmeta.model.listeners import desired_listeners as model_listeners
 from netmeta.model.metadata.ratelimit import RateLimiter, Table, table_size
@@ -82,7 +82,7 @@ def worker_count(config: Config) -> int:
 
 
 class MetadataService:
-    def __init__(self, config: Config, slot: WorkerSlot | None = None) -> None:
+    def __init__(self, config: Config, slot: WorkerSlot | None = None, open_files: int | None = None) -> None:
         self.config = config
         self.slot = slot
         # One service-user token for the feed and for guests' passwords.
@@ -95,7 +95,8 @@ class MetadataService:
         self.app = MetadataApp(config, lambda: self.follower.snapshot, ApiPasswordStore(config.api_url, tokens),
                                token_key=slot.token_key if slot is not None else b"", limiter=limiter)
         # Limits, connection caps and the access log of every listener's connections.
-        self.http = HttpShared()
+        caps = Caps.from_open_files(open_files) if open_files else Caps()
+        self.http = HttpShared(caps=ConnectionCaps(caps, port_of=self.app.port_of))
         self.open: dict[tuple[str, str], _Open] = {}
         self._wake = asyncio.Event()
         self._status_written: object = None
@@ -123,6 +124,7 @@ class MetadataService:
             while True:
                 self._wake.clear()
                 await self.sync_listeners()
+                self.http.caps.refusals.flush()  # the last interval's summary, also after a flood
                 try:
                     self._write_status()
                 except OSError as exc:  # a diagnostics file must never stop serving
@@ -247,13 +249,13 @@ def read_status(state_dir: str) -> dict[str, Any] | None:
     }
 
 
-def _serve(config: Config, slot: WorkerSlot | None) -> None:
+def _serve(config: Config, slot: WorkerSlot | None, open_files: int) -> None:
     try:
         import uvloop  # libuv's loop: about 15% more small answers per second here
     except ImportError:
-        asyncio.run(MetadataService(config, slot).run())
+        asyncio.run(MetadataService(config, slot, open_files).run())
     else:
-        uvloop.run(MetadataService(config, slot).run())
+        uvloop.run(MetadataService(config, slot, open_files).run())
 
 
 def run(config: Config) -> None:
@@ -280,7 +282,7 @@ def run(config: Config) -> None:
     count = worker_count(config)
     log.info("metadata: %d worker(s), %d open files each", count, limit)
     if count == 1:
-        _serve(config, None)
+        _serve(config, None, limit)
         return
     key = os.urandom(32)
     table = memoryview(workers.shared_memory(table_size(count)))
@@ -290,4 +292,4 @@ def run(config: Config) -> None:
         except FileNotFoundError:
             pass
     write_status(config.state_dir, "metadata", {"pid": os.getpid(), "workers": count})
-    workers.supervise(count, lambda index: _serve(config, WorkerSlot(index, count, key, table)))
+    workers.supervise(count, lambda index: _serve(config, WorkerSlot(index, count, key, table), limit))

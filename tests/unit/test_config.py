@@ -86,5 +86,8 @@ def test_defaults_match_neutron() -> None:
     assert config.dhcp_lease_duration == 86400
     assert config.metadata_port == 9697
     assert config.enable_metadata_proxy is True
-    assert config.rate_limiting.rate_limit_enabled is False
-    assert config.rate_limiting.base_window_duration == 10
+    # Not Neutron's (off; 10 per 10 s when on, which one cloud-init crawl exceeds): on, and above any boot.
+    limits = config.rate_limiting
+    assert limits.rate_limit_enabled is True
+    assert (limits.base_window_duration, limits.base_query_rate_limit) == (10, 300)
+    assert (limits.burst_window_duration, limits.burst_query_rate_limit) == (1, 100)

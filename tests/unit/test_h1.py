@@ -201,3 +201,15 @@ def test_answers_carry_their_headers_and_content_type() -> None:
     out = conn.respond(Response(429, b"slow down\n", "text/plain", [("Retry-After", "3")]), 0)
     assert out == (b"HTTP/1.1 429 Too Many Requests\r\nServer: netmeta\r\nDate: " + DATE +
                    b"\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nRetry-After: 3\r\n\r\nslow down\n")
+
+
+def test_a_refused_request_holds_the_connection_back_for_a_while() -> None:
+    conn = connect(Limits(refusal_pause=1.5))
+    conn.receive(b"GET / HTTP/1.1\r\n\r\n", 10)
+    conn.next_request()
+    conn.respond(Response(429, b"slow down\n", headers=[("Retry-After", "1")]), 10)
+    assert conn.hold_until == 11.5 and not conn.closed
+    conn.receive(b"GET / HTTP/1.1\r\n\r\n", 10)
+    conn.next_request()
+    conn.respond(Response(200), 12)
+    assert conn.hold_until == 11.5  # an answer that is not a refusal holds nothing back

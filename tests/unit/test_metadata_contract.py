@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from netmeta.config import Config
+from netmeta.config import Config, RateLimitConfig
 from netmeta.metadata.app import MetadataApp
 from netmeta.metadata.http import ListenerContext, Request, Response
 from tests.metadata_world import NET_A, MemoryPasswords, world
@@ -61,7 +61,8 @@ LATEST_OPENSTACK = {
 
 async def crawl() -> dict[str, Response]:
     snap = world()
-    app = MetadataApp(Config(), lambda: snap, MemoryPasswords())
+    # Every URL from one guest in a moment: more than the default rate limit allows a guest.
+    app = MetadataApp(Config(rate_limiting=RateLimitConfig(rate_limit_enabled=False)), lambda: snap, MemoryPasswords())
     ctx = ListenerContext("network", NET_A)
     seen: dict[str, Response] = {}
 
