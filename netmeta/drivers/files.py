@@ -59,14 +59,3 @@ def write_file_atomic(path: str, text: str, mode: int = 0o644) -> bool:
     except OSError as exc:
         raise translate(exc, f"write {path}") from exc
     return True
-
-
-def remove_file(path: str) -> bool:
-    """Delete ``path``; False if it was already gone."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise translate(exc, f"remove {path}") from exc
-    return True

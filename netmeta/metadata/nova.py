@@ -53,7 +53,6 @@ _STRIPPED = frozenset(
         "expect",
     }
 )
-_PASSED_BACK = ("Content-Type",)
 
 
 class NovaForwarder:

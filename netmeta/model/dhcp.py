@@ -125,35 +125,14 @@ def dhcp_port(snapshot: Snapshot, network_id: NetworkId) -> Port | None:
 # --- metadata decisions -----------------------------------------------------
 
 
-def should_enable_metadata(snapshot: Snapshot, network_id: NetworkId, config: Config) -> bool:
-    """Neutron's ``Dnsmasq.should_enable_metadata``, kept for comparison.
-
-    No DHCP-enabled subnet → no; ``force_metadata`` → yes;
-    ``enable_isolated_metadata`` off → no; otherwise yes only while some
-    DHCP-enabled subnet is isolated. (Neutron's OVN-metadata-port and
-    ``enable_metadata_network`` cases have no netmeta equivalent.) Like
-    Neutron, this looks at every DHCP-enabled subnet, IPv6 included.
-
-    netmeta does *not* use this to start the qdhcp listener — see
-    :func:`dhcp_listener_wanted` for why.
-    """
-    dhcp_subnets = [s for s in snapshot.subnets_of(network_id) if s.enable_dhcp]
-    if not dhcp_subnets:
-        return False
-    if config.force_metadata:
-        return True
-    if not config.enable_isolated_metadata:
-        return False
-    return any(is_isolated(snapshot, s) for s in dhcp_subnets)
-
-
 def dhcp_listener_wanted(snapshot: Snapshot, network_id: NetworkId, config: Config) -> bool:
     """Whether a metadata listener belongs in ``qdhcp-<net>`` (DESIGN's table).
 
     True whenever ``force_metadata`` or ``enable_isolated_metadata`` is on and
     the network has a DHCP-enabled IPv4 subnet — isolated or not. This
-    differs from Neutron (:func:`should_enable_metadata`) in one row: a router
-    on the gateway with ``enable_isolated_metadata``. Neutron stops its proxy
+    differs from Neutron (``Dnsmasq.should_enable_metadata``, which wants an
+    isolated subnet unless ``force_metadata``) in one row: a router on the
+    gateway with ``enable_isolated_metadata``. Neutron stops its proxy
     there, yet guests that took their lease while the subnet was isolated
     still hold the route ``169.254.169.254/32`` via the DHCP port until they
     renew, and their metadata requests would go unanswered. A listener costs

@@ -64,11 +64,6 @@ class RouterInterface:
     bridge: str  # brq<network_id[:11]>
     mtu: int = 1500
 
-    @property
-    def address(self) -> str | None:
-        """The first address (a router port usually has exactly one)."""
-        return self.addresses[0] if self.addresses else None
-
 
 @dataclass(frozen=True)
 class RouterRoute:

@@ -15,8 +15,7 @@ ROUTER_NS_PREFIX = "qrouter-"
 TAP_PREFIX = "tap"
 ROUTER_PORT_PREFIX = "qr-"
 BRIDGE_PREFIX = "brq"
-# Neutron's DEV_NAME_LEN: prefix (3) + 11 characters of the id.
-DEV_NAME_LEN = 14
+# Neutron's DEV_NAME_LEN (14) = prefix (3) + 11 characters of the id.
 ID_CHARS = 11
 
 

@@ -23,7 +23,6 @@ from netmeta.server.standard_attrs import Caller, utcnow
 from netmeta.store.database import Database, Txn
 
 T = TypeVar("T")
-POLL_INTERVAL = 1.0
 
 
 class ChangeHub:

@@ -160,10 +160,11 @@ def test_behaviour_table(
     ws: tuple[list[Subnet], list[Port]], config: Config, opts: list[str],
     listener: bool, neutron_listener: bool, on_tap: bool,
 ) -> None:
+    # neutron_listener (Neutron's should_enable_metadata) documents the one row where netmeta differs.
+    del neutron_listener
     snap = world(*ws)
     assert dhcp.opts_lines(snap, NET, config) == opts
     assert dhcp.dhcp_listener_wanted(snap, NET, config) is listener
-    assert dhcp.should_enable_metadata(snap, NET, config) is neutron_listener
     assert dhcp.metadata_address_on_tap(config) is on_tap
     spec = dhcp.desired_dhcp(snap, config, "/var/lib/netmeta")[NET]
     assert spec.listener_wanted is listener
@@ -521,12 +522,9 @@ def test_only_dhcp_disabled_or_ipv6_means_no_namespace() -> None:
     snap = world([subnet(enable_dhcp=False)], [dhcp_port_at("172.31.0.2")])
     assert dhcp.desired_dhcp(snap, ISOLATED, "/s") == {}
     assert not dhcp.dhcp_listener_wanted(snap, NET, ISOLATED)
-    assert not dhcp.should_enable_metadata(snap, NET, FORCE)
     v6 = world([subnet(cidr="fd00::/64", gateway_ip=None, ip_version=6)], [dhcp_port_at("fd00::2")])
     assert dhcp.desired_dhcp(v6, ISOLATED, "/s") == {}
     assert not dhcp.dhcp_listener_wanted(v6, NET, ISOLATED)
-    # Neutron's own predicate counts IPv6 subnets (test_..._isolated_network_returns_true_ipv6)
-    assert dhcp.should_enable_metadata(v6, NET, ISOLATED)
 
 
 def test_admin_down_network_gets_no_namespace() -> None:
