@@ -21,11 +21,9 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 
 from netmeta.credentials import AuthFailed, TokenSource
-from netmeta.model.types import PARSERS, Snapshot
+from netmeta.model.types import PARSERS, RESOURCE_KINDS, Snapshot
 
 log = logging.getLogger(__name__)
-
-KINDS = ("networks", "subnets", "ports", "routers", "instances")
 
 
 class RelistNeeded(Exception):
@@ -50,7 +48,7 @@ class FeedFollower:
         self.snapshot = Snapshot()
         self.synced = asyncio.Event()
         # Parsed objects by kind and id: an event re-parses only what it changed.
-        self._objects: dict[str, dict[Any, Any]] = {k: {} for k in KINDS}
+        self._objects: dict[str, dict[Any, Any]] = {k: {} for k in RESOURCE_KINDS}
         self._revision = 0
 
     async def run(self) -> None:
@@ -92,7 +90,7 @@ class FeedFollower:
         async with session.get(f"{self.api_url}/netmeta/v1/state", headers=await self._headers()) as resp:
             self._check(resp)
             state = await resp.json()
-        self._objects = {k: {o["id"]: PARSERS[k](o) for o in state.get(k) or ()} for k in KINDS}
+        self._objects = {k: {o["id"]: PARSERS[k](o) for o in state.get(k) or ()} for k in RESOURCE_KINDS}
         self._revision = int(state["revision"])
         await self._publish()
         self.synced.set()

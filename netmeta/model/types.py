@@ -291,6 +291,11 @@ def instance_from_api(d: Mapping[str, Any]) -> Instance:
     )
 
 
+# The resource kinds: Neutron's, served under /v2.0, then netmeta's own. Also
+# the order of the state document and of the feed (RESOURCE_KINDS).
+NEUTRON_KINDS = ("networks", "subnets", "ports", "routers")
+RESOURCE_KINDS = (*NEUTRON_KINDS, "instances")
+
 PARSERS = {
     "networks": network_from_api,
     "subnets": subnet_from_api,

@@ -30,12 +30,12 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import Connection
 
+from netmeta.model.types import RESOURCE_KINDS
 from netmeta.server import filters, instances, policy
 from netmeta.server.context import ctx, dump, json_body, raw_json
 from netmeta.server.errors import BadRequest, Gone
 from netmeta.store.database import Txn, changes_since, current_revision, load_bodies, load_one
 
-KINDS = ("networks", "subnets", "ports", "routers", "instances")
 MAX_EVENTS = 5000
 DEFAULT_TIMEOUT = 30.0
 MAX_TIMEOUT = 300.0
@@ -135,7 +135,7 @@ def _public_json(kind: str, text: str) -> str:
 def _read_state(conn: Connection) -> str:
     revision, _ = current_revision(conn)
     parts = [f'"revision":{revision}']
-    for kind in KINDS:
+    for kind in RESOURCE_KINDS:
         bodies = [_public_json(kind, b) for b in load_bodies(conn, kind)]
         parts.append(f'"{kind}":[{",".join(bodies)}]')
     return "{" + ",".join(parts) + "}"

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from aiohttp import web
 from sqlalchemy import Connection
 
+from netmeta.model.types import NEUTRON_KINDS
 from netmeta.server import filters, networks, policy, ports, routers
 from netmeta.server.context import ctx, dump, json_body, raw_json
 from netmeta.server.errors import BadRequest, invalid
@@ -25,7 +26,6 @@ from netmeta.server.standard_attrs import Caller, get_or_404, save
 from netmeta.server.validation import SINGULAR, as_str_list, resource_body
 from netmeta.store.database import Txn, load_bodies, load_one
 
-KINDS = "networks|subnets|ports|routers"
 CREATE: dict[str, Callable[[Txn, dict[str, Any], Caller], dict[str, Any]]] = {
     "networks": networks.create_network,
     "subnets": networks.create_subnet,
@@ -81,7 +81,7 @@ async def resources_index(request: web.Request) -> web.Response:
         {
             "resources": [
                 {"name": SINGULAR[k], "collection": k, "links": [{"href": f"{base}/v2.0/{k}", "rel": "self"}]}
-                for k in ("networks", "subnets", "ports", "routers")
+                for k in NEUTRON_KINDS
             ]
         }
     )
@@ -362,7 +362,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v2.0/", resources_index)
     r.add_get("/v2.0/extensions", list_extensions)
     r.add_get("/v2.0/extensions/{alias}", show_extension)
-    collection = f"/v2.0/{{kind:{KINDS}}}"
+    collection = f"/v2.0/{{kind:{'|'.join(NEUTRON_KINDS)}}}"
     member = collection + "/{id}"
     r.add_get(collection, list_resources)
     r.add_post(collection, create_resource)

@@ -22,9 +22,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from netmeta.model.types import RESOURCE_KINDS
 from tests.functional.conftest import Api, ServerProcess
 
-KINDS = ("networks", "subnets", "ports", "routers", "instances")
 
 
 def apply_events(state: dict[str, Any], events: list[dict[str, Any]]) -> None:
@@ -38,7 +38,7 @@ def apply_events(state: dict[str, Any], events: list[dict[str, Any]]) -> None:
 
 
 def by_id(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {k: {o["id"]: o for o in state[k]} for k in KINDS}
+    return {k: {o["id"]: o for o in state[k]} for k in RESOURCE_KINDS}
 
 
 def test_concurrent_writers_watcher_sees_every_revision_once(server_factory: Callable[..., ServerProcess]) -> None:
@@ -87,7 +87,7 @@ def test_concurrent_writers_watcher_sees_every_revision_once(server_factory: Cal
     final = api.state()
     revisions = [e["revision"] for e in seen]
     assert revisions == list(range(start["revision"] + 1, final["revision"] + 1))
-    replayed = {k: list(start[k]) for k in KINDS}
+    replayed = {k: list(start[k]) for k in RESOURCE_KINDS}
     apply_events(replayed, seen)
     assert by_id(replayed) == by_id(final)
 
