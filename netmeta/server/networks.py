@@ -1,4 +1,4 @@
-"""Networks, subnets, and the DHCP port that follows them.
+"""Networks and subnets; the DHCP port follows them (:mod:`netmeta.server.dhcp_port`).
 
 Each function runs inside one store transaction (the serialized writer), so
 everything a request causes — the subnet, the network's ``subnets`` list and
@@ -9,30 +9,25 @@ The DHCP port is the server's job, as Neutron's DHCP agent would do it but
 synchronously: a network with at least one DHCP-enabled IPv4 subnet has
 exactly one ``network:dhcp`` port holding one address on each such subnet,
 taken first from the pool (so ``.1`` on a subnet created with
-``--no-gateway``, ``.2`` behind a ``.1`` gateway). :func:`sync_dhcp_port`
-recomputes it after every subnet create, update and delete.
+``--no-gateway``, ``.2`` behind a ``.1`` gateway).
+:func:`netmeta.server.dhcp_port.sync_dhcp_port` recomputes it after every
+subnet create, update and delete.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import random
-import uuid
-from typing import Any, Callable
+from typing import Any
 
 from netmeta.model import ipam
 from netmeta.model.types import DEVICE_OWNER_DHCP
 from netmeta.server import addresses
+from netmeta.server.dhcp_port import sync_dhcp_port
 from netmeta.server.errors import Conflict, invalid
-from netmeta.server.ports import new_port
 from netmeta.server.standard_attrs import Caller, base, create, get_or_404, new_id, save
 from netmeta.server.validation import as_bool, as_int, as_str, as_str_list, common_attrs, project_of
 from netmeta.store.database import Txn
-
-# Neutron names the DHCP port's device "dhcp<host uuid>-<network id>"; the host
-# part is a stable uuid for "this netmeta" so restarts keep the same name.
-DHCP_HOST_UUID = str(uuid.uuid5(uuid.NAMESPACE_DNS, "dhcp.netmeta"))
-RandBytes = Callable[[int], bytes]
 
 
 # --- networks ------------------------------------------------------------------
@@ -244,61 +239,6 @@ def delete_subnet(txn: Txn, subnet_id: str) -> None:
     txn.release_subnet(subnet_id)
 
 
-# --- the DHCP port ----------------------------------------------------------------
-
-
-def dhcp_device_id(network_id: str) -> str:
-    return f"dhcp{DHCP_HOST_UUID}-{network_id}"
-
-
-def sync_dhcp_port(txn: Txn, network: dict[str, Any], randbytes: RandBytes) -> None:
-    """Make the network's DHCP port match its DHCP-enabled IPv4 subnets."""
-    wanted = [
-        s for s in txn.select("subnets", network_id=network["id"]) if s["enable_dhcp"] and s["ip_version"] == 4
-    ]
-    existing = [p for p in txn.select("ports", network_id=network["id"]) if p["device_owner"] == DEVICE_OWNER_DHCP]
-    port = existing[0] if existing else None
-    for extra in existing[1:]:
-        txn.remove("ports", extra)
-    if not wanted:
-        if port is not None:
-            txn.remove("ports", port)
-        return
-    wanted_ids = [s["id"] for s in wanted]
-    if port is None:
-        port_id = new_id()
-        fixed = _dhcp_addresses(txn, port_id, wanted, [])
-        obj = new_port(port_id, network, txn.now, randbytes)
-        obj.update({"device_owner": DEVICE_OWNER_DHCP, "device_id": dhcp_device_id(network["id"]),
-                    "fixed_ips": fixed})
-        create(txn, "ports", obj)
-        return
-    kept = [f for f in port["fixed_ips"] if f["subnet_id"] in wanted_ids]
-    for gone in port["fixed_ips"]:
-        if gone not in kept:
-            txn.release(port["id"], gone["subnet_id"], gone["ip_address"])
-    fixed = _dhcp_addresses(txn, port["id"], wanted, kept)
-    if fixed != port["fixed_ips"]:
-        port["fixed_ips"] = fixed
-        save(txn, "ports", port)
-
-
-def _dhcp_addresses(
-    txn: Txn, port_id: str, wanted: list[dict[str, Any]], kept: list[dict[str, str]]
-) -> list[dict[str, str]]:
-    have = {f["subnet_id"]: f for f in kept}
-    out: list[dict[str, str]] = []
-    for subnet in wanted:
-        if subnet["id"] in have:
-            out.append(have[subnet["id"]])
-            continue
-        ip = addresses.allocate_next(txn, subnet, port_id)
-        if ip is None:
-            raise addresses.exhausted(subnet["id"])
-        out.append({"subnet_id": subnet["id"], "ip_address": ip})
-    return out
-
-
 __all__ = [
     "create_network",
     "update_network",
@@ -306,5 +246,4 @@ __all__ = [
     "create_subnet",
     "update_subnet",
     "delete_subnet",
-    "sync_dhcp_port",
 ]

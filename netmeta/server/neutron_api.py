@@ -19,7 +19,7 @@ from aiohttp import web
 from sqlalchemy import Connection
 
 from netmeta.model.types import NEUTRON_KINDS
-from netmeta.server import filters, networks, policy, ports, routers
+from netmeta.server import dhcp_port, filters, networks, policy, ports, routers
 from netmeta.server.context import ctx, dump, json_body, raw_json
 from netmeta.server.errors import BadRequest, invalid
 from netmeta.server.standard_attrs import Caller, get_or_404, save
@@ -41,7 +41,7 @@ UPDATE: dict[str, Callable[[Txn, str, dict[str, Any]], dict[str, Any]]] = {
 DELETE: dict[str, Callable[[Txn, str], None]] = {
     "networks": networks.delete_network,
     "subnets": networks.delete_subnet,
-    "ports": ports.delete_port,
+    "ports": dhcp_port.delete_port,
     "routers": routers.delete_router,
 }
 EXTENSIONS = [

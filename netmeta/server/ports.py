@@ -12,8 +12,8 @@ Ownership rules enforced here (Neutron's):
 * deleting an instance's port also drops it from the instance's ``ports``.
 
 Deleting the DHCP port directly is allowed, as in Neutron, but the network
-still wants one, so the same transaction makes a fresh one — what Neutron's
-DHCP agent would do a moment later.
+still wants one: the API's delete is :func:`netmeta.server.dhcp_port.delete_port`,
+which makes a fresh one in the same transaction.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ import random
 from typing import Any, Callable
 
 from netmeta.model import ipam
-from netmeta.model.types import COMPUTE_OWNER_PREFIX, DEVICE_OWNER_DHCP, ROUTER_INTERFACE_OWNERS
+from netmeta.model.types import COMPUTE_OWNER_PREFIX, ROUTER_INTERFACE_OWNERS
 from netmeta.server import addresses, port_dns
 from netmeta.server.errors import Conflict, invalid
 from netmeta.server.standard_attrs import Caller, base, create, get_or_404, new_id, save
 from netmeta.server.validation import as_bool, as_str, common_attrs, project_of
 from netmeta.store.database import Txn
 
+# Where MAC addresses' randomness comes from (random.randbytes; tests pass their own).
 RandBytes = Callable[[int], bytes]
 
 
@@ -135,10 +136,6 @@ def delete_port(txn: Txn, port_id: str) -> None:
             "ServicePortInUse",
         )
     remove_port(txn, obj)
-    if obj["device_owner"] == DEVICE_OWNER_DHCP:
-        from netmeta.server.networks import sync_dhcp_port  # networks builds on ports
-
-        sync_dhcp_port(txn, get_or_404(txn, "networks", obj["network_id"]), random.randbytes)
 
 
 def remove_port(txn: Txn, obj: dict[str, Any]) -> None:

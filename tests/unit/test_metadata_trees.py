@@ -100,7 +100,7 @@ def test_meta_data_json_keys_by_version(version: str, keys: list[str]) -> None:
 def test_meta_data_template_is_byte_identical_to_the_plain_document(version: str, which: str) -> None:
     # The listener serves the pre-encoded template; it must be byte-identical
     # to json.dumps of the plain document for the same seed, in every version.
-    plain = json.dumps(openstack.meta_data(vm(which), openstack.resolve_version(version), SEED)).encode()
+    plain = json.dumps(openstack.meta_data(vm(which), openstack.OPENSTACK_VERSIONS.resolve(version), SEED)).encode()
     assert openstack.meta_data_template(vm(which), version).render(SEED) == plain
     leaf = openstack.lookup(vm(which), [version, "meta_data.json"], SEED)
     assert isinstance(leaf, Leaf) and leaf.body == plain

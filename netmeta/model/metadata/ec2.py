@@ -32,7 +32,7 @@ import json
 import uuid
 from typing import Any
 
-from netmeta.model.metadata.tree import InstanceData, Leaf, Named, Node, PathNotFound, listing, render, walk
+from netmeta.model.metadata.tree import InstanceData, Leaf, Named, Node, VersionSet, render, walk
 
 VERSIONS = (
     "1.0",
@@ -72,17 +72,12 @@ def reservation_id(instance_id: str) -> str:
     return "r-" + out
 
 
-def resolve_version(version: str) -> str:
-    if version == "latest":
-        return VERSIONS[-1]
-    if version not in VERSIONS:
-        raise PathNotFound(f"/{version}", f"unknown EC2 metadata version {version!r}")
-    return version
+EC2_VERSIONS = VersionSet(VERSIONS, "", "EC2")
 
 
 def version_listing() -> Leaf:
     """``/``: answered without knowing who asks, like Nova."""
-    return listing([*VERSIONS, "latest"])
+    return EC2_VERSIONS.listing()
 
 
 def _at_least(required: str, version: str) -> bool:
@@ -183,6 +178,6 @@ def lookup(data: InstanceData, tokens: list[str]) -> Leaf:
     """Answer ``/<version>/...``; ``tokens`` excludes a leading ``ec2``."""
     if not tokens:
         return version_listing()
-    version = resolve_version(tokens[0])
+    version = EC2_VERSIONS.resolve(tokens[0])
     node = walk(tree(data, version), tokens[1:], "/" + tokens[0])
     return render(node)

@@ -33,7 +33,7 @@ import ipaddress
 import json
 from typing import Any
 
-from netmeta.model.metadata.tree import JSON, TEXT, InstanceData, Leaf, PathNotFound, listing
+from netmeta.model.metadata.tree import JSON, TEXT, InstanceData, Leaf, PathNotFound, VersionSet, listing
 
 FOLSOM = "2012-08-10"
 GRIZZLY = "2013-04-04"
@@ -58,21 +58,12 @@ VD2_JSON = "vendor_data2.json"
 PASSWORD_HANDLER = "password-handler"
 
 
-def resolve_version(version: str) -> str:
-    if version == "latest":
-        return VERSIONS[-1]
-    if version not in VERSIONS:
-        raise PathNotFound(f"/openstack/{version}", f"unknown OpenStack metadata version {version!r}")
-    return version
+OPENSTACK_VERSIONS = VersionSet(VERSIONS, "/openstack", "OpenStack")
 
 
 def at_least(required: str, version: str) -> bool:
     """Version strings are ISO dates, so string order is date order."""
     return version >= required
-
-
-def version_listing() -> Leaf:
-    return listing([*VERSIONS, "latest"])
 
 
 def files(data: InstanceData, version: str) -> list[str]:
@@ -240,7 +231,7 @@ class MetaDataTemplate:
 
 def meta_data_template(data: InstanceData, version_token: str) -> MetaDataTemplate:
     """The template for ``/openstack/<version_token>/meta_data.json``."""
-    return MetaDataTemplate(data, resolve_version(version_token))
+    return MetaDataTemplate(data, OPENSTACK_VERSIONS.resolve(version_token))
 
 
 def _json(value: Any, content_type: str = JSON) -> Leaf:
@@ -254,8 +245,8 @@ def lookup(data: InstanceData, tokens: list[str], random_bytes: bytes) -> Leaf |
     depends on the method and on state the pure tree does not hold.
     """
     if not tokens:
-        return version_listing()
-    version = resolve_version(tokens[0])
+        return OPENSTACK_VERSIONS.listing()
+    version = OPENSTACK_VERSIONS.resolve(tokens[0])
     if len(tokens) == 1:
         return listing(files(data, version))
     name = "/".join(tokens[1:])

@@ -68,6 +68,26 @@ def listing(items: list[str]) -> Leaf:
     return Leaf("\n".join(items).encode())
 
 
+@dataclass(frozen=True)
+class VersionSet:
+    """The dated versions of one metadata tree, oldest first; ``latest`` is the newest."""
+
+    versions: tuple[str, ...]
+    root: str  # where the tree hangs, for messages: "/openstack", or "" for EC2's
+    name: str  # "OpenStack", "EC2"
+
+    def resolve(self, version: str) -> str:
+        if version == "latest":
+            return self.versions[-1]
+        if version not in self.versions:
+            raise PathNotFound(f"{self.root}/{version}", f"unknown {self.name} metadata version {version!r}")
+        return version
+
+    def listing(self) -> Leaf:
+        """What the tree's root lists: every version, then ``latest`` (Nova's order)."""
+        return listing([*self.versions, "latest"])
+
+
 def render(node: Node) -> Leaf:
     """Turn a tree node into what Nova's ``ec2_md_print`` prints."""
     if isinstance(node, Named):

@@ -1,0 +1,89 @@
+"""The network's DHCP port: kept in step with its subnets, made again when deleted.
+
+Neutron's DHCP agent creates this port; netmeta's server does it in the same
+transaction as the change that calls for it: a network with at least one
+DHCP-enabled IPv4 subnet has exactly one ``network:dhcp`` port holding one
+address on each such subnet. Networks (subnet create, update, delete) and
+ports (deleting the DHCP port directly, which Neutron allows) both build on
+this module, and it builds on :func:`netmeta.server.ports.new_port` — so the
+two resource modules no longer import each other.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any
+
+from netmeta.model.types import DEVICE_OWNER_DHCP
+from netmeta.server import addresses, ports
+from netmeta.server.ports import RandBytes, new_port
+from netmeta.server.standard_attrs import create, get_or_404, new_id, save
+from netmeta.store.database import Txn
+
+# Neutron names the DHCP port's device "dhcp<host uuid>-<network id>"; the host
+# part is a stable uuid for "this netmeta" so restarts keep the same name.
+DHCP_HOST_UUID = str(uuid.uuid5(uuid.NAMESPACE_DNS, "dhcp.netmeta"))
+
+
+def dhcp_device_id(network_id: str) -> str:
+    return f"dhcp{DHCP_HOST_UUID}-{network_id}"
+
+
+def sync_dhcp_port(txn: Txn, network: dict[str, Any], randbytes: RandBytes) -> None:
+    """Make the network's DHCP port match its DHCP-enabled IPv4 subnets."""
+    wanted = [
+        s for s in txn.select("subnets", network_id=network["id"]) if s["enable_dhcp"] and s["ip_version"] == 4
+    ]
+    existing = [p for p in txn.select("ports", network_id=network["id"]) if p["device_owner"] == DEVICE_OWNER_DHCP]
+    port = existing[0] if existing else None
+    for extra in existing[1:]:
+        txn.remove("ports", extra)
+    if not wanted:
+        if port is not None:
+            txn.remove("ports", port)
+        return
+    wanted_ids = [s["id"] for s in wanted]
+    if port is None:
+        port_id = new_id()
+        fixed = _dhcp_addresses(txn, port_id, wanted, [])
+        obj = new_port(port_id, network, txn.now, randbytes)
+        obj.update({"device_owner": DEVICE_OWNER_DHCP, "device_id": dhcp_device_id(network["id"]),
+                    "fixed_ips": fixed})
+        create(txn, "ports", obj)
+        return
+    kept = [f for f in port["fixed_ips"] if f["subnet_id"] in wanted_ids]
+    for gone in port["fixed_ips"]:
+        if gone not in kept:
+            txn.release(port["id"], gone["subnet_id"], gone["ip_address"])
+    fixed = _dhcp_addresses(txn, port["id"], wanted, kept)
+    if fixed != port["fixed_ips"]:
+        port["fixed_ips"] = fixed
+        save(txn, "ports", port)
+
+
+def _dhcp_addresses(
+    txn: Txn, port_id: str, wanted: list[dict[str, Any]], kept: list[dict[str, str]]
+) -> list[dict[str, str]]:
+    have = {f["subnet_id"]: f for f in kept}
+    out: list[dict[str, str]] = []
+    for subnet in wanted:
+        if subnet["id"] in have:
+            out.append(have[subnet["id"]])
+            continue
+        ip = addresses.allocate_next(txn, subnet, port_id)
+        if ip is None:
+            raise addresses.exhausted(subnet["id"])
+        out.append({"subnet_id": subnet["id"], "ip_address": ip})
+    return out
+
+
+def delete_port(txn: Txn, port_id: str) -> None:
+    """The port API's delete: the network still wants a DHCP port, so a fresh one follows.
+
+    That is what Neutron's DHCP agent would do a moment later.
+    """
+    obj = get_or_404(txn, "ports", port_id)
+    ports.delete_port(txn, port_id)
+    if obj["device_owner"] == DEVICE_OWNER_DHCP:
+        sync_dhcp_port(txn, get_or_404(txn, "networks", obj["network_id"]), random.randbytes)
