@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from netmeta.agent.service import read_status  # noqa: E402
 from netmeta.metadata.service import read_status as read_metadata_status  # noqa: E402
+from netmeta.model.paths import StatePaths  # noqa: E402
 from tests.privileged.stack import make_stack, wait_until  # noqa: E402
 
 
@@ -40,12 +41,12 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def dnsmasq_count(state_dir: str) -> int:
-    root = os.path.join(state_dir, "dhcp")
+def dnsmasq_count(paths: StatePaths) -> int:
+    root = paths.dhcp_root
     count = 0
     for net in os.listdir(root) if os.path.isdir(root) else ():
         try:
-            pid = int(open(os.path.join(root, net, "pid")).read())
+            pid = int(open(paths.dhcp_file(net, "pid")).read())
             count += os.path.exists(f"/proc/{pid}")
         except (OSError, ValueError):
             pass
@@ -83,7 +84,7 @@ def main() -> None:
         stack.converged(timeout=300)
         build = time.monotonic() - t0
         wait_until(lambda: len(stack.client.get("/v2.0/networks")["networks"]) == args.networks, "networks")
-        wait_until(lambda: dnsmasq_count(stack.config.state_dir) == args.networks, "every dnsmasq", timeout=120)
+        wait_until(lambda: dnsmasq_count(stack.config.paths) == args.networks, "every dnsmasq", timeout=120)
         wait_until(lambda: _listeners(stack) >= args.networks, "every listener", timeout=120)
         rss1 = rss_kb(meta_pid)
 
@@ -133,7 +134,7 @@ def main() -> None:
         p99 = lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))]
         print(f"networks: {args.networks} (built and converged in {build:.1f}s)")
         print(f"convergence attach→opts: p50 {statistics.median(lat):.0f} ms, p99 {p99:.0f} ms, max {lat[-1]:.0f} ms (n={len(lat)})")
-        print(f"processes per network: {dnsmasq_count(stack.config.state_dir) / args.networks:.2f} (dnsmasq)")
+        print(f"processes per network: {dnsmasq_count(stack.config.paths) / args.networks:.2f} (dnsmasq)")
         print(f"metadata RSS: {rss0} KB with {warm} networks -> {rss1} KB with {args.networks}: "
               f"{(rss1 - rss0) / (args.networks - warm):.1f} KB per network")
         print(f"agent restart to first full pass: {restart:.2f}s; metadata fetches meanwhile: {fetched}, failed: {failures}; "

@@ -19,6 +19,8 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from netmeta.model.paths import StatePaths
+
 DEFAULT_STATE_DIR = "/var/lib/netmeta"
 DEFAULT_API_BIND = "127.0.0.1:9696"
 
@@ -237,6 +239,11 @@ class Config:
     @property
     def api_url(self) -> str:
         return f"http://{self.bind}"
+
+    @property
+    def paths(self) -> StatePaths:
+        """The state directory's layout (netmeta.model.paths): every path is asked of it."""
+        return StatePaths(self.state_dir)
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)

@@ -31,6 +31,8 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
+from netmeta.model.paths import StatePaths
+
 TEXT_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 FORMATS = ("text", "json")
 
@@ -80,7 +82,7 @@ def formatter(log_format: str) -> logging.Formatter:
 
 
 def log_path(state_dir: str, component: str) -> str:
-    return os.path.join(state_dir, "log", f"{component}.log")
+    return StatePaths(state_dir).log_file(component)
 
 
 def setup(

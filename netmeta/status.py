@@ -12,9 +12,11 @@ import json
 import os
 from typing import Any
 
+from netmeta.model.paths import StatePaths
+
 
 def status_path(state_dir: str, component: str) -> str:
-    return os.path.join(state_dir, component, "status.json")
+    return StatePaths(state_dir).status_file(component)
 
 
 def write_status(state_dir: str, component: str, status: dict[str, Any]) -> None:

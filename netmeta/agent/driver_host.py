@@ -13,6 +13,7 @@ from netmeta.agent.ledger import Ledger
 from netmeta.drivers import dnsmasq, files, iptables, links, netns, processes
 from netmeta.drivers.errors import translate
 from netmeta.model.names import ROUTER_PORT_PREFIX
+from netmeta.model.paths import StatePaths
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,9 @@ class DriverHost:
     taps; the drivers refuse "" so it cannot happen by accident).
     """
 
-    def __init__(self, state_dir: str, fabric: str | None) -> None:
+    def __init__(self, paths: StatePaths, fabric: str | None) -> None:
         self.fabric = fabric
-        self.ledger = Ledger.load(state_dir)
+        self.ledger = Ledger.load(paths.state_dir)
         # Workers act on several objects at once; the ledger is one file.
         self._ledger_lock = threading.Lock()
 

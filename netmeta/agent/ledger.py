@@ -15,6 +15,8 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
+from netmeta.model.paths import StatePaths
+
 
 @dataclass
 class Ledger:
@@ -24,7 +26,7 @@ class Ledger:
 
     @classmethod
     def load(cls, state_dir: str) -> "Ledger":
-        path = os.path.join(state_dir, "agent", "ledger.json")
+        path = StatePaths(state_dir).ledger
         ledger = cls(path)
         try:
             with open(path, encoding="utf-8") as handle:

@@ -60,7 +60,7 @@ from netmeta.agent.plan import (
 from netmeta.config import Config
 from netmeta.drivers.errors import PermanentDriverError, TemporaryDriverError
 from netmeta.model import names
-from netmeta.model.dhcp import DhcpNetworkSpec, desired_dhcp, dhcp_files_dir
+from netmeta.model.dhcp import DhcpNetworkSpec, desired_dhcp
 from netmeta.model.l3 import RouterSpec, desired_routers
 from netmeta.model.types import NetworkId, RouterId, Snapshot
 
@@ -136,8 +136,8 @@ class Reconciler:
     ) -> None:
         self.config = config
         self.fabric: str | None = config.fabric_namespace or None
-        self.host: Host = host if host is not None else DriverHost(config.state_dir, self.fabric)
-        self.dhcp_root = f"{config.state_dir.rstrip('/')}/dhcp"
+        self.paths = config.paths
+        self.host: Host = host if host is not None else DriverHost(self.paths, self.fabric)
         self.clock = clock
         self.on_done = on_done
         # Recorded state: the spec last applied per object (None = verify again).
@@ -166,7 +166,7 @@ class Reconciler:
                 self.bridges.clear()
         self.host.ensure_fabric()
         fabric = self.host.observe_links(None) if full else None
-        wanted_dhcp = desired_dhcp(snapshot, self.config, self.config.state_dir)
+        wanted_dhcp = desired_dhcp(snapshot, self.config, self.paths)
         wanted_routers = desired_routers(snapshot, self.config)
 
         # Bridges first and inline: every veth below plugs into one, and
@@ -390,7 +390,7 @@ class Reconciler:
             keep_ns.add(self.fabric)
         for ns in sorted(namespaces - keep_ns):
             key = _owner(ns)
-            pid_file = f"{dhcp_files_dir(self.config.state_dir, key[1])}/pid" if key[0] == "network" else None
+            pid_file = self.paths.dhcp_file(key[1], "pid") if key[0] == "network" else None
             gone.setdefault(key, []).extend(plan_gone_namespace(ns, pid_file))
         with self._lock:
             for net_id in [n for n in self.applied_dhcp if n not in wanted_dhcp]:
@@ -399,10 +399,11 @@ class Reconciler:
                 del self.applied_routers[router_id]
             for net_id in [n for n in self.bridges if n not in snapshot.networks]:
                 del self.bridges[net_id]
-        for net_id in self.host.list_dirs(self.dhcp_root):
+        for net_id in self.host.list_dirs(self.paths.dhcp_root):
             if net_id not in wanted_dhcp:
-                files_dir = dhcp_files_dir(self.config.state_dir, net_id)
-                gone.setdefault(("network", net_id), []).extend(plan_gone_files(net_id, files_dir, f"{files_dir}/pid"))
+                gone.setdefault(("network", net_id), []).extend(
+                    plan_gone_files(net_id, self.paths.dhcp_dir(net_id), self.paths.dhcp_file(net_id, "pid"))
+                )
         keep_links = {names.bridge_name(n) for n in snapshot.networks}
         keep_links |= {names.dhcp_outer_name(s.port_id) for s in wanted_dhcp.values()}
         keep_links |= {names.router_outer_name(i.port_id) for s in wanted_routers.values() for i in s.interfaces}

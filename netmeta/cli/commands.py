@@ -43,7 +43,7 @@ def start_stack(args: argparse.Namespace, config: Config, log_dir: str | None = 
     from netmeta.drivers.supervise import Component
 
     prepare_state_dir(config)
-    logs = log_dir or os.path.join(config.state_dir, "log")
+    logs = log_dir or config.paths.log_dir
     os.makedirs(logs, exist_ok=True)
     components = [
         # The child writes its own rotated <name>.log; <name>.out keeps only
@@ -102,10 +102,10 @@ def teardown_host(config: Config, *, purge: bool = False) -> list[str]:
 
     removed = [f"guest {name}" for name in Guests(config).teardown_all_local()]
     removed += [f"VM {name}" for name in Machines(config).teardown_all_local()]
-    dhcp_root = os.path.join(config.state_dir, "dhcp")
+    dhcp_root = config.paths.dhcp_root
     if os.path.isdir(dhcp_root):
         for net_id in os.listdir(dhcp_root):
-            pid = dnsmasq.running_pid(os.path.join(dhcp_root, net_id, "pid"), net_id)
+            pid = dnsmasq.running_pid(config.paths.dhcp_file(net_id, "pid"), net_id)
             if pid is not None:
                 dnsmasq.stop(pid)
                 removed.append(f"dnsmasq {pid}")
@@ -126,8 +126,8 @@ def teardown_host(config: Config, *, purge: bool = False) -> list[str]:
     ledger.namespaces.clear()
     ledger.fabric_links.clear()
     ledger.save()
-    for runtime in ("agent", "metadata", "log"):
-        shutil.rmtree(os.path.join(config.state_dir, runtime), ignore_errors=True)
+    for runtime in (config.paths.component_dir("agent"), config.paths.component_dir("metadata"), config.paths.log_dir):
+        shutil.rmtree(runtime, ignore_errors=True)
     if purge:
         shutil.rmtree(config.state_dir, ignore_errors=True)
         removed.append(config.state_dir)

@@ -138,7 +138,7 @@ def _walk(say: Narrator, config: Config, client: Client, guests: Any, components
 
     for net, vm in ((net1, vm1), (net2, vm2)):
         ns = names.dhcp_namespace(net["id"])
-        opts = os.path.join(config.state_dir, "dhcp", net["id"], "opts")
+        opts = config.paths.dhcp_file(net["id"], "opts")
         say.title(f"what the report looked at, for {net['name']}")
         say.shell(f"ip netns exec {ns} ip -4 a", _in_ns(ns, "ip", "-4", "a"))
         say.shell(f"cat {opts}", open(opts, encoding="utf-8").read())
@@ -150,7 +150,7 @@ def _walk(say: Narrator, config: Config, client: Client, guests: Any, components
     say.title("attach a router to the network with a gateway (openstack router add subnet)")
     router = client.request("POST", "/v2.0/routers", {"router": {"name": "testrouter"}})["router"]
     client.request("PUT", f"/v2.0/routers/{router['id']}/add_router_interface", {"subnet_id": sub2["id"]})
-    opts2 = os.path.join(config.state_dir, "dhcp", net2["id"], "opts")
+    opts2 = config.paths.dhcp_file(net2["id"], "opts")
     gw_route = f"169.254.169.254/32,{sub2['gateway_ip']}"
     started = time.monotonic()
     until(lambda: gw_route in open(opts2, encoding="utf-8").read(), "the opts file to follow the router")
@@ -212,9 +212,9 @@ def _host_state(config: Config, networks: tuple[Any, ...], vms: tuple[Any, ...])
 
     state: dict[str, str] = {}
     for net in networks:
-        files = os.path.join(config.state_dir, "dhcp", net["id"])
-        state[f"dnsmasq pid ({net['name']})"] = str(dnsmasq.running_pid(os.path.join(files, "pid"), net["id"]))
-        state[f"opts sha256 ({net['name']})"] = _digest(os.path.join(files, "opts"))
+        pid_file, opts_file = config.paths.dhcp_file(net["id"], "pid"), config.paths.dhcp_file(net["id"], "opts")
+        state[f"dnsmasq pid ({net['name']})"] = str(dnsmasq.running_pid(pid_file, net["id"]))
+        state[f"opts sha256 ({net['name']})"] = _digest(opts_file)
     for vm in vms:
         state[f"routes ({vm.name})"] = " | ".join(_in_ns(vm.namespace, "ip", "route").strip().splitlines())
     return state

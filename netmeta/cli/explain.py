@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -87,7 +86,7 @@ def observe(config: Config, guest: Guest, snapshot: Snapshot) -> Observations:
     specific = any(r.get("dst") in (METADATA_IPV4, f"{METADATA_IPV4}/32")
                    for r in json.loads(table.stdout or "[]")) if table.returncode == 0 else False
     env = dhclient.read_env(guest.paths)
-    opts_path = os.path.join(config.state_dir, "dhcp", guest.network_id, "opts")
+    opts_path = config.paths.dhcp_file(guest.network_id, "opts")
     try:
         with open(opts_path, encoding="utf-8") as handle:
             opts = tuple(handle.read().splitlines())

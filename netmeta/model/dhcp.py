@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from netmeta.model import names
+from netmeta.model.paths import StatePaths
 from netmeta.model.types import (
     DEVICE_OWNER_DHCP,
     METADATA_CIDR,
@@ -582,13 +583,8 @@ class DhcpNetworkSpec:
         return dnsmasq_argv(self.dnsmasq)
 
 
-def dhcp_files_dir(state_dir: str, network_id: str) -> str:
-    """``<state_dir>/dhcp/<network_id>``, Neutron's ``$dhcp_confs/<net>`` layout."""
-    return f"{state_dir.rstrip('/')}/dhcp/{network_id}"
-
-
 def desired_dhcp(
-    snapshot: Snapshot, config: Config, state_dir: str
+    snapshot: Snapshot, config: Config, paths: StatePaths
 ) -> dict[NetworkId, DhcpNetworkSpec]:
     """Every qdhcp namespace that should exist, keyed by network id.
 
@@ -602,7 +598,7 @@ def desired_dhcp(
         network = snapshot.networks[network_id]
         if not has_qdhcp(snapshot, network_id):
             continue
-        files_dir = dhcp_files_dir(state_dir, network_id)
+        files_dir = paths.dhcp_dir(network_id)
         spec = dnsmasq_spec(snapshot, network_id, config, files_dir)
         port = dhcp_port(snapshot, network_id)
         if spec is None or port is None:

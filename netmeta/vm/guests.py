@@ -76,7 +76,7 @@ class Guests:
     def __init__(self, config: Config, client: Client | None = None) -> None:
         self.config = config
         self.client = client or Client.for_config(config)
-        self.root = os.path.join(config.state_dir, "vms")
+        self.root = config.paths.vms_dir
 
     # --- records ----------------------------------------------------------
     def _record_path(self, name: str) -> str:

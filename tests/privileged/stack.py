@@ -101,11 +101,11 @@ class Stack:
 
     # --- host observations ------------------------------------------------
     def files_dir(self, net_id: str) -> str:
-        return os.path.join(self.config.state_dir, "dhcp", net_id)
+        return self.config.paths.dhcp_dir(net_id)
 
     def opts(self, net_id: str) -> list[str]:
         try:
-            with open(os.path.join(self.files_dir(net_id), "opts"), encoding="utf-8") as handle:
+            with open(self.config.paths.dhcp_file(net_id, "opts"), encoding="utf-8") as handle:
                 return handle.read().splitlines()
         except FileNotFoundError:
             return []
@@ -113,7 +113,7 @@ class Stack:
     def dnsmasq_pid(self, net_id: str) -> int | None:
         from netmeta.drivers import processes
 
-        return processes.running_pid(os.path.join(self.files_dir(net_id), "pid"), net_id)
+        return processes.running_pid(self.config.paths.dhcp_file(net_id, "pid"), net_id)
 
     def converged(self, revision: int | None = None, timeout: float = 20.0) -> dict[str, Any]:
         """Wait until the agent has applied the server's current revision."""

@@ -14,6 +14,7 @@ import pytest
 
 from netmeta.config import Config
 from netmeta.model import dhcp, names
+from netmeta.model.paths import StatePaths
 from netmeta.model.types import (
     FixedIP,
     HostRoute,
@@ -166,7 +167,7 @@ def test_behaviour_table(
     assert dhcp.opts_lines(snap, NET, config) == opts
     assert dhcp.dhcp_listener_wanted(snap, NET, config) is listener
     assert dhcp.metadata_address_on_tap(config) is on_tap
-    spec = dhcp.desired_dhcp(snap, config, "/var/lib/netmeta")[NET]
+    spec = dhcp.desired_dhcp(snap, config, StatePaths("/var/lib/netmeta"))[NET]
     assert spec.listener_wanted is listener
     assert spec.metadata_address is on_tap
     expected_addresses = ("172.31.0.2/24", "169.254.169.254/32") if on_tap else ("172.31.0.2/24",)
@@ -193,7 +194,7 @@ def test_seed_network_without_gateway() -> None:
         f"{t},249,169.254.169.254/32,192.168.111.1",
         f"{t},option:router",
     ]
-    spec = dhcp.desired_dhcp(snap, ISOLATED, "/var/lib/netmeta")[SEED_NET1]
+    spec = dhcp.desired_dhcp(snap, ISOLATED, StatePaths("/var/lib/netmeta"))[SEED_NET1]
     assert spec.namespace == "qdhcp-18b28e2a-30a2-4374-83e1-54bdfeda66a3"
     assert spec.tap == "tap25fabc7f-c2"
     assert spec.bridge == "brq18b28e2a-30"
@@ -236,7 +237,7 @@ def test_seed_network_with_gateway_before_and_after_router() -> None:
         f"{T},249,169.254.169.254/32,172.31.0.1,0.0.0.0/0,172.31.0.1",
         f"{T},option:router,172.31.0.1",
     ]
-    assert dhcp.desired_dhcp(after, ISOLATED, "/s") == dhcp.desired_dhcp(after, ISOLATED, "/s")
+    assert dhcp.desired_dhcp(after, ISOLATED, StatePaths("/s")) == dhcp.desired_dhcp(after, ISOLATED, StatePaths("/s"))
 
 
 # --- isolation -----------------------------------------------------------------
@@ -466,7 +467,7 @@ def test_two_subnets_one_routed_one_isolated() -> None:
         f"{tb},249,10.0.1.0/24,0.0.0.0,169.254.169.254/32,10.0.2.2",
         f"{tb},option:router",
     ]
-    spec = dhcp.desired_dhcp(snap, ISOLATED, "/s")[NET]
+    spec = dhcp.desired_dhcp(snap, ISOLATED, StatePaths("/s"))[NET]
     assert spec.addresses == ("10.0.1.2/24", "10.0.2.2/24", "169.254.169.254/32")
     assert [a for a in spec.argv if a.startswith("--dhcp-range")] == [
         f"--dhcp-range=set:subnet-{a},10.0.1.0,static,255.255.255.0,86400s",
@@ -491,7 +492,7 @@ def test_force_metadata_without_dhcp_address_on_subnet_has_no_metadata_route() -
     """Neutron does not fall back to the gateway when the DHCP port lacks an IP there."""
     snap = world(*ROUTED[:1], [router_port_at("172.31.0.1")])  # no DHCP port at all
     assert dhcp.opts_lines(snap, NET, FORCE) == [f"{T},option:router,172.31.0.1"]
-    assert dhcp.desired_dhcp(snap, FORCE, "/s") == {}
+    assert dhcp.desired_dhcp(snap, FORCE, StatePaths("/s")) == {}
 
 
 def test_no_dhcp_and_ipv6_subnets_are_ignored() -> None:
@@ -511,7 +512,7 @@ def test_no_dhcp_and_ipv6_subnets_are_ignored() -> None:
     assert dhcp.hosts_lines(snap, NET, "openstacklocal") == [
         "fa:16:3e:00:00:05,host-172-31-0-5.openstacklocal,172.31.0.5",
     ]
-    spec = dhcp.desired_dhcp(snap, NEITHER, "/s")[NET]
+    spec = dhcp.desired_dhcp(snap, NEITHER, StatePaths("/s"))[NET]
     assert spec.addresses == ("172.31.0.2/24",)
     assert [a for a in spec.argv if a.startswith("--dhcp-range")] == [
         f"--dhcp-range=set:subnet-{SUB},172.31.0.0,static,255.255.255.0,86400s",
@@ -520,16 +521,16 @@ def test_no_dhcp_and_ipv6_subnets_are_ignored() -> None:
 
 def test_only_dhcp_disabled_or_ipv6_means_no_namespace() -> None:
     snap = world([subnet(enable_dhcp=False)], [dhcp_port_at("172.31.0.2")])
-    assert dhcp.desired_dhcp(snap, ISOLATED, "/s") == {}
+    assert dhcp.desired_dhcp(snap, ISOLATED, StatePaths("/s")) == {}
     assert not dhcp.dhcp_listener_wanted(snap, NET, ISOLATED)
     v6 = world([subnet(cidr="fd00::/64", gateway_ip=None, ip_version=6)], [dhcp_port_at("fd00::2")])
-    assert dhcp.desired_dhcp(v6, ISOLATED, "/s") == {}
+    assert dhcp.desired_dhcp(v6, ISOLATED, StatePaths("/s")) == {}
     assert not dhcp.dhcp_listener_wanted(v6, NET, ISOLATED)
 
 
 def test_admin_down_network_gets_no_namespace() -> None:
     snap = world(*ALONE, networks=[Network(id=NET, name="n", project_id="p", admin_state_up=False)])
-    assert dhcp.desired_dhcp(snap, ISOLATED, "/s") == {}
+    assert dhcp.desired_dhcp(snap, ISOLATED, StatePaths("/s")) == {}
 
 
 # --- hosts files ---------------------------------------------------------------
@@ -569,7 +570,7 @@ def test_addn_hosts_lines() -> None:
 
 
 def test_files_end_with_newline() -> None:
-    spec = dhcp.desired_dhcp(_hosts_world(), ISOLATED, "/s")[NET]
+    spec = dhcp.desired_dhcp(_hosts_world(), ISOLATED, StatePaths("/s"))[NET]
     assert set(spec.files) == {"opts", "host", "addn_hosts"}
     assert all(text.endswith("\n") for text in spec.files.values())
     assert spec.files["host"] == "".join(

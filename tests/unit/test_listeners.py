@@ -84,6 +84,6 @@ def test_listeners_are_where_the_agent_specs_say(options: dict[str, bool], route
 
     config = Config(**options)
     for snap in (world(routed=routed), world(routed=routed, net_up=False), world(routed=routed, router_up=False)):
-        from_specs = {("network", n) for n, s in desired_dhcp(snap, config, "/st").items() if s.listener_wanted}
+        from_specs = {("network", n) for n, s in desired_dhcp(snap, config, config.paths).items() if s.listener_wanted}
         from_specs |= {("router", r) for r, s in desired_routers(snap, config).items() if s.listener_wanted}
         assert set(desired_listeners(snap, config)) == from_specs

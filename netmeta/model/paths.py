@@ -1,0 +1,71 @@
+"""Where netmeta keeps its files: the one owner of the state directory's layout.
+
+Everything a host's netmeta writes lives under one state directory::
+
+    <state_dir>/
+        netmeta.sqlite             the server's SQLite store (unless --db says otherwise)
+        dhcp/<network_id>/         one per qdhcp namespace: Neutron's $dhcp_confs/<net>
+            opts host addn_hosts   what dnsmasq reads (written by the agent, 0644)
+            pid leases             what dnsmasq writes
+            loaded                 digest of the files dnsmasq has last read
+        agent/ledger.json          what the agent created (it deletes nothing else)
+        <component>/status.json    what the agent / metadata process did last
+        log/<component>.log
+        vms/<name>/                a test guest's records, lease and pid files
+
+Model, agent, CLI and tests all ask a :class:`StatePaths` instead of
+spelling a path, so moving a part (dnsmasq's files to a runtime directory,
+say) is a change in one place: ``dhcp_root``. Pure: strings only, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    state_dir: str
+    # Where the per-network dnsmasq directories live; "" means <state_dir>/dhcp.
+    dhcp_root_dir: str = ""
+
+    @property
+    def root(self) -> str:
+        return self.state_dir.rstrip("/") or "/"
+
+    def _under(self, *parts: str) -> str:
+        return "/".join((self.root.rstrip("/"), *parts))
+
+    # --- dnsmasq -------------------------------------------------------------
+    @property
+    def dhcp_root(self) -> str:
+        return self.dhcp_root_dir.rstrip("/") or self._under("dhcp")
+
+    def dhcp_dir(self, network_id: str) -> str:
+        return f"{self.dhcp_root}/{network_id}"
+
+    def dhcp_file(self, network_id: str, name: str) -> str:
+        """``opts``, ``host``, ``addn_hosts``, ``pid``, ``leases`` or ``loaded`` of a network."""
+        return f"{self.dhcp_dir(network_id)}/{name}"
+
+    # --- the components --------------------------------------------------------
+    def component_dir(self, component: str) -> str:
+        return self._under(component)
+
+    @property
+    def ledger(self) -> str:
+        return self._under("agent", "ledger.json")
+
+    def status_file(self, component: str) -> str:
+        return self._under(component, "status.json")
+
+    @property
+    def log_dir(self) -> str:
+        return self._under("log")
+
+    def log_file(self, component: str) -> str:
+        return self._under("log", f"{component}.log")
+
+    @property
+    def vms_dir(self) -> str:
+        return self._under("vms")
