@@ -111,7 +111,7 @@ class MetadataApp:
         self.password_store = password_store
         self.random_bytes = random_bytes
         # Workers share the key (a token from one is valid at another) and the limiter's table.
-        self.tokens = TokenIssuer(clock, key=token_key)
+        self.tokens = TokenIssuer(clock, key=token_key or os.urandom(32))  # one key per process unless given
         self.limiter = limiter if limiter is not None else RateLimiter(config.rate_limiting, clock)
         self.vendordata = load_vendordata(config.vendordata_jsonfile_path)
         self.architecture = platform.machine() or "x86_64"

@@ -24,9 +24,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from netmeta.model import names
+from netmeta.model.settings import DataPlaneSettings
 from netmeta.model.paths import StatePaths
 from netmeta.model.types import (
     DEVICE_OWNER_DHCP,
@@ -40,8 +40,6 @@ from netmeta.model.types import (
     SubnetId,
 )
 
-if TYPE_CHECKING:  # settings are read, never imported at run time: model stays leaf
-    from netmeta.config import Config
 
 IPV4_ANY = "0.0.0.0/0"
 # dnsmasq's name for option 249, the Microsoft copy of 121 (classless routes).
@@ -126,7 +124,7 @@ def dhcp_port(snapshot: Snapshot, network_id: NetworkId) -> Port | None:
 # --- metadata decisions -----------------------------------------------------
 
 
-def dhcp_listener_wanted(snapshot: Snapshot, network_id: NetworkId, config: Config) -> bool:
+def dhcp_listener_wanted(snapshot: Snapshot, network_id: NetworkId, config: DataPlaneSettings) -> bool:
     """Whether a metadata listener belongs in ``qdhcp-<net>`` (DESIGN's table).
 
     True whenever ``force_metadata`` or ``enable_isolated_metadata`` is on and
@@ -145,7 +143,7 @@ def dhcp_listener_wanted(snapshot: Snapshot, network_id: NetworkId, config: Conf
     return bool(_dhcp_subnets(snapshot, network_id))
 
 
-def metadata_address_on_tap(config: Config) -> bool:
+def metadata_address_on_tap(config: DataPlaneSettings) -> bool:
     """``169.254.169.254/32`` sits on the DHCP tap whenever either option is on.
 
     Neutron adds it whatever the isolation state, so the address never flaps
@@ -207,7 +205,7 @@ def _subnet_opts(
     subnet: Subnet,
     all_subnets: list[Subnet],
     dhcp_ip: str | None,
-    config: Config,
+    config: DataPlaneSettings,
 ) -> list[str]:
     """The lines of one DHCP-enabled IPv4 subnet, in Neutron's order.
 
@@ -310,7 +308,7 @@ def _port_opts(port: Port) -> list[str]:
     ]
 
 
-def opts_lines(snapshot: Snapshot, network_id: NetworkId, config: Config) -> list[str]:
+def opts_lines(snapshot: Snapshot, network_id: NetworkId, config: DataPlaneSettings) -> list[str]:
     """The dnsmasq ``--dhcp-optsfile`` of a network, one option per line.
 
     Per DHCP-enabled IPv4 subnet (sorted by id) the lines of
@@ -478,7 +476,7 @@ class DnsmasqSpec:
 
 
 def dnsmasq_spec(
-    snapshot: Snapshot, network_id: NetworkId, config: Config, files_dir: str
+    snapshot: Snapshot, network_id: NetworkId, config: DataPlaneSettings, files_dir: str
 ) -> DnsmasqSpec | None:
     """The dnsmasq of a network, or None without DHCP subnets or DHCP port.
 
@@ -584,7 +582,7 @@ class DhcpNetworkSpec:
 
 
 def desired_dhcp(
-    snapshot: Snapshot, config: Config, paths: StatePaths
+    snapshot: Snapshot, config: DataPlaneSettings, paths: StatePaths
 ) -> dict[NetworkId, DhcpNetworkSpec]:
     """Every qdhcp namespace that should exist, keyed by network id.
 

@@ -26,13 +26,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from netmeta.model import names
+from netmeta.model.settings import DataPlaneSettings
 from netmeta.model.types import METADATA_CIDR, HostRoute, NetworkId, PortId, RouterId, Snapshot
 
-if TYPE_CHECKING:  # settings are read, never imported at run time: model stays leaf
-    from netmeta.config import Config
 
 # The prefix of Neutron's L3 agent chains (binary name "neutron-l3-agent").
 WRAP = "neutron-l3-agent"
@@ -92,7 +91,7 @@ def _chain(name: str) -> str:
     return f"{WRAP}-{name}"
 
 
-def _mark(config: Config) -> str:
+def _mark(config: DataPlaneSettings) -> str:
     """The mark as iptables prints it back (``0x1``), whatever the config spelling."""
     return f"{int(config.metadata_access_mark, 0):#x}/{ROUTER_MARK_MASK}"
 
@@ -104,7 +103,7 @@ NOSCOPE_MARK = f"{1024 << 16:#x}/0xffff0000"
 CONNMARK_MASKS = "--nfmask 0xffff0000 --ctmask 0xffff0000"
 
 
-def _rules(scope_devices: Sequence[str], config: Config) -> dict[str, dict[str, list[str]]]:
+def _rules(scope_devices: Sequence[str], config: DataPlaneSettings) -> dict[str, dict[str, list[str]]]:
     """table → chain → rule bodies (without ``-A <chain>``), in order.
 
     Neutron's steady state: what its L3 agent holds after the first
@@ -197,7 +196,7 @@ def _render(tables: dict[str, dict[str, tuple[str, list[str]]]]) -> str:
     return "".join(line + "\n" for line in out)
 
 
-def iptables_payload(scope_devices: Sequence[str], config: Config) -> str:
+def iptables_payload(scope_devices: Sequence[str], config: DataPlaneSettings) -> str:
     """One ``iptables-restore`` payload for a router namespace (no ``--noflush``).
 
     It declares every built-in chain (policy ACCEPT) and Neutron's wrapper
@@ -315,7 +314,7 @@ def router_routes(routes: Sequence[HostRoute]) -> tuple[RouterRoute, ...]:
     return tuple(RouterRoute(dest, tuple(hops)) for dest, hops in grouped.items())
 
 
-def desired_routers(snapshot: Snapshot, config: Config) -> dict[RouterId, RouterSpec]:
+def desired_routers(snapshot: Snapshot, config: DataPlaneSettings) -> dict[RouterId, RouterSpec]:
     """Every qrouter namespace that should exist, keyed by router id.
 
     A router gets one when it is administratively up (Neutron's server hands

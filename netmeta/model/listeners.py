@@ -12,15 +12,13 @@ the same answers (``DhcpNetworkSpec.listener_wanted``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from netmeta.model import names
+from netmeta.model.settings import DataPlaneSettings
 from netmeta.model.dhcp import dhcp_listener_wanted, has_qdhcp
 from netmeta.model.l3 import has_qrouter
 from netmeta.model.types import METADATA_IPV4, Snapshot
 
-if TYPE_CHECKING:  # settings are read, never imported at run time: model stays leaf
-    from netmeta.config import Config
 
 NETWORK, ROUTER = "network", "router"
 # Guests reach a qdhcp listener directly at 169.254.169.254:80; a qrouter one
@@ -38,7 +36,7 @@ class Listener:
     port: int
 
 
-def desired_listeners(snapshot: Snapshot, config: Config) -> dict[tuple[str, str], Listener]:
+def desired_listeners(snapshot: Snapshot, config: DataPlaneSettings) -> dict[tuple[str, str], Listener]:
     """Every listener the snapshot asks for, keyed by (kind, id)."""
     wanted: dict[tuple[str, str], Listener] = {}
     for net_id in sorted(snapshot.networks):

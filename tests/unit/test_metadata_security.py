@@ -24,12 +24,14 @@ class Clock:
 BIND = ("network", "net-1", "10.0.0.5")
 
 
+KEY = bytes(range(32))
+
 # --- tokens -------------------------------------------------------------------
 
 
 def test_token_lifecycle() -> None:
     clock = Clock()
-    issuer = TokenIssuer(clock)
+    issuer = TokenIssuer(clock, KEY)
     token = issuer.issue(BIND, 60)
     assert issuer.valid(BIND, token)
     clock.now += 59.9
@@ -43,19 +45,24 @@ def test_token_lifecycle() -> None:
     [("network", "net-1", "10.0.0.6"), ("network", "net-2", "10.0.0.5"), ("router", "net-1", "10.0.0.5")],
 )
 def test_token_is_bound_to_listener_and_address(other: tuple[str, str, str]) -> None:
-    issuer = TokenIssuer(Clock())
+    issuer = TokenIssuer(Clock(), KEY)
     assert not issuer.valid(other, issuer.issue(BIND, 60))
 
 
 @pytest.mark.parametrize("junk", ["", "x", "!!!!", "A" * 200, "AAAA" * 7, "é"])
 def test_junk_tokens_are_invalid_not_errors(junk: str) -> None:
-    assert not TokenIssuer(Clock()).valid(BIND, junk)
+    assert not TokenIssuer(Clock(), KEY).valid(BIND, junk)
 
 
 def test_tokens_die_with_the_process_key() -> None:
     clock = Clock()
-    token = TokenIssuer(clock).issue(BIND, 60)
-    assert not TokenIssuer(clock).valid(BIND, token)
+    token = TokenIssuer(clock, b"k1" * 16).issue(BIND, 60)
+    assert not TokenIssuer(clock, b"k2" * 16).valid(BIND, token)
+
+
+def test_a_token_key_is_never_short() -> None:
+    with pytest.raises(ValueError):
+        TokenIssuer(Clock(), b"")
 
 
 @pytest.mark.parametrize("raw, ttl", [("1", 1), ("21600", 21600), (" 60 ", 60)])

@@ -29,8 +29,8 @@ import struct
 from dataclasses import dataclass
 from typing import Callable, Hashable, Union
 
-from netmeta.config import RateLimitConfig
 from netmeta.model.ip import ip_version
+from netmeta.model.settings import RateLimits
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def table_size(workers: int, slots: int = SLOTS) -> int:
 class RateLimiter:
     """Decides on one request of a key; one instance per worker, one table for all."""
 
-    def __init__(self, config: RateLimitConfig, clock: Callable[[], float], *, table: Table | None = None,
+    def __init__(self, config: RateLimits, clock: Callable[[], float], *, table: Table | None = None,
                  workers: int = 1, worker: int = 0, slots: int = SLOTS) -> None:
         self.config = config
         self.clock = clock

@@ -18,7 +18,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
 import struct
 from dataclasses import dataclass, field
 from typing import Callable
@@ -58,14 +57,15 @@ class TokenIssuer:
     """Issues and checks tokens bound to (listener kind, listener id, caller IP)."""
 
     clock: Callable[[], float]
-    key: bytes = b""
+    # The HMAC key, injected (os.urandom(32) per process): model draws no randomness.
+    key: bytes
     # Tokens already verified, with their expiry: a guest sends the same token
     # on every GET, and the HMAC was the whole cost of checking it.
     _verified: dict[tuple[tuple[str, str, str], str], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.key:
-            self.key = os.urandom(32)
+        if len(self.key) < 16:
+            raise ValueError("a token key needs at least 16 bytes")
 
     def _mac(self, binding: tuple[str, str, str], expiry: int) -> bytes:
         msg = "\0".join(binding).encode() + struct.pack(">Q", expiry)
