@@ -46,10 +46,10 @@ def serve(tokens: str, port_queue: "multiprocessing.Queue[int]") -> None:
     from netmeta.config import Config, RateLimitConfig
     from netmeta.metadata.app import MetadataApp
     from netmeta.metadata.http import AccessLog, HttpProtocol, HttpShared, ListenerContext
-    from tests.metadata_world import NET_A, MemoryPasswords, world
+    from tests.builders import NET_A, MemoryPasswords, metadata_cloud
 
     async def main() -> None:
-        snap = world()
+        snap = metadata_cloud()
         app = MetadataApp(Config(imds_tokens=tokens, rate_limiting=RateLimitConfig(rate_limit_enabled=False)),
                           lambda: snap, MemoryPasswords())
         ctx = ListenerContext("network", NET_A)

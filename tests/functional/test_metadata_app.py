@@ -23,7 +23,7 @@ import pytest
 from netmeta.config import Config
 from netmeta.metadata.app import MetadataApp
 from netmeta.metadata.http import SIGNED, Caps, ConnectionCaps, HttpProtocol, HttpShared, Limits, ListenerContext
-from tests.metadata_world import NET_A, NET_B, PUBKEY, USER_DATA, VM1, VM2, MemoryPasswords, world
+from tests.builders import NET_A, NET_B, PUBKEY, USER_DATA, VM1, VM2, MemoryPasswords, metadata_cloud
 
 
 class LiveServer:
@@ -51,7 +51,7 @@ class LiveServer:
         self.loop.run_forever()
 
     async def _start(self) -> None:
-        snap = world()
+        snap = metadata_cloud()
         self.app = MetadataApp(self.config, lambda: snap, self.passwords)
         self.servers = []
         for ctx in self.contexts:
@@ -325,7 +325,7 @@ class _FakeTransport(asyncio.Transport):
 
 async def test_token_response_sets_the_hop_limit_for_the_rest_of_the_connection() -> None:
     # Not restored: a TCP retransmission of the token would go with a restored TTL.
-    snap = world()
+    snap = metadata_cloud()
     app = MetadataApp(Config(imds_token_hop_limit=1), lambda: snap, MemoryPasswords())
     proto = HttpProtocol(app.handle, NET_A_CTX, HttpShared())
     sock = _RecordingSocket()

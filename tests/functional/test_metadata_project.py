@@ -19,7 +19,7 @@ from netmeta.metadata.app import MetadataApp
 from netmeta.metadata.http import ListenerContext, Request
 from netmeta.model.types import snapshot_from_state
 from tests.functional.conftest import Api
-from tests.metadata_world import MemoryPasswords
+from tests.builders import MemoryPasswords
 
 SECRET = b"#cloud-config\n# B's secret\n"
 

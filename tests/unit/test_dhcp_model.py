@@ -15,8 +15,8 @@ import pytest
 from netmeta.config import Config
 from netmeta.model import dhcp, names
 from netmeta.model.paths import StatePaths
+from tests import builders
 from netmeta.model.types import (
-    FixedIP,
     HostRoute,
     Network,
     NetworkId,
@@ -47,35 +47,21 @@ def subnet(
     network_id: str = NET,
     **kw: Any,
 ) -> Subnet:
-    return Subnet(id=SubnetId(id), network_id=NetworkId(network_id), cidr=cidr, gateway_ip=gateway_ip, **kw)
+    return builders.subnet(id, network_id, cidr, gateway_ip, **kw)
 
 
 def port(
     id: str, ips: list[tuple[str, str]], owner: str = "", mac: str = "fa:16:3e:00:00:01",
     network_id: str = NET, device_id: str = "",
 ) -> Port:
-    return Port(
-        id=PortId(id),
-        network_id=NetworkId(network_id),
-        mac_address=mac,
-        fixed_ips=tuple(FixedIP(SubnetId(s), ip) for s, ip in ips),
-        device_owner=owner,
-        device_id=device_id,
-    )
+    return builders.port(id, network_id, ips, mac=mac, owner=owner, device_id=device_id)
 
 
 def world(
     subnets: list[Subnet], ports: list[Port], networks: list[Network] | None = None,
     routers: list[Router] | None = None,
 ) -> Snapshot:
-    nets = networks or [Network(id=NET, name="n", project_id="p")]
-    return Snapshot(
-        revision=1,
-        networks={n.id: n for n in nets},
-        subnets={s.id: s for s in subnets},
-        ports={p.id: p for p in ports},
-        routers={r.id: r for r in (routers or [])},
-    )
+    return builders.world(networks or [Network(id=NET, name="n", project_id="p")], subnets, ports, routers or ())
 
 
 def dhcp_port_at(ip: str, sub: str = SUB, id: str = DHCP_PORT, **kw: Any) -> Port:

@@ -19,20 +19,8 @@ from netmeta.model.diagnosis import (
     opts_metadata_route,
     parse_rfc3442,
 )
-from netmeta.model.types import (
-    FixedIP,
-    Instance,
-    InstanceId,
-    Network,
-    NetworkId,
-    Port,
-    PortId,
-    Router,
-    RouterId,
-    Snapshot,
-    Subnet,
-    SubnetId,
-)
+from netmeta.model.types import Instance, InstanceId, Network, NetworkId, PortId, Router, RouterId, Snapshot, SubnetId
+from tests.builders import port, router_port_at, subnet, world
 
 NET, SUB, ROUTER = NetworkId("net-1"), SubnetId("sub-1"), RouterId("rtr-1")
 VM = InstanceId("vm-1")
@@ -44,20 +32,19 @@ REDIRECT = ("-A neutron-l3-agent-PREROUTING -d 169.254.169.254/32 -i qr-+ -p tcp
 
 
 def snapshot(*, routed: bool) -> Snapshot:
-    ports = {
-        DHCP_PORT: Port(DHCP_PORT, NET, "fa:16:3e:00:00:02", (FixedIP(SUB, DHCP_IP),), "dhcp", "network:dhcp"),
-        VM_PORT: Port(VM_PORT, NET, "fa:16:3e:00:00:05", (FixedIP(SUB, VM_IP),), VM, "compute:nova", "p"),
-    }
+    ports = [
+        port(DHCP_PORT, NET, [(SUB, DHCP_IP)], mac="fa:16:3e:00:00:02", device_id="dhcp", owner="network:dhcp"),
+        port(VM_PORT, NET, [(SUB, VM_IP)], mac="fa:16:3e:00:00:05", device_id=VM, owner="compute:nova", project_id="p"),
+    ]
     if routed:
-        ports[RTR_PORT] = Port(RTR_PORT, NET, "fa:16:3e:00:00:01", (FixedIP(SUB, GW),), ROUTER,
-                               "network:router_interface")
-    return Snapshot(
-        revision=7,
-        networks={NET: Network(NET, "n", "p")},
-        subnets={SUB: Subnet(SUB, NET, "172.31.0.0/24", gateway_ip=GW)},
+        ports.append(router_port_at(RTR_PORT, NET, SUB, GW, ROUTER, mac="fa:16:3e:00:00:01"))
+    return world(
+        networks=[Network(NET, "n", "p")],
+        subnets=[subnet(SUB, NET, "172.31.0.0/24", gateway_ip=GW)],
         ports=ports,
-        routers={ROUTER: Router(ROUTER, "r")} if routed else {},
-        instances={VM: Instance(VM, "vm1", "vm1", "p")},
+        routers=[Router(ROUTER, "r")] * routed,
+        instances=[Instance(VM, "vm1", "vm1", "p")],
+        revision=7,
     )
 
 

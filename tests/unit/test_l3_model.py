@@ -17,18 +17,16 @@ import pytest
 from netmeta.config import Config
 from netmeta.model import l3
 from netmeta.model.types import (
-    FixedIP,
     HostRoute,
     Network,
     NetworkId,
-    Port,
     PortId,
     Router,
     RouterId,
     Snapshot,
-    Subnet,
     SubnetId,
 )
+from tests.builders import port, router_port_at, subnet, world
 
 ROUTER = RouterId("28120946-9f6a-4638-9747-603977b49816")
 NET_A, NET_B = NetworkId("f673b2b9-360f-4815-b308-362e4725fd85"), NetworkId("0b0b0b0b-0000-4000-8000-00000000000b")
@@ -274,26 +272,22 @@ def test_normalize_saved_keeps_rule_order_within_a_chain() -> None:
 
 def _snapshot(router_up: bool = True, with_ports: bool = True) -> Snapshot:
     ports = [
-        Port(PortId("bbbbbbbb-1111-4000-8000-000000000001"), NET_B, "fa:16:3e:00:00:0b",
-             (FixedIP(SUB_B, "10.0.0.1"),), device_id=ROUTER, device_owner="network:router_interface"),
-        Port(PortId("aaaaaaaa-2222-4000-8000-000000000002"), NET_A, "fa:16:3e:00:00:0a",
-             (FixedIP(SUB_A, "172.31.0.1"),), device_id=ROUTER, device_owner="network:router_interface"),
+        router_port_at("bbbbbbbb-1111-4000-8000-000000000001", NET_B, SUB_B, "10.0.0.1", ROUTER, mac="fa:16:3e:00:00:0b"),
+        router_port_at("aaaaaaaa-2222-4000-8000-000000000002", NET_A, SUB_A, "172.31.0.1", ROUTER, mac="fa:16:3e:00:00:0a"),
         # not interfaces of this router: a VM, a gateway port, another router's port
-        Port(PortId("cccccccc-3333-4000-8000-000000000003"), NET_A, "fa:16:3e:00:00:0c",
-             (FixedIP(SUB_A, "172.31.0.5"),), device_id="vm", device_owner="compute:nova"),
-        Port(PortId("dddddddd-4444-4000-8000-000000000004"), NET_A, "fa:16:3e:00:00:0d",
-             (FixedIP(SUB_A, "172.31.0.6"),), device_id=ROUTER, device_owner="network:router_gateway"),
-        Port(PortId("eeeeeeee-5555-4000-8000-000000000005"), NET_A, "fa:16:3e:00:00:0e",
-             (FixedIP(SUB_A, "172.31.0.7"),), device_id="other", device_owner="network:router_interface"),
+        port("cccccccc-3333-4000-8000-000000000003", NET_A, [(SUB_A, "172.31.0.5")], mac="fa:16:3e:00:00:0c",
+             device_id="vm", owner="compute:nova"),
+        router_port_at("dddddddd-4444-4000-8000-000000000004", NET_A, SUB_A, "172.31.0.6", ROUTER,
+                       mac="fa:16:3e:00:00:0d", owner="network:router_gateway"),
+        router_port_at("eeeeeeee-5555-4000-8000-000000000005", NET_A, SUB_A, "172.31.0.7", "other", mac="fa:16:3e:00:00:0e"),
     ]
-    return Snapshot(
-        networks={NET_A: Network(NET_A, "a", "p", mtu=1450), NET_B: Network(NET_B, "b", "p")},
-        subnets={
-            SUB_A: Subnet(SUB_A, NET_A, "172.31.0.0/24", gateway_ip="172.31.0.1"),
-            SUB_B: Subnet(SUB_B, NET_B, "10.0.0.0/16", gateway_ip="10.0.0.1"),
-        },
-        ports={p.id: p for p in ports} if with_ports else {},
-        routers={ROUTER: Router(ROUTER, "r", admin_state_up=router_up), RouterId("empty"): Router(RouterId("empty"), "e")},
+    return world(
+        networks=[Network(NET_A, "a", "p", mtu=1450), Network(NET_B, "b", "p")],
+        subnets=[subnet(SUB_A, NET_A, "172.31.0.0/24", gateway_ip="172.31.0.1"),
+                 subnet(SUB_B, NET_B, "10.0.0.0/16", gateway_ip="10.0.0.1")],
+        ports=ports if with_ports else [],
+        routers=[Router(ROUTER, "r", admin_state_up=router_up), Router(RouterId("empty"), "e")],
+        revision=0,
     )
 
 

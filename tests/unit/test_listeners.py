@@ -6,38 +6,19 @@ import pytest
 
 from netmeta.config import Config
 from netmeta.metadata.service import desired_listeners
-from netmeta.model.types import (
-    FixedIP,
-    Network,
-    NetworkId,
-    Port,
-    PortId,
-    Router,
-    RouterId,
-    Snapshot,
-    Subnet,
-    SubnetId,
-)
+from netmeta.model.types import Network, NetworkId, Router, RouterId, Snapshot
+from tests.builders import dhcp_port_at, router_port_at, subnet, world
 
-NET, SUB, ROUTER = NetworkId("n1"), SubnetId("s1"), RouterId("r1")
+NET, SUB, ROUTER = "n1", "s1", "r1"
 
 
-def world(*, routed: bool, net_up: bool = True, router_up: bool = True, dhcp_port: bool = True) -> Snapshot:
-    ports = {}
-    if dhcp_port:
-        ports[PortId("pd")] = Port(PortId("pd"), NET, "fa:16:3e:00:00:02", (FixedIP(SUB, "10.0.0.2"),),
-                                   device_id="dhcp-n1", device_owner="network:dhcp")
-    routers = {}
-    if routed:
-        ports[PortId("pr")] = Port(PortId("pr"), NET, "fa:16:3e:00:00:01", (FixedIP(SUB, "10.0.0.1"),),
-                                   device_id=ROUTER, device_owner="network:router_interface")
-        routers[ROUTER] = Router(ROUTER, "r", admin_state_up=router_up)
-    return Snapshot(
-        revision=1,
-        networks={NET: Network(NET, "n", "p", admin_state_up=net_up)},
-        subnets={SUB: Subnet(SUB, NET, "10.0.0.0/24", gateway_ip="10.0.0.1")},
-        ports=ports,
-        routers=routers,
+def one_network(*, routed: bool, net_up: bool = True, router_up: bool = True, dhcp_port: bool = True) -> Snapshot:
+    return world(
+        networks=[Network(NetworkId(NET), "n", "p", admin_state_up=net_up)],
+        subnets=[subnet(SUB, NET, "10.0.0.0/24", gateway_ip="10.0.0.1")],
+        ports=[dhcp_port_at("pd", NET, SUB, "10.0.0.2")] * dhcp_port
+        + [router_port_at("pr", NET, SUB, "10.0.0.1", ROUTER)] * routed,
+        routers=[Router(RouterId(ROUTER), "r", admin_state_up=router_up)] * routed,
     )
 
 
@@ -54,7 +35,7 @@ def world(*, routed: bool, net_up: bool = True, router_up: bool = True, dhcp_por
     ],
 )
 def test_listeners_follow_the_behaviour_table(options: dict[str, bool], routed: bool, expected: set[tuple[str, str]]) -> None:
-    wanted = desired_listeners(world(routed=routed), Config(**options))
+    wanted = desired_listeners(one_network(routed=routed), Config(**options))
     assert set(wanted) == expected
     for (kind, ident), spec in wanted.items():
         if kind == "network":
@@ -65,12 +46,12 @@ def test_listeners_follow_the_behaviour_table(options: dict[str, bool], routed: 
 
 def test_no_listener_where_the_agent_makes_no_namespace() -> None:
     config = Config(enable_isolated_metadata=True)
-    assert desired_listeners(world(routed=True, net_up=False, router_up=False), config) == {}
-    assert set(desired_listeners(world(routed=False, dhcp_port=False), config)) == set()
+    assert desired_listeners(one_network(routed=True, net_up=False, router_up=False), config) == {}
+    assert set(desired_listeners(one_network(routed=False, dhcp_port=False), config)) == set()
 
 
 def test_metadata_port_moves_the_router_listener() -> None:
-    wanted = desired_listeners(world(routed=True), Config(metadata_port=9800))
+    wanted = desired_listeners(one_network(routed=True), Config(metadata_port=9800))
     assert wanted[("router", "r1")].port == 9800
 
 
@@ -83,7 +64,7 @@ def test_listeners_are_where_the_agent_specs_say(options: dict[str, bool], route
     from netmeta.model.l3 import desired_routers
 
     config = Config(**options)
-    for snap in (world(routed=routed), world(routed=routed, net_up=False), world(routed=routed, router_up=False)):
+    for snap in (one_network(routed=routed), one_network(routed=routed, net_up=False), one_network(routed=routed, router_up=False)):
         from_specs = {("network", n) for n, s in desired_dhcp(snap, config, config.paths).items() if s.listener_wanted}
         from_specs |= {("router", r) for r, s in desired_routers(snap, config).items() if s.listener_wanted}
         assert set(desired_listeners(snap, config)) == from_specs

@@ -14,7 +14,7 @@ import json
 from netmeta.config import Config, RateLimitConfig
 from netmeta.metadata.app import MetadataApp
 from netmeta.metadata.http import ListenerContext, Request, Response
-from tests.metadata_world import NET_A, MemoryPasswords, world
+from tests.builders import NET_A, MemoryPasswords, metadata_cloud
 
 TEXT = "text/plain; charset=UTF-8"
 JSON = "application/json"
@@ -60,7 +60,7 @@ LATEST_OPENSTACK = {
 
 
 async def crawl() -> dict[str, Response]:
-    snap = world()
+    snap = metadata_cloud()
     # Every URL from one guest in a moment: more than the default rate limit allows a guest.
     app = MetadataApp(Config(rate_limiting=RateLimitConfig(rate_limit_enabled=False)), lambda: snap, MemoryPasswords())
     ctx = ListenerContext("network", NET_A)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from netmeta.model.metadata.identity import AmbiguousInstance, Index, InstanceNotFound, UnknownContext, resolve
-from tests.metadata_world import NET_A, NET_B, NET_C, ROUTER, VM1, VM2, VM3, VM4, world
+from tests.builders import NET_A, NET_B, NET_C, ROUTER, VM1, VM2, VM3, VM4, metadata_cloud
 
 CASES = [
     # kind, id, ip, instance (or error type, message fragment)
@@ -30,7 +30,7 @@ CASES = [
 
 @pytest.mark.parametrize("kind, context_id, ip, expected", CASES)
 def test_resolve(kind: str, context_id: str, ip: str, expected: object) -> None:
-    snap = world()
+    snap = metadata_cloud()
     if isinstance(expected, tuple):
         error, fragment = expected
         with pytest.raises(error, match=fragment):
@@ -46,7 +46,7 @@ def test_router_without_interfaces_says_so() -> None:
 
     from netmeta.model.types import Router, RouterId
 
-    snap = world()
+    snap = metadata_cloud()
     lonely = RouterId("lonely")
     snap = replace(snap, routers={**snap.routers, lonely: Router(lonely, "r2")})
     with pytest.raises(InstanceNotFound, match="has no interfaces"):
@@ -59,7 +59,7 @@ def _foreign_port_with_device_id(project: str) -> "tuple[object, str]":
 
     from netmeta.model.types import FixedIP, Port, PortId, SubnetId
 
-    snap = world()
+    snap = metadata_cloud()
     thief = Port(PortId("pthief"), NET_C, "fa:16:3e:00:00:66", (FixedIP(SubnetId("sub-c"), "10.0.3.66"),),
                  device_id=VM1, device_owner="compute:nova", project_id=project)
     return replace(snap, ports={**snap.ports, thief.id: thief}), "10.0.3.66"

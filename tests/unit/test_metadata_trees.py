@@ -10,13 +10,13 @@ import pytest
 
 from netmeta.model.metadata import ec2, openstack
 from netmeta.model.metadata.tree import InstanceData, Leaf, PathNotFound, instance_data, split_path
-from tests.metadata_world import PUBKEY, USER_DATA, VM1, VM2, world
+from tests.builders import PUBKEY, USER_DATA, VM1, VM2, metadata_cloud
 
 SEED = b"\x01" * 512
 
 
 def vm(instance_id: str = VM1, address: str = "127.0.0.1", **kw: Any) -> InstanceData:
-    snap = world()
+    snap = metadata_cloud()
     return instance_data(snap, snap.instances[instance_id], address, **kw)  # type: ignore[index]
 
 
