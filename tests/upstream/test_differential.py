@@ -23,6 +23,7 @@ from netmeta.config import Config
 from netmeta.model import dhcp, l3
 from netmeta.model.metadata import ec2, openstack
 from netmeta.model.metadata.tree import instance_data
+from netmeta.model.paths import StatePaths
 from netmeta.model.types import NetworkId, snapshot_from_state
 from netmeta.server import port_dns
 from netmeta.server.instances import sanitize_hostname
@@ -143,7 +144,7 @@ def test_dnsmasq_files_and_default_route_match_neutron(
     state = _state(network, dns_domain)
     snap = snapshot_from_state(state)
     config = Config(enable_isolated_metadata=isolated, force_metadata=force, dns_domain=dns_domain)
-    spec = dhcp.desired_dhcp(snap, config, "/tmp/x")[NetworkId(NET)]
+    spec = dhcp.desired_dhcp(snap, config, StatePaths("/tmp/x"))[NetworkId(NET)]
     theirs = upstream(
         "dnsmasq",
         conf={"enable_isolated_metadata": isolated, "force_metadata": force, "dns_domain": dns_domain},
