@@ -7,6 +7,9 @@ Layers (checked by import-linter, see ``.importlinter``)::
       ├─▶ agent ───▶ model (pure)
       │      └──────▶ drivers (the only I/O on the kernel and processes)
       └─▶ metadata ▶ model (pure)
+
+The components, the data flow (API → feed → desired state → plan → apply),
+where each decision lives and why: docs/architecture.md.
 """
 
 __version__ = "0.1.0"

@@ -125,7 +125,7 @@ def dhcp_port(snapshot: Snapshot, network_id: NetworkId) -> Port | None:
 
 
 def dhcp_listener_wanted(snapshot: Snapshot, network_id: NetworkId, config: DataPlaneSettings) -> bool:
-    """Whether a metadata listener belongs in ``qdhcp-<net>`` (DESIGN's table).
+    """Whether a metadata listener belongs in ``qdhcp-<net>`` (the behaviour table in docs/architecture.md).
 
     True whenever ``force_metadata`` or ``enable_isolated_metadata`` is on and
     the network has a DHCP-enabled IPv4 subnet — isolated or not. This

@@ -1,7 +1,7 @@
 """The qdhcp data plane as pure data: opts, hosts, argv, specs.
 
 Expected lines are written out in full, line for line. They come from
-DESIGN.md's behaviour table, from the seed report's two networks, and from
+the behaviour table in docs/architecture.md, from the seed report's two networks, and from
 Neutron's own unit tests (neutron/tests/unit/agent/linux/test_dhcp.py), whose
 vectors are re-expressed here with netmeta's types.
 """
@@ -77,7 +77,7 @@ FORCE = Config(force_metadata=True)
 NEITHER = Config()
 
 
-# --- DESIGN.md's behaviour table -----------------------------------------------
+# --- the behaviour table (docs/architecture.md) -----------------------------------
 
 ROUTED = [subnet()], [dhcp_port_at("172.31.0.2"), router_port_at("172.31.0.1")]
 ALONE = [subnet()], [dhcp_port_at("172.31.0.2")]

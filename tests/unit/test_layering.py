@@ -1,4 +1,4 @@
-"""The layering in DESIGN.md, checked: model is pure, only drivers touch the kernel."""
+"""The layering contract of docs/architecture.md, checked: model is pure, only drivers touch the kernel."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Which listeners the metadata process opens, for each row of DESIGN.md's table."""
+"""Which listeners the metadata process opens, for each row of the behaviour table (docs/architecture.md)."""
 
 from __future__ import annotations
 

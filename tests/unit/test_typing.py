@@ -1,4 +1,4 @@
-"""The package type-checks under mypy --strict (STYLE.md) and pyflakes finds nothing."""
+"""The package type-checks under mypy --strict and pyflakes finds nothing (docs/architecture.md, "The layering contract")."""
 
 from __future__ import annotations
 
