@@ -92,13 +92,16 @@ def _explain_vm(say: Any, config: Config, vm: Any) -> None:
 def _wait_and_show(say: Any, machines: Any, vm: Any, read_status: Any, console: Any) -> None:
     started = time.monotonic()
     say.say(f"waiting for cloud-init (`netmeta vm console {vm.name} --follow` shows the boot) …")
-    done = machines.wait_ready(vm.name, timeout=300.0)
+    # About a minute on an idle machine; much longer on a busy one, and a demo should not give up.
+    done = machines.wait_ready(vm.name, timeout=900.0)
     say.say(f"cloud-init {done.version} finished {time.monotonic() - started:.0f} s after boot "
             f"(up {done.uptime:.0f} s in the guest), datasource {done.datasource}")
     text = console.clean(vm.console_text())
     lines = [line.strip() for line in text.splitlines() if "netmeta-demo:" in line or " finished at " in line]
     say.shell(f"netmeta vm console {vm.name} | grep -e netmeta-demo -e 'finished at'", "\n".join(lines))
     status = read_status(machines.config.state_dir) or {}
-    served = [f"{a['kind']} listener of {a['id']}: {a['count']} requests"
+    # The access log names a qdhcp listener by its network, a qrouter one by its router.
+    where = {"network": "qdhcp-", "router": "qrouter-"}
+    served = [f"the listener in {where.get(a['kind'], a['kind'] + ' ')}{a['id']}: {a['count']} requests"
               for a in status.get("access", []) if a["peer"] == vm.ip]
     say.say(f"the metadata process answered {vm.name} ({vm.ip}) on: " + ("; ".join(served) or "nothing yet"))
