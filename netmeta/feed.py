@@ -107,13 +107,15 @@ class FeedFollower:
         for event in events:
             kind = event["kind"]
             obj = event["object"]
+            # Seen, even when not kept (rules travel inside their group): a
+            # batch of only such events must still move the watch forward.
+            self._revision = max(self._revision, int(event["revision"]))
             if kind not in self._objects:
                 continue
             if event["type"] == "DELETED":
                 self._objects[kind].pop(obj["id"], None)
             else:
                 self._objects[kind][obj["id"]] = PARSERS[kind](obj)
-            self._revision = max(self._revision, int(event["revision"]))
         if events:
             await self._publish()
 
@@ -126,6 +128,7 @@ class FeedFollower:
             ports=dict(objs["ports"]),
             routers=dict(objs["routers"]),
             instances=dict(objs["instances"]),
+            security_groups=dict(objs["security_groups"]),
         )
         if self.on_change is not None:
             result = self.on_change(self.snapshot)

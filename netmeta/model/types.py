@@ -22,6 +22,7 @@ SubnetId = NewType("SubnetId", str)
 PortId = NewType("PortId", str)
 RouterId = NewType("RouterId", str)
 InstanceId = NewType("InstanceId", str)
+SecurityGroupId = NewType("SecurityGroupId", str)
 
 METADATA_IPV4 = "169.254.169.254"
 METADATA_CIDR = "169.254.169.254/32"
@@ -99,6 +100,14 @@ class Subnet:
 
 
 @dataclass(frozen=True)
+class AddressPair:
+    """One of a port's ``allowed_address_pairs``: an address or a CIDR, and a MAC."""
+
+    ip_address: str
+    mac_address: str
+
+
+@dataclass(frozen=True)
 class Port:
     id: PortId
     network_id: NetworkId
@@ -112,6 +121,9 @@ class Port:
     extra_dhcp_opts: tuple[ExtraDhcpOpt, ...] = ()
     dns_name: str = ""
     dns_assignment: tuple[DnsAssignment, ...] = ()
+    port_security_enabled: bool = True
+    allowed_address_pairs: tuple[AddressPair, ...] = ()
+    security_groups: tuple[SecurityGroupId, ...] = ()
 
     def ip_on(self, subnet_id: SubnetId) -> str | None:
         for fixed in self.fixed_ips:
@@ -126,6 +138,28 @@ class Port:
             if fixed.subnet_id == subnet_id:
                 found = fixed.ip_address
         return found
+
+
+@dataclass(frozen=True)
+class SecurityGroupRule:
+    """Neutron's rule, with the protocol as a number (None: any) and the prefix normalised."""
+
+    id: str
+    direction: str  # "ingress" | "egress"
+    ethertype: str  # "IPv4" | "IPv6"
+    protocol: int | None = None
+    port_range_min: int | None = None
+    port_range_max: int | None = None
+    remote_ip_prefix: str | None = None
+    remote_group_id: SecurityGroupId | None = None
+
+
+@dataclass(frozen=True)
+class SecurityGroup:
+    id: SecurityGroupId
+    name: str
+    project_id: str
+    rules: tuple[SecurityGroupRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,6 +200,7 @@ class Snapshot:
     ports: Mapping[PortId, Port] = field(default_factory=dict)
     routers: Mapping[RouterId, Router] = field(default_factory=dict)
     instances: Mapping[InstanceId, Instance] = field(default_factory=dict)
+    security_groups: Mapping[SecurityGroupId, SecurityGroup] = field(default_factory=dict)
 
     # Indexes, built once per snapshot on first use: the agent asks these
     # questions several times per network on every pass, and a scan of every
@@ -259,6 +294,51 @@ def port_from_api(d: Mapping[str, Any]) -> Port:
         dns_assignment=tuple(
             DnsAssignment(a["ip_address"], a["hostname"], a["fqdn"]) for a in d.get("dns_assignment") or ()
         ),
+        port_security_enabled=bool(d.get("port_security_enabled", True)),
+        allowed_address_pairs=tuple(
+            AddressPair(p["ip_address"], p.get("mac_address") or d["mac_address"])
+            for p in d.get("allowed_address_pairs") or ()
+        ),
+        security_groups=tuple(SecurityGroupId(g) for g in d.get("security_groups") or ()),
+    )
+
+
+# Neutron's protocol names, as the API accepts them, and their numbers.
+PROTOCOL_NUMBERS = {
+    "ah": 51, "dccp": 33, "egp": 8, "esp": 50, "gre": 47, "icmp": 1, "icmpv6": 58, "igmp": 2, "ipip": 4,
+    "ipv6-encap": 41, "ipv6-frag": 44, "ipv6-icmp": 58, "ipv6-nonxt": 59, "ipv6-opts": 60, "ipv6-route": 43,
+    "ospf": 89, "pgm": 113, "rsvp": 46, "sctp": 132, "tcp": 6, "udp": 17, "udplite": 136, "vrrp": 112,
+}
+
+
+def protocol_number(value: object) -> int | None:
+    """A rule's protocol (name, digits or None for any) as its IP protocol number."""
+    if value is None or value in ("", "any"):
+        return None
+    text = str(value).lower()
+    return PROTOCOL_NUMBERS[text] if text in PROTOCOL_NUMBERS else int(text)
+
+
+def rule_from_api(d: Mapping[str, Any]) -> SecurityGroupRule:
+    prefix = d.get("remote_ip_prefix")
+    return SecurityGroupRule(
+        id=d["id"],
+        direction=d["direction"],
+        ethertype=d.get("ethertype") or "IPv4",
+        protocol=protocol_number(d.get("protocol")),
+        port_range_min=d.get("port_range_min"),
+        port_range_max=d.get("port_range_max"),
+        remote_ip_prefix=str(ipaddress.ip_network(prefix, strict=False)) if prefix else None,
+        remote_group_id=SecurityGroupId(d["remote_group_id"]) if d.get("remote_group_id") else None,
+    )
+
+
+def security_group_from_api(d: Mapping[str, Any]) -> SecurityGroup:
+    return SecurityGroup(
+        id=SecurityGroupId(d["id"]),
+        name=d.get("name") or "",
+        project_id=d.get("project_id") or "",
+        rules=tuple(rule_from_api(r) for r in sorted(d.get("security_group_rules") or (), key=lambda r: r["id"])),
     )
 
 
@@ -294,7 +374,9 @@ def instance_from_api(d: Mapping[str, Any]) -> Instance:
 # The resource kinds: Neutron's, served under /v2.0, then netmeta's own. Also
 # the order of the state document and of the feed (RESOURCE_KINDS).
 NEUTRON_KINDS = ("networks", "subnets", "ports", "routers")
-RESOURCE_KINDS = (*NEUTRON_KINDS, "instances")
+RESOURCE_KINDS = (*NEUTRON_KINDS, "instances", "security_groups")
+# The state document also lists each rule on its own (the feed reads them in their group).
+STATE_KINDS = (*RESOURCE_KINDS, "security_group_rules")
 
 PARSERS = {
     "networks": network_from_api,
@@ -302,6 +384,7 @@ PARSERS = {
     "ports": port_from_api,
     "routers": router_from_api,
     "instances": instance_from_api,
+    "security_groups": security_group_from_api,
 }
 
 
@@ -321,4 +404,5 @@ def snapshot_from_state(state: Mapping[str, Any]) -> Snapshot:
         ports=parsed["ports"],
         routers=parsed["routers"],
         instances=parsed["instances"],
+        security_groups=parsed["security_groups"],
     )

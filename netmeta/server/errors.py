@@ -85,9 +85,13 @@ NOT_FOUND_TYPES = {
     "ports": ("PortNotFound", "Port"),
     "routers": ("RouterNotFound", "Router"),
     "instances": ("InstanceNotFound", "Instance"),
+    "security_groups": ("SecurityGroupNotFound", "Security group"),
+    "security_group_rules": ("SecurityGroupRuleNotFound", "Security group rule"),
 }
 
 
 def not_found(kind: str, obj_id: str) -> NotFound:
     type_, label = NOT_FOUND_TYPES[kind]
+    if kind.startswith("security_group"):  # Neutron's words for these two
+        return NotFound(f"{label} {obj_id} does not exist", type_)
     return NotFound(f"{label} {obj_id} could not be found.", type_)

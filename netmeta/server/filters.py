@@ -43,11 +43,17 @@ ATTRIBUTES: dict[str, set[str]] = {
                          "propagate_uplink_status", "ip_allocation"},
     "routers": STANDARD | {"external_gateway_info", "routes", "distributed", "ha", "flavor_id",
                            "availability_zone_hints", "availability_zones", "enable_ndp_proxy"},
+    "security_groups": {"id", "name", "tenant_id", "project_id", "description", "created_at", "updated_at",
+                        "revision_number", "security_group_rules", "stateful", "shared"},
+    "security_group_rules": {"id", "tenant_id", "project_id", "description", "created_at", "updated_at",
+                             "revision_number", "security_group_id", "direction", "ethertype", "protocol",
+                             "port_range_min", "port_range_max", "remote_ip_prefix", "remote_group_id",
+                             "remote_address_group_id", "normalized_cidr", "belongs_to_default_sg"},
     "instances": {"id", "name", "hostname", "project_id", "tenant_id", "availability_zone", "flavor",
                   "key_name", "launch_index", "created_at", "updated_at", "revision_number", "ports"},
 }
 BOOLEAN = {"admin_state_up", "shared", "router:external", "port_security_enabled", "enable_dhcp", "distributed",
-           "ha", "is_default", "l2_adjacency", "dns_publish_fixed_ip", "enable_ndp_proxy", "propagate_uplink_status"}
+           "ha", "is_default", "l2_adjacency", "stateful", "belongs_to_default_sg", "dns_publish_fixed_ip", "enable_ndp_proxy", "propagate_uplink_status"}
 MultiQuery = Sequence[tuple[str, str]]
 
 
@@ -67,7 +73,7 @@ def parse(kind: str, query: MultiQuery) -> tuple[dict[str, list[str]], dict[str,
     for key, value in query:
         if key in CONTROL:
             controls.setdefault(key, []).append(value)
-        elif key in ATTRIBUTES[kind] or (key in TAG_FILTERS and kind != "instances"):
+        elif key in ATTRIBUTES[kind] or (key in TAG_FILTERS and kind not in ("instances", "security_group_rules")):
             if key in BOOLEAN:
                 _truth(value, key)
             filters.setdefault(key, []).append(value)

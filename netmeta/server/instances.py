@@ -29,6 +29,7 @@ from typing import Any
 from netmeta.model.types import COMPUTE_OWNER_PREFIX
 from netmeta.server import addresses
 from netmeta.server.errors import BadRequest, Conflict, invalid
+from netmeta.server import portsec
 from netmeta.server.ports import new_port, remove_port
 from netmeta.server.standard_attrs import Caller, create, get_or_404, new_id, save
 from netmeta.server.bodies import check_name
@@ -166,6 +167,7 @@ def _attach(txn: Txn, instance: dict[str, Any], item: object, owner: str) -> str
         port["fixed_ips"] = addresses.assign(txn, port["id"], requests)
     else:
         port["fixed_ips"] = addresses.assign_default(txn, port["id"], subnets)
+    portsec.apply(txn, port, {}, creating=True)  # the project's default group, as Nova asks Neutron
     create(txn, "ports", port)
     instance["_created_ports"].append(port["id"])
     return str(port["id"])

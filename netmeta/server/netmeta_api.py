@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import Connection
 
-from netmeta.model.types import RESOURCE_KINDS
+from netmeta.model.types import STATE_KINDS
 from netmeta.server import filters, instances, policy
 from netmeta.server.context import ctx, dump, json_body, raw_json
 from netmeta.server.errors import BadRequest, Gone
@@ -135,7 +135,7 @@ def _public_json(kind: str, text: str) -> str:
 def _read_state(conn: Connection) -> str:
     revision, _ = current_revision(conn)
     parts = [f'"revision":{revision}']
-    for kind in RESOURCE_KINDS:
+    for kind in STATE_KINDS:
         bodies = [_public_json(kind, b) for b in load_bodies(conn, kind)]
         parts.append(f'"{kind}":[{",".join(bodies)}]')
     return "{" + ",".join(parts) + "}"

@@ -20,6 +20,7 @@ from sqlalchemy import Connection
 
 from netmeta.model.types import NEUTRON_KINDS
 from netmeta.server import dhcp_port, filters, networks, policy, ports, routers
+from netmeta.server import security_groups as sg
 from netmeta.server.context import ctx, dump, json_body, raw_json
 from netmeta.server.errors import BadRequest, invalid
 from netmeta.server.standard_attrs import Caller, get_or_404, save
@@ -63,7 +64,12 @@ EXTENSIONS = [
     ("quotas", "Quota management support", "Expose functions for quotas management per project"),
     ("filter-validation", "Filter parameters validation", "Provides validation on filter parameters."),
     ("fields-query", "Fields query", "Allows the fields parameter in list and show queries."),
+    ("security-group", "security-group", "The security groups extension."),
+    ("port-security", "Port Security", "Provides port security"),
+    ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
 ]
+# URL path segment → internal kind (the store's table name).
+SG_KINDS = {"security-groups": "security_groups", "security-group-rules": "security_group_rules"}
 
 
 def _base_url(request: web.Request) -> str:
@@ -80,8 +86,9 @@ async def resources_index(request: web.Request) -> web.Response:
     return dump(
         {
             "resources": [
-                {"name": SINGULAR[k], "collection": k, "links": [{"href": f"{base}/v2.0/{k}", "rel": "self"}]}
-                for k in NEUTRON_KINDS
+                {"name": SINGULAR[k], "collection": k,
+                 "links": [{"href": f"{base}/v2.0/{k.replace('_', '-')}", "rel": "self"}]}
+                for k in (*NEUTRON_KINDS, "security_groups", "security_group_rules")
             ]
         }
     )
@@ -123,8 +130,17 @@ def _writer(txn: Txn) -> policy.Lookup:
     return lambda kind, obj_id: txn.get(kind, obj_id)
 
 
-async def list_resources(request: web.Request) -> web.Response:
+def _kind(request: web.Request) -> str:
     kind = request.match_info["kind"]
+    return SG_KINDS.get(kind, kind)
+
+
+async def list_resources(request: web.Request) -> web.Response:
+    kind = _kind(request)
+    if kind == "security_groups":
+        # Neutron makes a project's default group on its first look at the list.
+        caller = ctx(request).caller(request)
+        await ctx(request).write(lambda txn: sg.default_group(txn, caller.project_id))
     wanted, controls = filters.parse(kind, list(request.query.items()))
     pre = _prefilter(kind, wanted)
     caller = ctx(request).caller(request)
@@ -144,7 +160,7 @@ async def list_resources(request: web.Request) -> web.Response:
         kept = [raw for raw in bodies if filters.apply((json.loads(raw),), wanted)]
         return raw_json('{"%s":[%s]}' % (kind, ",".join(kept)))
     objs = filters.apply((json.loads(b) for b in bodies), wanted)
-    objs, links = filters.sort_and_page(kind, objs, controls, f"{_base_url(request)}/v2.0/{kind}")
+    objs, links = filters.sort_and_page(kind, objs, controls, f"{_base_url(request)}{request.path}")
     fields = filters.field_list(controls)
     out: dict[str, Any] = {kind: [filters.select_fields(o, fields) for o in objs]}
     if links:
@@ -153,7 +169,7 @@ async def list_resources(request: web.Request) -> web.Response:
 
 
 async def show_resource(request: web.Request) -> web.Response:
-    kind, obj_id = request.match_info["kind"], request.match_info["id"]
+    kind, obj_id = _kind(request), request.match_info["id"]
     _, controls = filters.parse(kind, [(k, v) for k, v in request.query.items() if k == "fields"])
     caller = ctx(request).caller(request)
 
@@ -278,6 +294,71 @@ async def show_quota(request: web.Request) -> web.Response:
     return dump({"quota": _quota()})
 
 
+def _group_for_change(caller: Caller, txn: Txn, group_id: object) -> None:
+    """A rule is changed as part of its group: visible and the caller's, or refused."""
+    if isinstance(group_id, str):
+        group = txn.get("security_groups", group_id)
+        if group is None or not policy.owns(caller, group):
+            raise sg.group_not_found(group_id)
+        if not caller.may_write:
+            raise policy.denied("rule:update_security_group")
+
+
+async def create_security_resource(request: web.Request) -> web.Response:
+    kind = _kind(request)
+    raw = await json_body(request)
+    server = ctx(request)
+    caller = server.caller(request)
+    if kind == "security_groups":
+        body = sg.group_body(raw, creating=True)
+
+        def create_group(txn: Txn) -> dict[str, Any]:
+            policy.check_create(caller, kind, body, _writer(txn))
+            return sg.create_group(txn, body, caller)
+
+        obj = await server.write(create_group)
+    else:
+        body = sg.rule_body(raw)
+
+        def create_rule(txn: Txn) -> dict[str, Any]:
+            policy.check_create(caller, kind, body, _writer(txn))
+            _group_for_change(caller, txn, body.get("security_group_id"))
+            remote = body.get("remote_group_id")
+            if isinstance(remote, str):
+                found = txn.get("security_groups", remote)
+                if found is None or not policy.visible(caller, "security_groups", found, _writer(txn)):
+                    raise sg.group_not_found(remote)
+            return sg.create_rule(txn, body, caller)
+
+        obj = await server.write(create_rule)
+    return dump({SINGULAR[kind]: obj}, status=201)
+
+
+async def update_security_group(request: web.Request) -> web.Response:
+    obj_id = request.match_info["id"]
+    body = sg.group_body(await json_body(request), creating=False)
+    caller = ctx(request).caller(request)
+
+    def update(txn: Txn) -> dict[str, Any]:
+        policy.check_update(caller, "security_groups", txn.get("security_groups", obj_id), obj_id, body, _writer(txn))
+        return sg.update_group(txn, obj_id, body)
+
+    obj = await ctx(request).write(update)
+    return dump({"security_group": obj})
+
+
+async def delete_security_resource(request: web.Request) -> web.Response:
+    kind, obj_id = _kind(request), request.match_info["id"]
+    caller = ctx(request).caller(request)
+
+    def delete(txn: Txn) -> None:
+        policy.check_change(caller, kind, txn.get(kind, obj_id), obj_id, _writer(txn), "delete")
+        (sg.delete_group if kind == "security_groups" else sg.delete_rule)(txn, obj_id)
+
+    await ctx(request).write(delete)
+    return web.Response(status=204)
+
+
 async def router_interface(request: web.Request) -> web.Response:
     router_id, action = request.match_info["id"], request.match_info["action"]
     body = await json_body(request)
@@ -375,6 +456,12 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v2.0/quotas", list_quotas)
     r.add_get("/v2.0/quotas/{project_id}", show_quota)
     r.add_get("/v2.0/quotas/{project_id}/{what:default|details|details.json}", show_quota)
+    sg_collection = "/v2.0/{kind:security-groups|security-group-rules}"
+    r.add_get(sg_collection, list_resources)
+    r.add_post(sg_collection, create_security_resource)
+    r.add_get(sg_collection + "/{id}", show_resource)
+    r.add_put("/v2.0/{kind:security-groups}/{id}", update_security_group)
+    r.add_delete(sg_collection + "/{id}", delete_security_resource)
     r.add_get(member + "/tags", show_tags)
     r.add_put(member + "/tags", replace_tags)
     r.add_delete(member + "/tags", clear_tags)

@@ -38,7 +38,8 @@ Lookup = Callable[[str, str], "dict[str, Any] | None"]
 ADMIN_NETWORK_ATTRS = ("shared", "router:external", "provider:network_type", "provider:physical_network",
                        "provider:segmentation_id", "is_default")
 SINGULAR = {"networks": "network", "subnets": "subnet", "ports": "port", "routers": "router",
-            "instances": "instance"}
+            "instances": "instance", "security_groups": "security_group",
+            "security_group_rules": "security_group_rule"}
 
 
 def denied(rule: str) -> Forbidden:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from netmeta.model import ipam
 from netmeta.model.types import COMPUTE_OWNER_PREFIX, ROUTER_INTERFACE_OWNERS
-from netmeta.server import addresses, port_dns
+from netmeta.server import addresses, port_dns, portsec
 from netmeta.server.errors import Conflict, invalid
 from netmeta.server.standard_attrs import Caller, base, create, get_or_404, new_id, save
 from netmeta.server.validation import as_bool, as_str, common_attrs, project_of
@@ -48,7 +48,8 @@ def new_port(port_id: str, network: dict[str, Any], now: str, randbytes: RandByt
             "allowed_address_pairs": [],
             "extra_dhcp_opts": [],
             "security_groups": [],
-            "port_security_enabled": True,
+            # Neutron: a port takes its network's setting unless it says otherwise.
+            "port_security_enabled": bool(network.get("port_security_enabled", True)),
             "binding:host_id": "",
             "binding:vnic_type": "normal",
             "binding:vif_type": "unbound",
@@ -93,7 +94,7 @@ def _port_attrs(txn: Txn, obj: dict[str, Any], body: dict[str, Any]) -> None:
                 "MacAddressInUse",
             )
         obj["mac_address"] = mac
-    for passive in ("security_groups", "allowed_address_pairs", "binding:profile",
+    for passive in ("binding:profile",
                     "qos_policy_id", "data_plane_status", "numa_affinity_policy", "propagate_uplink_status"):
         if passive in body:
             obj[passive] = body[passive]
@@ -114,6 +115,7 @@ def create_port(txn: Txn, body: dict[str, Any], caller: Caller) -> dict[str, Any
         obj["fixed_ips"] = addresses.assign(txn, obj["id"], requests)
     else:
         obj["fixed_ips"] = addresses.assign_default(txn, obj["id"], subnets)
+    portsec.apply(txn, obj, body, creating=True)
     return create(txn, "ports", obj)
 
 
@@ -124,6 +126,7 @@ def update_port(txn: Txn, port_id: str, body: dict[str, Any]) -> dict[str, Any]:
         subnets = txn.select("subnets", network_id=obj["network_id"])
         requests = addresses.parse_requests(body["fixed_ips"], subnets, txn, obj["network_id"])
         obj["fixed_ips"] = addresses.reassign(txn, obj, requests)
+    portsec.apply(txn, obj, body, creating=False)
     return save(txn, "ports", obj)
 
 

@@ -68,7 +68,8 @@ CREATE_ONLY: dict[str, set[str]] = {
     "ports": COMMON_CREATE_ONLY | {"network_id"},
     "routers": COMMON_CREATE_ONLY,
 }
-SINGULAR = {"networks": "network", "subnets": "subnet", "ports": "port", "routers": "router"}
+SINGULAR = {"networks": "network", "subnets": "subnet", "ports": "port", "routers": "router",
+            "security_groups": "security_group", "security_group_rules": "security_group_rule"}
 
 
 def resource_body(raw: object, kind: str, creating: bool) -> dict[str, Any]:

@@ -151,6 +151,10 @@ class Txn:
         if kind == "ports":
             cols["device_id"] = obj.get("device_id") or ""
             cols["mac_address"] = obj.get("mac_address") or ""
+        elif kind == "security_groups":
+            cols["project_id"] = obj.get("project_id") or ""
+        elif kind == "security_group_rules":
+            cols["security_group_id"] = obj["security_group_id"]
         return cols
 
     def add(self, kind: str, obj: dict[str, Any]) -> None:

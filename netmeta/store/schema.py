@@ -103,6 +103,24 @@ instances = Table(
     Column("body", Text, nullable=False),
 )
 
+security_groups = Table(
+    "security_groups",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("project_id", String(255), nullable=False, index=True),
+    Column("created_rev", BigInteger, nullable=False, index=True),
+    Column("body", Text, nullable=False),
+)
+
+security_group_rules = Table(
+    "security_group_rules",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("security_group_id", String(ID), nullable=False, index=True),
+    Column("created_rev", BigInteger, nullable=False, index=True),
+    Column("body", Text, nullable=False),
+)
+
 changes = Table(
     "changes",
     metadata,
@@ -132,16 +150,32 @@ RESOURCE_TABLES: dict[str, Table] = {
     "ports": ports,
     "routers": routers,
     "instances": instances,
+    "security_groups": security_groups,
+    "security_group_rules": security_group_rules,
 }
+# Tables each migration creates; the first made everything that existed then.
+_LATER = (security_groups, security_group_rules)
 
 
 def _migration_1(conn: Connection) -> None:
     """Create every table and the single revision row."""
-    metadata.create_all(conn, tables=[t for t in metadata.sorted_tables if t is not schema_version])
+    metadata.create_all(conn, tables=[t for t in metadata.sorted_tables
+                                      if t is not schema_version and t not in _LATER])
     conn.execute(insert(revision).values(id=1, revision=0, compacted=0))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1]
+def _migration_2(conn: Connection) -> None:
+    """Security groups and their rules (issue 8).
+
+    Ports made before this keep ``security_groups: []``; with port security
+    on that means "no ingress but DHCP and metadata", as in Neutron for a
+    port without groups. Give them the default group with
+    ``openstack port set --security-group default``.
+    """
+    metadata.create_all(conn, tables=list(_LATER))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2]
 
 
 def migrate(conn: Connection) -> int:
