@@ -25,7 +25,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-packages=(python3 python3-venv iproute2 dnsmasq-base isc-dhcp-client iptables curl procps)
+packages=(python3 python3-venv iproute2 dnsmasq-base isc-dhcp-client iptables nftables curl procps)
 if [ $with_tests -eq 1 ]; then
   packages+=(postgresql haproxy wrk iputils-ping)
 fi
