@@ -166,8 +166,15 @@ def _members(snapshot: Snapshot, group_id: SecurityGroupId, version: int) -> lis
     return sorted(found, key=lambda a: (ipaddress.ip_network(a, strict=False), a))
 
 
-def rule_match(snapshot: Snapshot, rule: SecurityGroupRule) -> str | None:
-    """One rule as an nft match (inet family), or None when it can match nothing."""
+Members = dict[tuple[SecurityGroupId, int], list[str]]
+
+
+def rule_match(snapshot: Snapshot, rule: SecurityGroupRule, members: Members | None = None) -> str | None:
+    """One rule as an nft match (inet family), or None when it can match nothing.
+
+    ``members`` caches remote groups' addresses across the rules of one
+    render: without it, every port of a group would scan every port again.
+    """
     version = 6 if rule.ethertype == "IPv6" else 4
     ip = "ip6" if version == 6 else "ip"
     peer = "saddr" if rule.direction == "ingress" else "daddr"
@@ -175,10 +182,13 @@ def rule_match(snapshot: Snapshot, rule: SecurityGroupRule) -> str | None:
     if rule.remote_ip_prefix is not None:
         parts.append(f"{ip} {peer} {rule.remote_ip_prefix}")
     elif rule.remote_group_id is not None:
-        members = _members(snapshot, rule.remote_group_id, version)
-        if not members:
+        key = (rule.remote_group_id, version)
+        cache = members if members is not None else {}
+        if key not in cache:
+            cache[key] = _members(snapshot, rule.remote_group_id, version)
+        if not cache[key]:
             return None  # an empty group allows no one
-        parts.append(f"{ip} {peer} {_set(members)}")
+        parts.append(f"{ip} {peer} {_set(cache[key])}")
     protocol = rule.protocol
     if protocol == 1 and version == 6:
         protocol = 58  # Neutron reads "icmp" on an IPv6 rule as ICMPv6
@@ -197,7 +207,7 @@ def rule_match(snapshot: Snapshot, rule: SecurityGroupRule) -> str | None:
     return " ".join(parts)
 
 
-def _group_rules(snapshot: Snapshot, port: Port, direction: str) -> list[str]:
+def _group_rules(snapshot: Snapshot, port: Port, direction: str, members: Members) -> list[str]:
     lines: list[str] = []
     seen: set[str] = set()
     for group_id in port.security_groups:
@@ -207,32 +217,32 @@ def _group_rules(snapshot: Snapshot, port: Port, direction: str) -> list[str]:
         for rule in group.rules:
             if rule.direction != direction:
                 continue
-            match = rule_match(snapshot, rule)
+            match = rule_match(snapshot, rule, members)
             if match is not None and match not in seen:
                 seen.add(match)
                 lines.append(match)
     return lines
 
 
-def _egress_chain(snapshot: Snapshot, port: Port) -> list[str]:
+def _egress_chain(snapshot: Snapshot, port: Port, members: Members) -> list[str]:
     lines = [
         "udp sport 68 udp dport 67 return comment \"DHCP\"",
         "udp sport 546 udp dport 547 return comment \"DHCPv6\"",
         f"ip daddr {METADATA_IPV4} tcp dport 80 return comment \"metadata\"",
         f"icmpv6 type {_set(ND_EGRESS)} return",
     ]
-    lines += [f"{match} return" for match in _group_rules(snapshot, port, "egress")]
+    lines += [f"{match} return" for match in _group_rules(snapshot, port, "egress", members)]
     lines.append("counter drop comment \"no egress rule allows it\"")
     return lines
 
 
-def _ingress_chain(snapshot: Snapshot, port: Port) -> list[str]:
+def _ingress_chain(snapshot: Snapshot, port: Port, members: Members) -> list[str]:
     lines = [
         "udp sport 67 udp dport 68 accept comment \"DHCP\"",
         "udp sport 547 udp dport 546 accept comment \"DHCPv6\"",
         f"icmpv6 type {_set(ND_INGRESS)} accept",
     ]
-    lines += [f"{match} accept" for match in _group_rules(snapshot, port, "ingress")]
+    lines += [f"{match} accept" for match in _group_rules(snapshot, port, "ingress", members)]
     lines.append("counter drop comment \"no ingress rule allows it\"")
     return lines
 
@@ -286,9 +296,10 @@ def render_tables(snapshot: Snapshot) -> str:
     forward += _vmap("meta mark and 0xffff0000", [(f"{n << 16:#010x}", f"egress-{dev}") for n, _, dev in numbered])
     forward += _vmap("meta mark and 0x0000ffff", [(f"{n:#x}", f"ingress-{dev}") for n, _, dev in numbered])
     inet += _chain("forward", forward, "type filter hook forward priority 0; policy accept;")
+    members: Members = {}
     for _, port, dev in numbered:
-        inet += _chain(f"egress-{dev}", _egress_chain(snapshot, port))
-        inet += _chain(f"ingress-{dev}", _ingress_chain(snapshot, port))
+        inet += _chain(f"egress-{dev}", _egress_chain(snapshot, port, members))
+        inet += _chain(f"ingress-{dev}", _ingress_chain(snapshot, port, members))
     inet.append("}")
     return "\n".join(bridge + inet) + "\n"
 

@@ -125,7 +125,7 @@ changes = Table(
     "changes",
     metadata,
     Column("revision", BigInteger, primary_key=True, autoincrement=False),
-    Column("kind", String(16), nullable=False),
+    Column("kind", String(32), nullable=False),  # 16 until migration 2 ("security_group_rules" is 20)
     Column("type", String(16), nullable=False),
     Column("object", Text, nullable=False),
 )
@@ -173,6 +173,8 @@ def _migration_2(conn: Connection) -> None:
     ``openstack port set --security-group default``.
     """
     metadata.create_all(conn, tables=list(_LATER))
+    if conn.dialect.name == "postgresql":  # SQLite does not enforce VARCHAR lengths
+        conn.execute(text("ALTER TABLE changes ALTER COLUMN kind TYPE VARCHAR(32)"))
 
 
 MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2]
