@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +25,7 @@ from netmeta.drivers.errors import ProcessGone, TemporaryDriverError
 MUTATING = (
     "remember", "forget", "ensure_fabric", "ensure_namespace", "delete_namespace", "ensure_bridge",
     "ensure_veth", "delete_link", "set_sysctl", "write_files", "write_file", "remove_files",
-    "start_dnsmasq", "reload_dnsmasq", "stop_dnsmasq", "restore_iptables",
+    "start_dnsmasq", "reload_dnsmasq", "stop_dnsmasq", "restore_iptables", "replace_nftables",
 )
 
 
@@ -38,6 +39,7 @@ class FakeHost:
         self.links: dict[str, dict[str, dict[str, Any]]] = {}
         self.iptables: dict[str, str] = {}
         self.routes: dict[str, tuple[tuple[str, tuple[str, ...], str | None], ...]] = {}
+        self.nftables: tuple[str | None, bool] = (None, False)  # (digest, any netmeta table)
         self.ledger_namespaces: set[str] = set()
         self.ledger_links: set[str] = set()
         self.fail: dict[tuple[str, Any], BaseException | list[BaseException]] = {}
@@ -220,3 +222,11 @@ class FakeHost:
     def ensure_routes(self, namespace: str, routes: Sequence[tuple[str, tuple[str, ...], str | None]]) -> None:
         self._call("ensure_routes", namespace, tuple(routes))
         self.routes[namespace] = tuple(routes)
+
+    def observe_nftables(self) -> tuple[str | None, bool]:
+        return self.nftables
+
+    def replace_nftables(self, payload: str, tables_wanted: bool) -> None:
+        self._call("replace_nftables", tables_wanted)
+        found = re.search(r'comment "(netmeta-sha256:[0-9a-f]+)"', payload)
+        self.nftables = (found.group(1) if found else None, tables_wanted)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from netmeta.agent.host import LinkView
 from netmeta.agent.ledger import Ledger
-from netmeta.drivers import dnsmasq, files, iptables, links, netns, processes
+from netmeta.drivers import dnsmasq, files, iptables, links, netns, nftables, processes
 from netmeta.drivers.errors import translate
 from netmeta.model.names import ROUTER_PORT_PREFIX
 from netmeta.model.paths import StatePaths
@@ -144,3 +144,11 @@ class DriverHost:
         if failed:
             # Neutron's L3 agent skips a route the kernel refuses the same way.
             log.warning("%s: routes not installed (nexthop on no link): %s", namespace, ", ".join(failed))
+
+    # Port security lives in the fabric namespace only; with bridges in the
+    # host's own namespace the reconciler plans none (the driver refuses it too).
+    def observe_nftables(self) -> tuple[str | None, bool]:
+        return nftables.observe(self.fabric or "")
+
+    def replace_nftables(self, payload: str, tables_wanted: bool) -> None:
+        nftables.replace(self.fabric or "", payload, tables_wanted)

@@ -32,6 +32,7 @@ from netmeta.agent.host import Host, LinkView
 from netmeta.model import names
 from netmeta.model.dhcp import FILE_KINDS, DhcpNetworkSpec
 from netmeta.model.l3 import RouterSpec, normalize_saved
+from netmeta.model.portsec import Ruleset
 
 # Beside dnsmasq's files: a digest of the files it has last read (start or SIGHUP).
 LOADED_MARKER = "loaded"
@@ -260,6 +261,20 @@ def dhcp_routes(spec: DhcpNetworkSpec) -> tuple[Route, ...]:
 def router_routes(spec: RouterSpec) -> tuple[Route, ...]:
     return tuple((r.destination, r.nexthops, None) for r in spec.routes)
 
+@dataclass(frozen=True)
+class ReplaceNftables(Action):
+    """The fabric's port security tables, replaced whole (see model.portsec)."""
+
+    payload: str
+    tables_wanted: bool
+
+    @property
+    def subject(self) -> str:
+        return "nftables port security"
+
+    def apply(self, host: Host) -> None:
+        host.replace_nftables(self.payload, self.tables_wanted)
+
 
 # --- observations ---------------------------------------------------------------
 
@@ -452,3 +467,20 @@ def veth_in_sync(
         and out["master"] == bridge
         and inn["addresses"] == set(addresses)
     )
+
+
+def plan_portsec(want: Ruleset, recorded: str | None | bool, seen: tuple[str | None, bool] | None) -> list[Action]:
+    """The fabric's nftables: replaced only when the kernel's digest is not the wanted one.
+
+    ``recorded`` is the digest last applied (False: nothing recorded yet,
+    None: "no tables" applied); ``seen`` the kernel's (digest, any table),
+    observed on a full pass or when nothing is recorded. Equal digests mean
+    equal rules, so an agent restart changes nothing (handles and counters
+    stay).
+    """
+    if seen is None:
+        if recorded is not False and recorded == want.digest:
+            return []
+    elif seen == (want.digest, want.digest is not None):
+        return []
+    return [ReplaceNftables(want.payload, want.digest is not None)]

@@ -55,6 +55,7 @@ from netmeta.agent.plan import (
     plan_gone_files,
     plan_gone_link,
     plan_gone_namespace,
+    plan_portsec,
     plan_router,
 )
 from netmeta.config import Config
@@ -62,6 +63,7 @@ from netmeta.drivers.errors import PermanentDriverError, TemporaryDriverError
 from netmeta.model import names
 from netmeta.model.dhcp import DhcpNetworkSpec, desired_dhcp
 from netmeta.model.l3 import RouterSpec, desired_routers
+from netmeta.model.portsec import Ruleset, ruleset
 from netmeta.model.types import NetworkId, RouterId, Snapshot
 
 log = logging.getLogger(__name__)
@@ -144,6 +146,9 @@ class Reconciler:
         self.applied_dhcp: dict[str, DhcpNetworkSpec] = {}
         self.applied_routers: dict[str, RouterSpec] = {}
         self.bridges: dict[str, int] = {}
+        # The port security digest last applied (False: none yet; None: "no tables").
+        self.applied_portsec: str | None | bool = False
+        self._ruleset: tuple[Snapshot, Ruleset] | None = None  # rendered once per snapshot
         self.retries: dict[Key, Retry] = {}
         self._lock = threading.Lock()  # recorded state, retries, running, done
         self._running: dict[Key, Future[None]] = {}
@@ -164,6 +169,7 @@ class Reconciler:
                 self.applied_dhcp.clear()
                 self.applied_routers.clear()
                 self.bridges.clear()
+                self.applied_portsec = False
         self.host.ensure_fabric()
         fabric = self.host.observe_links(None) if full else None
         wanted_dhcp = desired_dhcp(snapshot, self.config, self.paths)
@@ -175,6 +181,8 @@ class Reconciler:
             self._run_inline(self._bridge_unit(net_id, network.mtu, fabric), report)
         units = [self._dhcp_unit(spec, fabric, full) for spec in wanted_dhcp.values()]
         units += [self._router_unit(spec, fabric, full) for spec in wanted_routers.values()]
+        if self.fabric:
+            units.append(self._portsec_unit(snapshot))
         units += self._removal_units(wanted_dhcp, wanted_routers, snapshot)
         deadline = None if wait is None else time.monotonic() + wait
         # A unit still running from an earlier pass works on an older spec:
@@ -362,6 +370,23 @@ class Reconciler:
             self.applied_routers[spec.router_id] = spec
 
         return _Unit(("router", spec.router_id), f"router {spec.router_id}", spec, plan, record, spec.namespace)
+
+    def _portsec_unit(self, snapshot: Snapshot) -> _Unit:
+        """Port security for every guest port: one ruleset for the fabric namespace."""
+        if self._ruleset is None or self._ruleset[0] is not snapshot:
+            self._ruleset = (snapshot, ruleset(snapshot))
+        want = self._ruleset[1]
+
+        def plan() -> list[Action]:
+            with self._lock:
+                recorded = self.applied_portsec
+            seen = None if recorded is not False else self.host.observe_nftables()
+            return plan_portsec(want, recorded, seen)
+
+        def record() -> None:
+            self.applied_portsec = want.digest
+
+        return _Unit(("fabric", "port-security"), "port security", want.digest, plan, record, "nftables netmeta")
 
     def _observe_router(self, spec: RouterSpec, recorded: RouterSpec | None, fabric: LinkView | None) -> RouterSeen:
         host = self.host

@@ -46,17 +46,27 @@ def apply(ns: str, payload: str, digest: str | None, *, timeout: float = 30.0) -
     already holds that digest — or holds no tables and none are wanted —
     nothing is run.
     """
-    current = current_digest(ns, timeout=timeout)
-    if current == digest and (digest is not None or not tables_exist(ns, timeout=timeout)):
+    if observe(ns, timeout=timeout) == (digest, digest is not None):
         return False
-    if digest is not None:
+    replace(ns, payload, digest is not None, timeout=timeout)
+    return True
+
+
+def observe(ns: str, *, timeout: float = 30.0) -> tuple[str | None, bool]:
+    """(the digest netmeta's bridge table carries, whether any netmeta table exists)."""
+    digest = current_digest(ns, timeout=timeout)
+    return digest, digest is not None or tables_exist(ns, timeout=timeout)
+
+
+def replace(ns: str, payload: str, tables_wanted: bool, *, timeout: float = 30.0) -> None:
+    """Run the payload (delete both tables, create them again) in one transaction."""
+    if tables_wanted:
         # Security groups are seen by the inet table only when the bridge hands
         # IP packets to the IP hooks (br_netfilter). 1 is each namespace's
         # default; say so anyway, in this namespace only.
         run_in_namespace(_namespace(ns), ["sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=1",
                                           "net.bridge.bridge-nf-call-ip6tables=1"], timeout=timeout)
     run_in_namespace(_namespace(ns), ["nft", "-f", "-"], input=payload, timeout=timeout)
-    return True
 
 
 def tables_exist(ns: str, *, timeout: float = 30.0) -> bool:
