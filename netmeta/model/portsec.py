@@ -169,11 +169,17 @@ def _members(snapshot: Snapshot, group_id: SecurityGroupId, version: int) -> lis
 Members = dict[tuple[SecurityGroupId, int], list[str]]
 
 
+def member_set(group_id: SecurityGroupId, version: int) -> str:
+    """The named set (inet table) holding a remote group's addresses of one family."""
+    return f"rg{version}-{group_id}"
+
+
 def rule_match(snapshot: Snapshot, rule: SecurityGroupRule, members: Members | None = None) -> str | None:
     """One rule as an nft match (inet family), or None when it can match nothing.
 
-    ``members`` caches remote groups' addresses across the rules of one
-    render: without it, every port of a group would scan every port again.
+    A remote group is a named set of its members' addresses, filled once per
+    render in ``members`` (the table declares it): every port of a 200-port
+    group names the same set instead of carrying 200 addresses itself.
     """
     version = 6 if rule.ethertype == "IPv6" else 4
     ip = "ip6" if version == 6 else "ip"
@@ -188,7 +194,7 @@ def rule_match(snapshot: Snapshot, rule: SecurityGroupRule, members: Members | N
             cache[key] = _members(snapshot, rule.remote_group_id, version)
         if not cache[key]:
             return None  # an empty group allows no one
-        parts.append(f"{ip} {peer} {_set(cache[key])}")
+        parts.append(f"{ip} {peer} @{member_set(rule.remote_group_id, version)}")
     protocol = rule.protocol
     if protocol == 1 and version == 6:
         protocol = 58  # Neutron reads "icmp" on an IPv6 rule as ICMPv6
@@ -297,9 +303,16 @@ def render_tables(snapshot: Snapshot) -> str:
     forward += _vmap("meta mark and 0x0000ffff", [(f"{n:#x}", f"ingress-{dev}") for n, _, dev in numbered])
     inet += _chain("forward", forward, "type filter hook forward priority 0; policy accept;")
     members: Members = {}
+    chains: list[str] = []
     for _, port, dev in numbered:
-        inet += _chain(f"egress-{dev}", _egress_chain(snapshot, port, members))
-        inet += _chain(f"ingress-{dev}", _ingress_chain(snapshot, port, members))
+        chains += _chain(f"egress-{dev}", _egress_chain(snapshot, port, members))
+        chains += _chain(f"ingress-{dev}", _ingress_chain(snapshot, port, members))
+    for (group_id, version), addresses in sorted(members.items()):
+        if addresses:
+            kind = "ipv6_addr" if version == 6 else "ipv4_addr"
+            inet += [f"\tset {member_set(group_id, version)} {{", f"\t\ttype {kind}; flags interval;",
+                     f"\t\telements = {{ {', '.join(addresses)} }}", "\t}"]
+    inet += chains
     inet.append("}")
     return "\n".join(bridge + inet) + "\n"
 

@@ -131,7 +131,7 @@ RULES = [
     (SecurityGroupRule("r", "egress", "IPv6", 6, 443, 443, "fd00::/8"),
      "meta nfproto ipv6 ip6 daddr fd00::/8 meta l4proto 6 th dport 443"),
     (SecurityGroupRule("r", "ingress", "IPv4", remote_group_id=SG),
-     "meta nfproto ipv4 ip saddr { 10.0.0.5, 10.0.0.6 }"),
+     "meta nfproto ipv4 ip saddr @rg4-sg-default"),
     (SecurityGroupRule("r", "ingress", "IPv6", remote_group_id=SG), None),  # no IPv6 member: matches nothing
     (SecurityGroupRule("r", "ingress", "IPv4", remote_group_id=SecurityGroupId("gone")), None),
 ]
@@ -148,7 +148,12 @@ def test_remote_group_members_include_address_pairs() -> None:
                  replace(guest("cccccccccccc-3", "10.0.0.9", "fa:16:3e:00:00:09"), port_security_enabled=False,
                          security_groups=(SG,)))
     rule = SecurityGroupRule("r", "ingress", "IPv4", remote_group_id=SG)
-    assert portsec.rule_match(world, rule) == "meta nfproto ipv4 ip saddr { 10.0.0.5, 10.7.0.0/24 }"
+    members: portsec.Members = {}
+    assert portsec.rule_match(world, rule, members) == "meta nfproto ipv4 ip saddr @rg4-sg-default"
+    assert members == {(SG, 4): ["10.0.0.5", "10.7.0.0/24"]}
+    text = portsec.render_tables(replace(world, security_groups={SG: SecurityGroup(SG, "default", "p", (rule,))}))
+    assert "\tset rg4-sg-default {\n\t\ttype ipv4_addr; flags interval;\n" \
+           "\t\telements = { 10.0.0.5, 10.7.0.0/24 }\n\t}" in text
 
 
 def test_egress_and_ingress_chains_keep_dhcp_and_metadata_whatever_the_rules() -> None:
