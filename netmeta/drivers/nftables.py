@@ -3,8 +3,8 @@
 The ruleset is rendered by :mod:`netmeta.model.portsec` (pure) and applied
 here with one ``nft -f -``: its preamble deletes netmeta's two tables and the
 rest creates them again, all in one netlink transaction, so a frame meets
-either the old rules or the new ones. The bridge table's comment carries the
-ruleset's digest; :func:`apply` reads it first and does nothing when it is
+either the old rules or the new ones. The bridge table's ``digest`` chain carries the
+ruleset's digest in its comment; :func:`apply` reads it first and does nothing when it is
 already the wanted one, so an agent restart, or a pass that changed nothing,
 leaves the kernel's rules (handles, counters) exactly as they were.
 
@@ -18,7 +18,7 @@ import re
 
 from netmeta.drivers.errors import PermanentDriverError
 from netmeta.drivers.netns import check_name, run_in_namespace
-from netmeta.model.portsec import DIGEST_PREFIX, TABLE
+from netmeta.model.portsec import DIGEST_CHAIN, DIGEST_PREFIX, TABLE
 
 _COMMENT = re.compile(r'comment "(' + re.escape(DIGEST_PREFIX) + r'[0-9a-f]+)"')
 
@@ -31,10 +31,10 @@ def _namespace(ns: str | None) -> str:
 
 def current_digest(ns: str, *, timeout: float = 30.0) -> str | None:
     """The digest netmeta's bridge table carries, or None when it has none."""
-    done = run_in_namespace(_namespace(ns), ["nft", "list", "table", "bridge", TABLE], timeout=timeout,
-                            check=False)
+    done = run_in_namespace(_namespace(ns), ["nft", "list", "chain", "bridge", TABLE, DIGEST_CHAIN],
+                            timeout=timeout, check=False)
     if done.returncode != 0:
-        return None  # no such table (yet)
+        return None  # no such table or chain (yet)
     match = _COMMENT.search(done.stdout)
     return match.group(1) if match else None
 

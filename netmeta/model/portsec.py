@@ -65,6 +65,7 @@ from netmeta.model.types import (
 TABLE = "netmeta"
 MAX_PORTS = 0xFFFF  # one 16-bit half of the mark each
 DIGEST_PREFIX = "netmeta-sha256:"
+DIGEST_CHAIN = "digest"  # an empty chain whose comment is the digest
 
 # ICMPv6 that IPv6 needs to work at all (RFC 4890): always allowed.
 ND_EGRESS = ("nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert", "mld-listener-report",
@@ -342,6 +343,9 @@ def ruleset(snapshot: Snapshot) -> Ruleset:
     mark = None
     if tables:
         mark = digest(tables)
-        tables = tables.replace(f"table bridge {TABLE} {{\n", f"table bridge {TABLE} {{\n\tcomment \"{mark}\"\n", 1)
+        # Also in a chain of its own: listing that chain is how the driver
+        # reads the digest without listing hundreds of port chains.
+        tables = tables.replace(f"table bridge {TABLE} {{\n", f"table bridge {TABLE} {{\n\tcomment \"{mark}\"\n"
+                                f"\tchain {DIGEST_CHAIN} {{\n\t\tcomment \"{mark}\"\n\t}}\n", 1)
         out.append(tables.rstrip("\n"))
     return Ruleset("\n".join(out) + "\n", mark)
