@@ -31,8 +31,9 @@ Per guest port with port security on (egress = from the guest, ingress = to it):
 * egress: DHCP (UDP 68→67, 546→547), the metadata service
   (TCP 169.254.169.254:80) and IPv6 neighbour discovery always pass; then the
   port's groups' egress rules; else drop;
-* ingress: DHCP replies (UDP 67→68, 547→546) and neighbour discovery /
-  router advertisements always pass; then the groups' ingress rules, a
+* ingress: DHCP replies (UDP 67→68, 547→546), neighbour discovery /
+  router advertisements and netmeta's own access ports (``netmeta:*``
+  owners, the host's SSH path into a VM) always pass; then the groups' ingress rules, a
   remote group meaning "from any address of a port in that group" (fixed IPs
   and allowed address pairs, as Neutron counts them); else drop;
 * replies of allowed connections pass (``ct state established,related``).
@@ -71,6 +72,9 @@ DIGEST_CHAIN = "digest"  # an empty chain whose comment is the digest
 ND_EGRESS = ("nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert", "mld-listener-report",
              "mld2-listener-report")
 ND_INGRESS = ("nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert", "mld-listener-query")
+
+
+ACCESS_OWNER_PREFIX = "netmeta:"  # netmeta's own access ports (``netmeta vm exec`` into a VM: netmeta:ssh)
 
 
 def trusted(port: Port) -> bool:
@@ -243,12 +247,24 @@ def _egress_chain(snapshot: Snapshot, port: Port, members: Members) -> list[str]
     return lines
 
 
+def _access_addresses(snapshot: Snapshot, port: Port) -> list[str]:
+    """Fixed IPs of netmeta's own access ports on the port's network (SSH from the host)."""
+    found = {f.ip_address for p in snapshot.ports_of(port.network_id)
+             if p.device_owner.startswith(ACCESS_OWNER_PREFIX) for f in p.fixed_ips if ":" not in f.ip_address}
+    return sorted(found, key=ipaddress.ip_address)
+
+
 def _ingress_chain(snapshot: Snapshot, port: Port, members: Members) -> list[str]:
     lines = [
         "udp sport 67 udp dport 68 accept comment \"DHCP\"",
         "udp sport 547 udp dport 546 accept comment \"DHCPv6\"",
         f"icmpv6 type {_set(ND_INGRESS)} accept",
     ]
+    access = _access_addresses(snapshot, port)
+    if access:
+        # The host's own way into a VM (netmeta vm exec), like DHCP and
+        # metadata: never subject to the guest's groups.
+        lines.append(f"ip saddr {_set(access)} accept comment \"netmeta's access port\"")
     lines += [f"{match} accept" for match in _group_rules(snapshot, port, "ingress", members)]
     lines.append("counter drop comment \"no ingress rule allows it\"")
     return lines

@@ -194,3 +194,10 @@ def test_the_same_snapshot_renders_the_same_ruleset() -> None:
     assert first.digest is not None and f'comment "{first.digest}"' in first.payload
     changed = portsec.ruleset(snap(a, b, rules=(SecurityGroupRule("r", "ingress", "IPv4", 6, 80, 80),)))
     assert changed.digest != first.digest
+
+
+def test_netmetas_access_port_reaches_guests_whatever_their_groups() -> None:
+    access = replace(guest("dddddddddddd-4", "10.0.0.250", "fa:16:3e:00:00:fa"), device_owner="netmeta:ssh",
+                     project_id="admin", security_groups=())
+    ingress = chain(portsec.render_tables(snap(guest(), access)), "ingress-g-aaaaaaaaaaa")
+    assert "ip saddr 10.0.0.250 accept comment \"netmeta's access port\"" in ingress
