@@ -209,6 +209,11 @@ def test_marked_packets_are_never_forwarded(plain_stack: Stack) -> None:
     stack.converged()
     a = stack.boot("ma", net_a["id"])
     b = stack.boot("mb", net_b["id"])
+    # B answers as 169.254.169.254, which port security drops at its port
+    # (tests/privileged/test_port_security.py); here the router's rules are under test.
+    stack.client.request("PUT", f"/v2.0/ports/{b.port_id}",
+                         {"port": {"port_security_enabled": False, "security_groups": []}})
+    stack.converged()
     qrouter = names.router_namespace(router["id"])
     stack.agent.stop()  # its next full pass would put the REDIRECT back
 
