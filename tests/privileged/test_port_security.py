@@ -280,7 +280,12 @@ LISTENER = "import http.server, sys; http.server.HTTPServer((sys.argv[1], 8080),
 def _listen(guest: Guest) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(["ip", "netns", "exec", guest.namespace, sys.executable, "-c", LISTENER, guest.ip],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp")
-    wait_until(lambda: f"{guest.ip}:8080" in in_ns(guest.namespace, "ss", "-Hntl").stdout, "a TCP listener")
+    try:
+        wait_until(lambda: f"{guest.ip}:8080" in in_ns(guest.namespace, "ss", "-Hntl").stdout, "a TCP listener")
+    except BaseException:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise
     return proc
 
 
