@@ -50,8 +50,8 @@ def start_server(state_dir: str, auth: str = "noauth") -> tuple[subprocess.Popen
     # noauth by default: these figures are the control plane's own cost
     # (bench_auth.py puts keystone beside it).
     proc = subprocess.Popen(
-        [sys.executable, "-m", "netmeta.server", "--bind", "127.0.0.1:0", "--state-dir", state_dir,
-         "--auth-strategy", auth],
+        [sys.executable, "-m", "netmeta.server", "--bind", "127.0.0.1:0", "--server-metrics-bind", "127.0.0.1:0",
+         "--state-dir", state_dir, "--auth-strategy", auth],
         stdout=subprocess.PIPE,
     )
     assert proc.stdout is not None

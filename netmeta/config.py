@@ -166,6 +166,14 @@ class Config:
     rate_limiting: RateLimitConfig = field(default_factory=RateLimitConfig)
     keystone_authtoken: KeystoneAuthtoken = field(default_factory=KeystoneAuthtoken)
 
+    # --- metrics and health (see netmeta.metrics) ---
+    # Where each component serves /metrics and /healthz: loopback by default
+    # (metrics name networks and guests' addresses); empty turns it off;
+    # port 0 picks a free port (published in the component's status file).
+    server_metrics_bind: str = "127.0.0.1:9180"
+    agent_metrics_bind: str = "127.0.0.1:9181"
+    metadata_metrics_bind: str = "127.0.0.1:9182"
+
     # --- logs (see netmeta.logs) ---
     # "text" (one line for a person) or "json" (one object a line, for a shipper).
     log_format: str = "text"

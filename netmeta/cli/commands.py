@@ -32,6 +32,11 @@ def cmd_agent(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_metadata(args: argparse.Namespace, config: Config) -> int:
+    from netmeta.metrics import use_multiprocess
+
+    # Workers count into files that one scrape sums: chosen before
+    # prometheus_client is imported (netmeta.metrics).
+    use_multiprocess(os.path.join(config.state_dir, "metadata", "prometheus"))
     from netmeta.metadata import service
 
     service.run(config)

@@ -84,6 +84,10 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     args.fabric_namespace = args.fabric_namespace or f"nmdemo-{tag}"
     if args.enable_isolated_metadata is None and args.force_metadata is None:
         args.enable_isolated_metadata = True  # the seed's dhcp_agent.ini
+    for component in ("server", "agent", "metadata"):
+        # a demo must not take (or fail on) the ports of a netmeta already running here
+        if getattr(args, f"{component}_metrics_bind", None) is None:
+            setattr(args, f"{component}_metrics_bind", "127.0.0.1:0")
     config = config.replace(
         state_dir=state_dir, bind=args.bind, fabric_namespace=args.fabric_namespace,
         enable_isolated_metadata=bool(args.enable_isolated_metadata or config.enable_isolated_metadata),

@@ -24,7 +24,10 @@ from typing import Any, Callable, Sequence
 
 from netmeta import logs
 from netmeta.cli.options import AGENT, COMPONENTS, EXPLAIN, GUESTS, METADATA, SERVER, TEARDOWN, add_settings, overrides
+from netmeta.client import ApiError
 from netmeta.config import Config, ConfigError, load
+from netmeta.drivers.errors import DriverError
+from netmeta.errors import NetmetaError
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
@@ -125,6 +128,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except (NetmetaError, DriverError, ApiError) as exc:
+        # The environment stopped us (a port taken, a namespace gone, no API):
+        # one line that says what and what to do, never a traceback.
+        print(f"netmeta {_command(args)}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"netmeta {_command(args)}: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
+
+
+def _command(args: argparse.Namespace) -> str:
+    return " ".join(p for p in (args.command, getattr(args, "vm_command", None)) if p)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``read-only file system: /var/lib/netmeta/x (make the state directory writable, or choose another)``."""
+    import errno
+
+    what = (exc.strerror or str(exc)).lower()
+    where = f": {exc.filename}" if exc.filename else ""
+    hint = {
+        errno.EROFS: " (the state directory must be writable: remount it or choose another --state-dir)",
+        errno.EACCES: " (run as root, or choose a --state-dir this user may write)",
+        errno.EPERM: " (netmeta needs root or CAP_NET_ADMIN and CAP_SYS_ADMIN)",
+        errno.ENOSPC: " (the disk is full)",
+    }.get(exc.errno or 0, "")
+    return f"{what}{where}{hint}"
 
 
 if __name__ == "__main__":

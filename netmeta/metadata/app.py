@@ -35,6 +35,7 @@ import time
 from typing import Any, Awaitable, Callable, Protocol, Union
 
 from netmeta.config import Config
+from netmeta.metadata import metrics
 from netmeta.metadata.http import ListenerContext, Request, Response
 from netmeta.metadata.nova import NovaForwarder, SignedHeaderError, check_signed_headers
 from netmeta.model.metadata import ec2, openstack
@@ -123,6 +124,7 @@ class MetadataApp:
         self._views: dict[tuple[str, str], InstanceData] = {}
         self._leaves: dict[tuple[str, str, tuple[str, ...]], Leaf] = {}
         self._meta_data: dict[tuple[str, str, str], openstack.MetaDataTemplate] = {}
+        self._resolved = ""  # the instance the request being dispatched resolved to
 
     async def close(self) -> None:
         if self.nova is not None:
@@ -176,12 +178,31 @@ class MetadataApp:
         answered without creating a task, which is most of the cost of a
         small request in asyncio.
         """
+        started = time.perf_counter()
+        self._resolved = ""
         try:
-            return self._dispatch(request)
+            answer = self._dispatch(request)
         except PathNotFound as exc:
-            return _text(404, exc.message())
+            answer = _text(404, exc.message())
         except IdentityError as exc:
-            return _text(404, f"Not found: {exc}")
+            answer = _text(404, f"Not found: {exc}")
+        if isinstance(answer, Response):
+            self._record(request, answer, self._resolved, started)
+            return answer
+        return self._later(request, answer, self._resolved, started)
+
+    async def _later(self, request: Request, answer: Awaitable[Response], instance: str, started: float) -> Response:
+        response = await answer
+        self._record(request, response, instance, started)
+        return response
+
+    def _record(self, request: Request, response: Response, instance: str, started: float) -> None:
+        """Metrics and the access log, for every answer (see :mod:`.metrics`)."""
+        elapsed = time.perf_counter() - started
+        ctx = request.context
+        metrics.observe(ctx.kind, request.path, response.status, elapsed)
+        metrics.access(request.peer_ip, ctx.kind, ctx.id, instance, request.method, request.path[:200],
+                       response.status, len(response.body), elapsed)
 
     def _dispatch(self, request: Request) -> Answer:
         tokens = split_path(request.path)
@@ -196,6 +217,7 @@ class MetadataApp:
         port: Port | None
         try:
             instance, port = resolve(snap, request.context.kind, request.context.id, peer, self._index)
+            self._resolved = instance.id
         except IdentityError as exc:
             unknown: IdentityError | None = exc
             port = None
@@ -205,6 +227,7 @@ class MetadataApp:
             request.context.kind, request.context.id, "address", peer)
         decision = self.limiter.check(key, peer)
         if not decision.allowed:
+            metrics.RATE_LIMITED.labels(request.context.kind).inc()
             return _text(
                 429, "Too many metadata requests; slow down.", [("Retry-After", str(decision.retry_after))]
             )
@@ -264,6 +287,7 @@ class MetadataApp:
             assert unknown is not None
             raise unknown  # a token for nobody would be a token for whoever holds the address next
         token = self.tokens.issue(self._binding(request, port), ttl)
+        metrics.TOKENS_ISSUED.inc()
         return Response(
             200,
             token.encode(),
@@ -370,6 +394,7 @@ class MetadataApp:
         if not tokens:
             return _leaf(ec2.version_listing())
         address = _instance_address(snap, instance)
+        self._resolved = instance.id
         return self._serve(request, tokens, self._view(snap, instance, address))
 
 

@@ -29,6 +29,8 @@ from netmeta.config import Config
 from netmeta.credentials import service_tokens
 from netmeta.drivers import netns, sockets, workers
 from netmeta.feed import FeedFollower
+from netmeta.metrics import DEGRADED, FAILING, OK, Endpoint
+from netmeta.metadata import metrics
 from netmeta.metadata.app import MetadataApp
 from netmeta.metadata.http import SIGNED, Caps, ConnectionCaps, HttpProtocol, HttpShared, ListenerContext
 from netmeta.metadata.passwords import ApiPasswordStore
@@ -103,11 +105,17 @@ class MetadataService:
         self._wanted: dict[tuple[str, str], ListenerSpec] = {}
         self._wanted_for: Snapshot | None = None
         self._last_failure: dict[tuple[str, str], str] = {}
+        self.metrics_address = ""
 
     def _on_change(self, snapshot: Snapshot) -> None:
         self._wake.set()
 
     async def run(self) -> None:
+        endpoint: Endpoint | None = None
+        # One endpoint for all workers (worker 0's): the multiprocess registry sums them all.
+        if self.config.metadata_metrics_bind and (self.slot is None or self.slot.index == 0):
+            endpoint = Endpoint("metadata", self.config.metadata_metrics_bind, self.health)
+            self.metrics_address = await endpoint.start()  # before the feed: a probe sees "not synced"
         follower = asyncio.create_task(self.follower.run(), name="feed")
         signed: asyncio.base_events.Server | None = None
         try:
@@ -125,6 +133,7 @@ class MetadataService:
                 self._wake.clear()
                 await self.sync_listeners()
                 self.http.caps.refusals.flush()  # the last interval's summary, also after a flood
+                metrics.flush()
                 try:
                     self._write_status()
                 except OSError as exc:  # a diagnostics file must never stop serving
@@ -134,6 +143,8 @@ class MetadataService:
                 except asyncio.TimeoutError:
                     pass
         finally:
+            if endpoint is not None:
+                await endpoint.stop()
             if signed is not None:
                 signed.close()
             follower.cancel()
@@ -141,6 +152,22 @@ class MetadataService:
             for key in list(self.open):
                 await self._close(key)
             await self.app.close()
+
+    async def health(self) -> tuple[str, dict[str, Any]]:
+        """ok: every wanted listener is open; degraded: some are not; failing: no feed yet."""
+        if not self.follower.synced.is_set():
+            return FAILING, {"reason": f"not synced with the API at {self.config.api_url} yet"}
+        missing = sorted(spec.namespace for key, spec in self._wanted.items() if key not in self.open)
+        details: dict[str, Any] = {"revision": self.follower.snapshot.revision, "listeners": len(self.open),
+                                   "wanted": len(self._wanted)}
+        if missing:
+            details["missing"] = missing[:20]
+            return DEGRADED, details
+        return OK, details
+
+    def _count_listeners(self) -> None:
+        for kind in ("network", "router"):
+            metrics.LISTENERS.labels(kind).set(sum(1 for k in self.open if k[0] == kind))
 
     async def sync_listeners(self) -> None:
         snapshot = self.follower.snapshot
@@ -187,12 +214,14 @@ class MetadataService:
             log.warning("cannot serve %s:%d in %s: %s", spec.host, spec.port, spec.namespace, exc)
             return
         self.open[key] = _Open(spec, server, inode)
+        self._count_listeners()
         log.info("listening in %s on %s:%d", spec.namespace, spec.host, spec.port)
 
     async def _close(self, key: tuple[str, str]) -> None:
         entry = self.open.pop(key, None)
         if entry is not None:
             entry.server.close()
+            self._count_listeners()
             log.info("closed listener in %s", entry.spec.namespace)
 
     def _write_status(self) -> None:
@@ -210,7 +239,7 @@ class MetadataService:
             {"kind": kind, "id": ident, "peer": peer, "count": count}
             for (kind, ident, peer), count in sorted(self.http.access_log.counts.items())
         ]
-        status = {"pid": os.getpid(), "revision": self.follower.snapshot.revision,
+        status = {"pid": os.getpid(), "revision": self.follower.snapshot.revision, "metrics": self.metrics_address,
                   "listeners": sorted(listeners, key=lambda l: (l["kind"], l["id"])), "access": access}
         if status == self._status_written:
             return
@@ -243,6 +272,7 @@ def read_status(state_dir: str) -> dict[str, Any] | None:
     return {
         "pid": top["pid"],
         "revision": min(int(w["revision"]) for w in each),
+        "metrics": next((w["metrics"] for w in each if w.get("metrics")), ""),
         "listeners": [l for l in each[0]["listeners"] if (l["kind"], l["id"]) in common],
         "access": [{"kind": k, "id": i, "peer": p, "count": n} for (k, i, p), n in sorted(counts.items())],
         "workers": each,

@@ -13,6 +13,7 @@ import sys
 from netmeta import logs
 from netmeta.cli.options import SERVER, add_settings, overrides
 from netmeta.config import ConfigError, load
+from netmeta.errors import NetmetaError
 from netmeta.server.app import run
 
 
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"netmeta server: {exc}", file=sys.stderr)
         sys.exit(2)
+    except NetmetaError as exc:
+        print(f"netmeta {exc}", file=sys.stderr)
+        sys.exit(1)
     sys.stdout.flush()
 
 

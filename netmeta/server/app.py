@@ -29,10 +29,13 @@ from typing import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from netmeta.config import Config, ConfigError
-from netmeta.server import auth, identity, netmeta_api, neutron_api
+from netmeta.errors import StartupError
+from netmeta.metrics import FAILING, OK, Endpoint, Health
+from netmeta.server import auth, identity, metrics, netmeta_api, neutron_api
 from netmeta.server.context import CTX, ChangeHub, ServerContext, dump
 from netmeta.server.errors import MethodNotAllowed, NeutronError, NotFound
-from netmeta.store.database import Database
+from netmeta.status import write_status
+from netmeta.store.database import Database, current_revision
 
 log = logging.getLogger("netmeta.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -96,7 +99,8 @@ def prepare_state(config: Config) -> None:
 
 
 def build_app(config: Config) -> web.Application:
-    middlewares = [neutron_errors, auth.auth_middleware(config)]
+    # observe (metrics, access log) is outermost: it sees the answer the error middleware made.
+    middlewares = [metrics.observe, neutron_errors, auth.auth_middleware(config)]
     app = web.Application(middlewares=middlewares, client_max_size=config.max_request_body_size)
     if config.embedded_identity:
         app[auth.IDENTITY] = identity.Identity(config.state_dir).load()
@@ -118,6 +122,9 @@ def build_app(config: Config) -> web.Application:
             None, lambda: Database(config.db_url, retention=config.change_log_retention)
         )
         app[CTX] = ServerContext(config=config, db=db, hub=ChangeHub())
+        revision, _ = await db.read(current_revision)
+        app[CTX].hub.revision = revision
+        metrics.REVISION.set(revision)
         yield
         await loop.run_in_executor(None, db.close)
 
@@ -145,23 +152,72 @@ async def serve(
     """Serve until cancelled; see the module docstring."""
     app = build_app(config)
     runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except (ConfigError, StartupError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the store cannot be opened: say so in one line
+        raise StartupError(f"server: cannot open the store {safe_url(config.db_url)}: {_reason(exc)}") from exc
+    endpoint: Endpoint | None = None
     try:
         host, port = split_bind(config.bind)
         site = web.TCPSite(runner, host, port, shutdown_timeout=1.0)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(f"server: cannot listen on {config.bind}: {_reason(exc)} "
+                               "(another netmeta server? choose another --bind)") from exc
         addresses = runner.addresses
         actual = addresses[0][1] if addresses else port
         bound = f"{host}:{actual}" if ":" not in host else f"[{host}]:{actual}"
         if config.embedded_identity:
             identity.refresh_auth_url(config.state_dir, f"http://{bound}")
+        status: dict[str, object] = {"pid": os.getpid(), "bind": bound, "metrics": ""}
+        if config.server_metrics_bind:
+            endpoint = Endpoint("server", config.server_metrics_bind, _health(app))
+            status["metrics"] = await endpoint.start()
+        try:
+            write_status(config.state_dir, "server", status)
+        except OSError as exc:  # a diagnostics file must never stop the API
+            log.warning("cannot write the server status file: %s", exc)
+        log.info("listening on http://%s (metrics %s)", bound, status["metrics"] or "off")
         if on_bound is not None:
             on_bound(bound)
         if ready is not None:
             ready.set()
         await asyncio.Event().wait()
     finally:
+        if endpoint is not None:
+            await endpoint.stop()
         await runner.cleanup()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    cause = getattr(exc, "orig", None) or exc
+    return str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+
+
+def safe_url(url: str) -> str:
+    """The store's URL without its password."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if at and ":" in creds:
+        return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def _health(app: web.Application) -> Health:
+    async def health() -> tuple[str, dict[str, object]]:
+        server = app[CTX]
+        try:
+            revision, _ = await asyncio.wait_for(server.db.read(current_revision), 2.0)
+        except Exception as exc:  # noqa: BLE001 - the store does not answer: failing
+            return FAILING, {"store": f"not answering: {_reason(exc)}"}
+        return OK, {"store": "ok", "revision": revision}
+
+    return health
 
 
 def run(config: Config, on_bound: Callable[[str], None] | None = None) -> None:

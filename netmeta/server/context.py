@@ -19,6 +19,7 @@ from aiohttp import web
 
 from netmeta.config import Config
 from netmeta.server.bodies import clean_json, parse_body
+from netmeta.server.metrics import REVISION
 from netmeta.server.standard_attrs import Caller, utcnow
 from netmeta.store.database import Database, Txn
 
@@ -36,6 +37,7 @@ class ChangeHub:
     async def committed(self, revision: int) -> None:
         async with self._cond:
             self.revision = max(self.revision, revision)
+            REVISION.set(self.revision)
             self._cond.notify_all()
 
     async def close(self) -> None:

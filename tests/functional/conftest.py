@@ -120,7 +120,7 @@ class ServerProcess:
     def start(self) -> "ServerProcess":
         self.state_dir.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "netmeta.server", "--bind", "127.0.0.1:0",
-                "--state-dir", str(self.state_dir), *self.extra_args]
+                "--server-metrics-bind", "127.0.0.1:0", "--state-dir", str(self.state_dir), *self.extra_args]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log)
         assert self.proc.stdout is not None

@@ -180,11 +180,14 @@ def make_stack(**overrides: Any) -> Iterator[Stack]:
     tag = secrets.token_hex(4)
     state_dir = tempfile.mkdtemp(prefix=f"nmt{tag}-")
     os.chmod(state_dir, 0o755)
+    # Metrics on any free port (published in each status file): the fixed
+    # defaults would collide with any other netmeta on this host.
+    metrics_binds = {f"{c}_metrics_bind": "127.0.0.1:0" for c in ("server", "agent", "metadata")}
     config = Config(
         state_dir=state_dir,
         bind=f"127.0.0.1:{free_port()}",
         fabric_namespace=f"nmt{tag}-fabric",
-        **overrides,
+        **{**metrics_binds, **overrides},
     )
     args = argparse.Namespace(
         config=_config_file(state_dir, overrides), state_dir=config.state_dir, bind=config.bind, db=None,
@@ -192,6 +195,8 @@ def make_stack(**overrides: Any) -> Iterator[Stack]:
         imds_tokens=config.imds_tokens if "imds_tokens" in overrides else None,
         enable_isolated_metadata=config.enable_isolated_metadata,
         force_metadata=config.force_metadata,
+        server_metrics_bind=config.server_metrics_bind, agent_metrics_bind=config.agent_metrics_bind,
+        metadata_metrics_bind=config.metadata_metrics_bind,
     )
     components: list[Component] = []
     stack: Stack | None = None

@@ -46,6 +46,8 @@ def place() -> Iterator[tuple[Config, list[str]]]:
     with open(ini, "w", encoding="utf-8") as handle:
         handle.write("[DEFAULT]\nenable_isolated_metadata = True\n")
     common = ["--config", ini, "--state-dir", state, "--bind", config.bind, "--fabric-namespace", config.fabric_namespace]
+    with open(ini, "a", encoding="utf-8") as handle:  # metrics on free ports: never the fixed defaults here
+        handle.write("".join(f"{c}_metrics_bind = 127.0.0.1:0\n" for c in ("server", "agent", "metadata")))
     try:
         yield config, common
     finally:

@@ -1,0 +1,102 @@
+"""The metadata service's metrics and access log.
+
+Counted in prometheus_client's multiprocess mode when the service runs as
+several workers (:func:`netmeta.metrics.use_multiprocess`); in one process
+(and in tests) the same objects count in memory.
+
+* ``netmeta_metadata_requests_total{listener,family,status}`` and
+  ``netmeta_metadata_request_duration_seconds{listener,family}``: listener is
+  ``network`` (qdhcp), ``router`` (qrouter) or ``signed`` (Nova's side);
+  family is ``openstack``, ``ec2``, ``token`` or ``root`` — bounded, whatever
+  paths guests send.
+* ``netmeta_metadata_connections_open`` and
+  ``netmeta_metadata_connections_refused_total{reason}``: counted by the
+  connection layer (:mod:`netmeta.metadata.http`).
+* ``netmeta_metadata_tokens_issued_total``,
+  ``netmeta_metadata_rate_limited_total{listener}``,
+  ``netmeta_metadata_listeners{kind}``.
+
+The access log (logger ``netmeta.metadata.access``) has one line per
+answered request: caller IP, listener, resolved instance, method, path,
+status, bytes, milliseconds. Successes and refusals have separate budgets
+(:class:`~netmeta.logs.RateLimitedLog`), so a flood of one never hides the
+other, and each costs at most a burst and a summary line per interval.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from netmeta.logs import RateLimitedLog
+
+REQUESTS = Counter("netmeta_metadata_requests", "Metadata requests answered", ["listener", "family", "status"])
+LATENCY = Histogram(
+    "netmeta_metadata_request_duration_seconds", "Time to answer a metadata request", ["listener", "family"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5),
+)
+CONNECTIONS_OPEN = Gauge("netmeta_metadata_connections_open", "Guest connections open now",
+                         multiprocess_mode="livesum")
+CONNECTIONS_REFUSED = Counter("netmeta_metadata_connections_refused", "Guest connections refused", ["reason"])
+TOKENS_ISSUED = Counter("netmeta_metadata_tokens_issued", "IMDSv2 session tokens issued")
+RATE_LIMITED = Counter("netmeta_metadata_rate_limited", "Requests answered 429 by the rate limit", ["listener"])
+LISTENERS = Gauge("netmeta_metadata_listeners", "Listening sockets open, by kind", ["kind"],
+                  multiprocess_mode="livemax")
+
+ACCESS = RateLimitedLog(logging.getLogger("netmeta.metadata.access"), burst=100, interval=10.0,
+                        what="metadata requests")
+ACCESS_REFUSED = RateLimitedLog(logging.getLogger("netmeta.metadata.access"), burst=100, interval=10.0,
+                                what="refused metadata requests (4xx/5xx)")
+
+# label children, looked up once: .labels() costs more than the increment
+_counters: dict[tuple[str, str, int], Any] = {}
+_histograms: dict[tuple[str, str], Any] = {}
+
+
+def family(path: str) -> str:
+    if path == "/" or not path:
+        return "root"
+    first = path.split("/", 2)[1]
+    if first == "openstack":
+        return "openstack"
+    if path.rstrip("/").endswith("/api/token"):
+        return "token"
+    return "ec2"
+
+
+def observe(listener: str, path: str, status: int, seconds: float) -> str:
+    """Count one answered request; returns its family."""
+    fam = family(path)
+    key = (listener, fam, status)
+    counter = _counters.get(key)
+    if counter is None:
+        counter = _counters[key] = REQUESTS.labels(listener, fam, str(status))
+    counter.inc()
+    hist = _histograms.get((listener, fam))
+    if hist is None:
+        hist = _histograms[(listener, fam)] = LATENCY.labels(listener, fam)
+    hist.observe(seconds)
+    return fam
+
+
+def access(peer: str, listener: str, listener_id: str, instance: str, method: str, path: str,
+           status: int, size: int, seconds: float) -> None:
+    """One access-log line, within its budget."""
+    limited = ACCESS if status < 400 else ACCESS_REFUSED
+    if not limited.logger.isEnabledFor(logging.INFO):
+        return
+    limited.info(
+        "%s %s:%s %s %s %s %d %dB %.2fms", peer, listener, listener_id[:8], instance or "-", method, path,
+        status, size, seconds * 1000, kind=str(status),
+        fields={"peer": peer, "listener": listener, "listener_id": listener_id, "instance": instance or None,
+                "method": method, "path": path, "status": status, "bytes": size,
+                "ms": round(seconds * 1000, 3)},
+    )
+
+
+def flush() -> None:
+    """Write pending flood summaries (called from the service's tick)."""
+    ACCESS.flush()
+    ACCESS_REFUSED.flush()
