@@ -15,6 +15,7 @@ from __future__ import annotations
 import configparser
 import ipaddress
 import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
@@ -23,6 +24,8 @@ from netmeta.model.paths import StatePaths
 
 DEFAULT_STATE_DIR = "/var/lib/netmeta"
 DEFAULT_API_BIND = "127.0.0.1:9696"
+# Runtime files dnsmasq must read as its unprivileged user (Config.dhcp_dir).
+DHCP_RUNTIME_ROOT = "/run/netmeta"
 
 
 class ConfigError(ValueError):
@@ -243,6 +246,20 @@ class Config:
     def embedded_identity(self) -> bool:
         """True when netmeta issues the tokens itself (keystone, no external auth_url)."""
         return self.auth_strategy == "keystone" and not self.keystone_authtoken.auth_url
+
+    @property
+    def dhcp_dir(self) -> str:
+        """Where dnsmasq's files live: a directory dnsmasq's user can always reach.
+
+        dnsmasq re-reads its hosts and opts files as ``nobody`` on SIGHUP; a
+        state directory below one closed to others (root's home, a mkdtemp
+        directory, a 0700 state directory) would silently stop DHCP for every
+        port created afterwards. So the files live under ``/run/netmeta/<id>``
+        (root-owned, 0755 all the way), one per state directory, and
+        ``<state_dir>/dhcp`` is a symbolic link to it.
+        """
+        digest = hashlib.sha256(self.state_dir.encode()).hexdigest()[:12]
+        return os.path.join(DHCP_RUNTIME_ROOT, digest, "dhcp")
 
     @property
     def api_url(self) -> str:

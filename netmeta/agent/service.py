@@ -24,6 +24,7 @@ from netmeta.agent.reconciler import PassReport, Reconciler
 from netmeta.config import Config
 from netmeta.credentials import service_tokens
 from netmeta.feed import FeedFollower
+from netmeta.metrics import DEGRADED, FAILING, OK, Endpoint
 from netmeta.model.types import Snapshot
 from netmeta.status import read_status as read_component_status
 from netmeta.status import write_status
@@ -48,6 +49,7 @@ class Agent:
         self.last_report: PassReport | None = None
         self.converged_revision = -1
         self.passes = 0
+        self.metrics_address = ""
 
     def _on_change(self, snapshot: Snapshot) -> None:
         self._wake.set()
@@ -59,6 +61,10 @@ class Agent:
 
     async def run(self) -> None:
         self._loop_ref = asyncio.get_running_loop()
+        endpoint: Endpoint | None = None
+        if self.config.agent_metrics_bind:
+            endpoint = Endpoint("agent", self.config.agent_metrics_bind, self.health)
+            self.metrics_address = await endpoint.start()
         follower = asyncio.create_task(self.follower.run(), name="feed")
         try:
             await self.follower.synced.wait()
@@ -67,6 +73,23 @@ class Agent:
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
             await asyncio.to_thread(self.reconciler.close)
+            if endpoint is not None:
+                await endpoint.stop()
+
+    async def health(self) -> tuple[str, dict[str, Any]]:
+        """ok: converged; degraded: some objects failing or behind; failing: no feed or no pass yet."""
+        if not self.follower.synced.is_set():
+            return FAILING, {"reason": f"not synced with the API at {self.config.api_url} yet"}
+        report = self.last_report
+        if report is None:
+            return FAILING, {"reason": "no pass finished yet"}
+        seen = self.follower.snapshot.revision
+        details: dict[str, Any] = {"revision_seen": seen, "revision_applied": self.converged_revision,
+                                   "passes": self.passes}
+        if report.failed:
+            details["failed"] = dict(sorted(report.failed.items())[:20])
+            return DEGRADED, details
+        return OK, details
 
     async def _loop(self) -> None:
         last_full = 0.0
@@ -128,6 +151,7 @@ class Agent:
         """Tell the world (tests, the demo, `explain`) what the last pass did."""
         status = {
             "pid": os.getpid(),
+            "metrics": self.metrics_address,
             "revision": self.converged_revision,
             "passes": self.passes,
             "last_pass_full": full,

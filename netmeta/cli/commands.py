@@ -6,6 +6,7 @@ import argparse
 import os
 import shutil
 import sys
+from typing import Callable
 
 from netmeta.config import Config
 
@@ -16,8 +17,10 @@ def prepare_state_dir(config: Config) -> None:
 
 
 def cmd_server(args: argparse.Namespace, config: Config) -> int:
+    from netmeta.cli import preflight
     from netmeta.server import app
 
+    preflight.check(config, ("server",))
     prepare_state_dir(config)
     app.run(config)
     return 0
@@ -25,27 +28,53 @@ def cmd_server(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_agent(args: argparse.Namespace, config: Config) -> int:
     from netmeta.agent import service
+    from netmeta.cli import preflight
 
+    preflight.check(config, ("agent",))
     prepare_state_dir(config)
-    service.run(config)
+    # Two agents on one state directory would undo each other's work.
+    lock = preflight.StateLock(config.state_dir, "agent").acquire()
+    try:
+        service.run(config)
+    finally:
+        lock.release()
     return 0
 
 
 def cmd_metadata(args: argparse.Namespace, config: Config) -> int:
+    from netmeta.cli import preflight
     from netmeta.metrics import use_multiprocess
 
+    preflight.check(config, ("metadata",))
+    lock = preflight.StateLock(config.state_dir, "metadata").acquire()
     # Workers count into files that one scrape sums: chosen before
     # prometheus_client is imported (netmeta.metrics).
     use_multiprocess(os.path.join(config.state_dir, "metadata", "prometheus"))
     from netmeta.metadata import service
 
-    service.run(config)
+    try:
+        service.run(config)
+    finally:
+        lock.release()
     return 0
 
 
+# How long `up` waits for each component to say it is ready.
+READY_TIMEOUT = 60.0
+
+
 def start_stack(args: argparse.Namespace, config: Config, log_dir: str | None = None) -> list["Component"]:
+    """Start server, agent and metadata; return once each is ready.
+
+    Ready means: the API answers, and the agent and the metadata process have
+    each written their status file (the agent after its first pass, the
+    metadata process once it follows the feed). A component that exits
+    first, or is not ready in time, stops everything started here and
+    raises :class:`~netmeta.errors.StartupError` with its last words.
+    """
     from netmeta.cli.options import child_argv
-    from netmeta.drivers.supervise import Component
+    from netmeta.drivers.supervise import Component, stop_all
+    from netmeta.errors import StartupError
 
     prepare_state_dir(config)
     logs = log_dir or config.paths.log_dir
@@ -56,14 +85,59 @@ def start_stack(args: argparse.Namespace, config: Config, log_dir: str | None = 
         Component(name, [name, *child_argv(args, name), "--no-log-console"], os.path.join(logs, f"{name}.out"))
         for name in ("server", "agent", "metadata")
     ]
-    components[0].start()
-    from netmeta.client import Client
-    from netmeta.cli.waiting import wait_for_api
-
-    wait_for_api(Client.for_config(config))
-    for component in components[1:]:
-        component.start()
+    try:
+        for component in components:
+            component.start()
+            _wait_ready(config, component)
+    except BaseException as exc:
+        stop_all(components)
+        if isinstance(exc, StartupError):
+            raise
+        if isinstance(exc, TimeoutError):
+            raise StartupError(str(exc)) from exc
+        raise
     return components
+
+
+def _wait_ready(config: Config, component: "Component") -> None:
+    import time
+
+    from netmeta.client import ApiUnavailable, Client
+    from netmeta.errors import StartupError
+    from netmeta.status import read_status
+
+    client = Client.for_config(config, timeout=2.0)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        if not component.alive():
+            code = component.process.returncode if component.process else None
+            why = component.last_words() or f"see {component.log_path}"
+            raise StartupError(f"{component.name} exited with status {code} while starting: {why}")
+        if component.name == "server":
+            try:
+                client.get("/")
+                return
+            except ApiUnavailable:
+                pass
+        else:
+            status = read_status(config.state_dir, component.name) or {}
+            if status.get("pid") == component.pid:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{component.name} was not ready after {READY_TIMEOUT:.0f}s; "
+                               f"see {config.state_dir}/log/{component.name}.log")
+        time.sleep(0.05)
+
+
+def where(config: Config) -> dict[str, str]:
+    """Each component's metrics address, as its status file says (port 0 resolved)."""
+    from netmeta.status import read_status
+
+    out = {}
+    for name in ("server", "agent", "metadata"):
+        address = (read_status(config.state_dir, name) or {}).get("metrics") or ""
+        out[name] = str(address)
+    return out
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -73,14 +147,30 @@ def _interrupt(signum: int, frame: object) -> None:
 def cmd_up(args: argparse.Namespace, config: Config) -> int:
     import signal
 
-    from netmeta.drivers.supervise import stop_all, watch
+    from netmeta.cli import preflight
+    from netmeta.drivers.supervise import CrashLoop, stop_all, watch
+    from netmeta.errors import StartupError
 
+    preflight.check(config, ("server", "agent", "metadata"))
+    lock = preflight.StateLock(config.state_dir, "up").acquire()
     # Ctrl-C and a service manager's SIGTERM both stop the three components
     # (a shell's background job would otherwise ignore SIGINT).
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    components = start_stack(args, config)
+    try:
+        components = start_stack(args, config)
+    except KeyboardInterrupt:
+        lock.release()
+        return 130
+    except BaseException:
+        lock.release()
+        raise
     print(f"netmeta is up: API {config.api_url}  state {config.state_dir}  logs {config.state_dir}/log")
+    addresses = where(config)
+    shown = "  ".join(f"{name} http://{addr}/metrics" for name, addr in addresses.items() if addr)
+    print(f"  metrics  {shown or 'off'}")
+    if shown:
+        print("  health   the same addresses at /healthz; `netmeta status` shows it all on one screen")
     if config.embedded_identity:
         clouds = os.path.join(config.state_dir, "clouds.yaml")
         print(f"  export OS_CLIENT_CONFIG_FILE={clouds} OS_CLOUD=netmeta; openstack network list")
@@ -88,73 +178,167 @@ def cmd_up(args: argparse.Namespace, config: Config) -> int:
         print(f"  tokens from {config.keystone_authtoken.auth_url}; openstack --os-cloud <yours> network list")
     else:
         print(f"  openstack --os-auth-type none --os-endpoint {config.api_url} network list")
+    sys.stdout.flush()
     try:
         watch(components)
     except KeyboardInterrupt:
         print("\nstopping (namespaces and dnsmasq stay; `netmeta down` removes them)")
+    except CrashLoop as exc:
+        raise StartupError(f"{exc}; stopped everything (namespaces and dnsmasq stay)") from exc
     finally:
         stop_all(components)
+        lock.release()
     return 0
 
 
+class Teardown:
+    """What ``down`` removed and what it could not (with the reason), item by item."""
+
+    def __init__(self) -> None:
+        self.removed: list[str] = []
+        self.problems: list[str] = []
+
+    def attempt(self, what: str, action: "Callable[..., object]", *args: object) -> bool:
+        """Run one removal; a failure is noted and the next item still runs."""
+        from netmeta.drivers.errors import DriverError
+
+        try:
+            done = action(*args)
+        except (DriverError, OSError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.problems.append(f"{what}: {reason}")
+            return False
+        if done:
+            self.removed.append(what)
+        return bool(done)
+
+    def remove_tree(self, what: str, path: str) -> None:
+        if not os.path.lexists(path):
+            return
+        errors: list[str] = []
+
+        def onerror(func: object, failed: str, exc_info: tuple[type, BaseException, object]) -> None:
+            if not errors:
+                exc = exc_info[1]
+                errors.append(f"{exc.strerror if isinstance(exc, OSError) else exc}: {failed}")
+
+        if os.path.islink(path):
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                errors.append(f"{exc.strerror}: {path}")
+        else:
+            shutil.rmtree(path, onerror=onerror)  # noqa: B026 - onexc needs 3.12
+        if errors:
+            self.problems.append(f"{what}: {errors[0]}")
+        elif what:
+            self.removed.append(what)
+
+
 def teardown_host(config: Config, *, purge: bool = False) -> list[str]:
-    """Remove every namespace, link, process and runtime file netmeta made here."""
+    """Remove every namespace, link, process and runtime file netmeta made here.
+
+    Works whatever state the host is in — namespaces already gone, the fabric
+    deleted by hand, processes dead, files unwritable: each item is tried on
+    its own (see :func:`teardown`); this returns what was removed.
+    """
+    return teardown(config, purge=purge).removed
+
+
+def teardown(config: Config, *, purge: bool = False) -> Teardown:
     from netmeta.agent.ledger import Ledger
-    from netmeta.drivers import dnsmasq, netns
+    from netmeta.drivers import dhclient, dnsmasq, links, netns, processes
+    from netmeta.model import names
     from netmeta.vm.guests import Guests
 
-    from netmeta.vm.machines import Machines
+    done = Teardown()
+    fabric = config.fabric_namespace or None
+    fabric_there = fabric is None or netns.namespace_exists(fabric)
+    guests = Guests(config)
+    try:
+        recorded = guests.list_all()
+    except (OSError, ValueError, TypeError) as exc:
+        done.problems.append(f"guest records in {guests.root}: {exc}")
+        recorded = []
+    for guest in recorded:
+        def remove_guest(guest: "Guest" = guest) -> bool:
+            dhclient.stop(guest.namespace, guest.paths)
+            if fabric_there:  # a link in a deleted fabric went with it
+                links.delete_link(fabric, names.guest_outer_name(guest.port_id))
+            netns.delete_namespace(guest.namespace)
+            return True
 
-    removed = [f"guest {name}" for name in Guests(config).teardown_all_local()]
-    removed += [f"VM {name}" for name in Machines(config).teardown_all_local()]
-    dhcp_root = config.paths.dhcp_root
-    if os.path.isdir(dhcp_root):
-        for net_id in os.listdir(dhcp_root):
-            pid = dnsmasq.running_pid(config.paths.dhcp_file(net_id, "pid"), net_id)
-            if pid is not None:
-                dnsmasq.stop(pid)
-                removed.append(f"dnsmasq {pid}")
-        shutil.rmtree(dhcp_root, ignore_errors=True)
+        done.attempt(f"guest {guest.name}", remove_guest)
+
+    def remove_machines() -> bool:
+        from netmeta.vm.machines import Machines
+
+        done.removed.extend(f"VM {name}" for name in Machines(config).teardown_all_local())
+        return False  # each VM is listed by name above
+
+    done.attempt("VMs", remove_machines)
+    # Daemons found by the paths they were started with, so one whose pid file
+    # is gone, or that still runs in a namespace deleted by hand, is stopped too.
+    vms_root = os.path.join(config.state_dir, "vms") + os.sep
+    for pid in processes.pids_mentioning("dhclient", vms_root):
+        done.attempt(f"dhclient {pid}", processes.stop_pid, pid, vms_root)
+    dhcp_roots = {config.paths.dhcp_root.rstrip("/") + os.sep, os.path.join(config.state_dir, "dhcp") + os.sep,
+                  config.dhcp_dir + os.sep}
+    for root in sorted(dhcp_roots):
+        for pid in processes.pids_mentioning("dnsmasq", root):
+            done.attempt(f"dnsmasq {pid}", dnsmasq.stop, pid, 5.0, root)
     ledger = Ledger.load(config.state_dir)
-    if not config.fabric_namespace:
+    if fabric is None:
         # Bridges and veth ends in the host's own namespace: deleting namespaces
         # does not remove them, so delete exactly the ones the agent recorded.
-        from netmeta.drivers import links
-
         for link in sorted(ledger.fabric_links):
-            if links.delete_link(None, link):
-                removed.append(f"link {link}")
+            done.attempt(f"link {link}", links.delete_link, None, link)
     for ns in sorted(ledger.namespaces, key=lambda n: n == config.fabric_namespace):
         if netns.namespace_exists(ns):
-            netns.delete_namespace(ns)
-            removed.append(ns)
-    ledger.namespaces.clear()
-    ledger.fabric_links.clear()
-    ledger.save()
-    for runtime in (config.paths.component_dir("agent"), config.paths.component_dir("metadata"), config.paths.log_dir):
-        shutil.rmtree(runtime, ignore_errors=True)
+            done.attempt(ns, netns.delete_namespace, ns)
+    if ledger.namespaces or ledger.fabric_links:
+        ledger.namespaces.clear()
+        ledger.fabric_links.clear()
+        done.attempt("", ledger.save)
+    done.remove_tree("", config.dhcp_dir)
+    done.remove_tree("", config.paths.dhcp_root)
+    for runtime in ("dhcp", "vms", "agent", "metadata", "server", "log"):
+        done.remove_tree("", os.path.join(config.state_dir, runtime))
     if purge:
-        shutil.rmtree(config.state_dir, ignore_errors=True)
-        removed.append(config.state_dir)
-    return removed
+        done.remove_tree(config.state_dir, config.state_dir)
+    return done
 
 
 def cmd_down(args: argparse.Namespace, config: Config) -> int:
     from netmeta.agent.service import read_status
+    from netmeta.cli import preflight
     from netmeta.drivers import processes
 
     status = read_status(config.state_dir) or {}
     pid = status.get("pid")
-    if isinstance(pid, int) and processes.matches(pid, "netmeta"):
-        print(f"netmeta: an agent (pid {pid}) still runs for {config.state_dir} and would re-create "
+    for name in ("up", "agent"):
+        holder = preflight.holder(config.state_dir, name)
+        if holder is not None:
+            pid = holder
+            break
+    else:
+        if not (isinstance(pid, int) and processes.matches(pid, "netmeta")):
+            pid = None
+    if pid is not None:
+        print(f"netmeta down: an agent (pid {pid}) still runs for {config.state_dir} and would re-create "
               "what `down` removes: stop `netmeta up` first", file=sys.stderr)
         return 1
-    removed = teardown_host(config, purge=args.purge)
-    for item in removed:
+    if not os.path.isdir(config.state_dir):
+        print(f"nothing to remove ({config.state_dir} does not exist)")
+        return 0
+    done = teardown(config, purge=args.purge)
+    for item in done.removed:
         print(f"removed {item}")
-    if not removed:
+    for problem in done.problems:
+        print(f"netmeta down: could not remove {problem}", file=sys.stderr)
+    if not done.removed and not done.problems:
         print("nothing to remove")
-    return 0
+    return 1 if done.problems else 0
 
 
 # --- guests -----------------------------------------------------------------
@@ -259,4 +443,4 @@ def cmd_vm_delete(args: argparse.Namespace, config: Config) -> int:
 
 if False:  # pragma: no cover - names for type checkers only
     from netmeta.drivers.supervise import Component
-    from netmeta.vm.guests import Guests
+    from netmeta.vm.guests import Guest, Guests

@@ -8,6 +8,7 @@ One entry point for every component and for the people using them::
     netmeta vm boot --image debian-12 …      a real VM (QEMU, cloud-init)
     netmeta image build|list   cloud images for real VMs
     netmeta explain GUEST      how a guest reaches 169.254.169.254, and why
+    netmeta status [--json]    each component's health, networks, listeners, guests
     netmeta demo               the seed report, replayed for real
     netmeta down [--purge]     remove everything netmeta made on this host
 
@@ -23,7 +24,9 @@ import sys
 from typing import Any, Callable, Sequence
 
 from netmeta import logs
-from netmeta.cli.options import AGENT, COMPONENTS, EXPLAIN, GUESTS, METADATA, SERVER, TEARDOWN, add_settings, overrides
+from netmeta.cli.options import (
+    AGENT, COMPONENTS, EXPLAIN, GUESTS, METADATA, SERVER, STATUS, TEARDOWN, add_settings, overrides,
+)
 from netmeta.client import ApiError
 from netmeta.config import Config, ConfigError, load
 from netmeta.drivers.errors import DriverError
@@ -37,7 +40,7 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from netmeta.cli import commands, demo, explain, vms
+    from netmeta.cli import commands, demo, explain, status, vms
 
     parser = argparse.ArgumentParser(prog="netmeta", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -86,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex_p = add("explain", explain.cmd_explain, "explain how a guest reaches 169.254.169.254", (EXPLAIN,))
     ex_p.add_argument("guest", help="guest name, instance id or IP")
     ex_p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    st = add("status", status.cmd_status, "each component's state and health, networks, routers, listeners, guests",
+             (STATUS,))
+    st.add_argument("--json", action="store_true", help="machine-readable output")
 
     d = add("demo", demo.cmd_demo, "replay the seed report for real, narrated", (*COMPONENTS, GUESTS, EXPLAIN))
     d.add_argument("--keep", action="store_true", help="leave the demo's namespaces running at the end")

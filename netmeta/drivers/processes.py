@@ -129,3 +129,20 @@ def stop_pid(
     if not wait_gone(pid, 5.0):
         raise TemporaryDriverError(f"pid {pid} survived SIGKILL")
     return True
+
+
+def pids_mentioning(binary: str, substr: str) -> list[int]:
+    """Live processes of ``binary`` (argv[0]'s base name) whose command line mentions ``substr``.
+
+    For teardown whatever the state: a daemon whose pid file is gone (or was
+    never written) is still found by the unique path it was started with.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        argv = cmdline(int(entry))
+        if argv and os.path.basename(argv[0]) == binary and any(substr in arg for arg in argv) \
+                and pid_alive(int(entry)):
+            found.append(int(entry))
+    return sorted(found)

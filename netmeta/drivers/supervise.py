@@ -59,17 +59,48 @@ class Component:
         self.start()
 
 
+    def last_words(self) -> str:
+        """The last line the component printed (its one-line error, when it failed)."""
+        if not self.log_path:
+            return ""
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(max(0, os.path.getsize(self.log_path) - 4096))
+                lines = [line.strip() for line in handle.read().decode(errors="replace").splitlines()]
+        except OSError:
+            return ""
+        lines = [line for line in lines if line]
+        return lines[-1] if lines else ""
+
+
+class CrashLoop(Exception):
+    """A component keeps exiting; the message names it and its last words."""
+
+
 def stop_all(components: list[Component]) -> None:
     for component in reversed(components):
         component.stop()
 
 
-def watch(components: list[Component], poll: float = 0.5) -> None:
-    """Respawn any component that dies, until interrupted (Neutron's process monitor)."""
+def watch(components: list[Component], poll: float = 0.5, *, limit: int = 3, window: float = 60.0) -> None:
+    """Respawn any component that dies, until interrupted (Neutron's process monitor).
+
+    A component that exits ``limit`` times within ``window`` seconds is not
+    restarted again: :class:`CrashLoop` says which and why, so ``up`` stops
+    with that reason instead of claiming to be up while one part is not.
+    """
+    exits: dict[str, list[float]] = {c.name: [] for c in components}
     while True:
         for component in components:
             if not component.alive():
                 code = component.process.returncode if component.process else None
-                print(f"netmeta: {component.name} exited ({code}); restarting it", file=sys.stderr)
+                now = time.monotonic()
+                recent = [t for t in exits[component.name] if now - t < window] + [now]
+                exits[component.name] = recent
+                why = component.last_words()
+                if len(recent) >= limit:
+                    raise CrashLoop(f"{component.name} exited {len(recent)} times in {window:.0f}s "
+                                    f"(last status {code}): {why or 'see its log'}")
+                print(f"netmeta: {component.name} exited ({code}): {why}; restarting it", file=sys.stderr)
                 component.start()
         time.sleep(poll)
