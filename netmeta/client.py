@@ -9,6 +9,8 @@ carrying Neutron's error type and message, never a raw traceback.
 from __future__ import annotations
 
 import json
+import socket
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,24 +31,57 @@ class ApiError(Exception):
 
 
 class ApiUnavailable(ApiError):
-    """Nothing answers at the API address."""
+    """Nothing answers at the API address.
+
+    ``sent`` says whether the request may have reached the server (the
+    connection broke after it was sent): a POST then may or may not have
+    happened, and only the caller can find out which.
+    """
+
+    def __init__(self, status: int, type_: str, message: str, *, sent: bool = False) -> None:
+        super().__init__(status, type_, message)
+        self.sent = sent
+
+
+# Methods that may be sent again after a broken connection: doing them twice
+# is the same as doing them once.
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 
 
 class Client:
-    """``tokens`` (see :mod:`netmeta.credentials`) adds ``X-Auth-Token``; None: noauth."""
+    """``tokens`` (see :mod:`netmeta.credentials`) adds ``X-Auth-Token``; None: noauth.
 
-    def __init__(self, api_url: str, timeout: float = 10.0, tokens: TokenSource | None = None) -> None:
+    ``retry_for``: seconds to keep retrying while the API is unavailable (a
+    server restart); a POST is retried only when it surely never arrived.
+    """
+
+    def __init__(self, api_url: str, timeout: float = 10.0, tokens: TokenSource | None = None, *,
+                 retry_for: float = 0.0) -> None:
         self.api_url = api_url.rstrip("/")
         self.timeout = timeout
         self.tokens = tokens
+        self.retry_for = retry_for
 
     @classmethod
-    def for_config(cls, config: Config, *, admin: bool = False, timeout: float = 10.0) -> "Client":
+    def for_config(cls, config: Config, *, admin: bool = False, timeout: float = 10.0,
+                   retry_for: float = 0.0) -> "Client":
         """A client that logs in as netmeta's service user (or the bootstrap admin)."""
         tokens = admin_tokens(config) if admin else service_tokens(config)
-        return cls(config.api_url, timeout=timeout, tokens=tokens)
+        return cls(config.api_url, timeout=timeout, tokens=tokens, retry_for=retry_for)
 
     def request(self, method: str, path: str, body: Any = None, **query: str) -> Any:
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.1
+        while True:
+            try:
+                return self._request_once(method, path, body, **query)
+            except ApiUnavailable as exc:
+                if (exc.sent and method not in IDEMPOTENT) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _request_once(self, method: str, path: str, body: Any = None, **query: str) -> Any:
         url = self.api_url + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
@@ -70,7 +105,11 @@ class Client:
                     continue
                 raise _error_from(exc) from None
             except (urllib.error.URLError, OSError) as exc:
-                raise ApiUnavailable(0, "Unavailable", f"no API at {self.api_url}: {exc}") from exc
+                reason = getattr(exc, "reason", exc)
+                # Refused or unreachable: the request never left. Anything else
+                # (a reset, a timeout) may have reached the server.
+                sent = not isinstance(reason, (ConnectionRefusedError, FileNotFoundError, socket.gaierror))
+                raise ApiUnavailable(0, "Unavailable", f"no API at {self.api_url}: {reason}", sent=sent) from exc
         return json.loads(raw) if raw else None
 
     # --- convenience ---------------------------------------------------
@@ -103,7 +142,12 @@ class Client:
         return created
 
     def delete_instance(self, instance_id: str) -> None:
-        self.request("DELETE", f"/netmeta/v1/instances/{instance_id}")
+        """Delete; an instance already gone counts as deleted (a retried DELETE)."""
+        try:
+            self.request("DELETE", f"/netmeta/v1/instances/{instance_id}")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
 
 
 def _error_from(exc: urllib.error.HTTPError) -> ApiError:

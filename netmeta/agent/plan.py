@@ -47,6 +47,11 @@ class Action:
 
     # "spawned", "signalled" or "removed": the report list the subject goes to.
     outcome: ClassVar[str | None] = None
+    # A step that only records or re-asserts (the ledger, files dnsmasq has
+    # already loaded, a sysctl): a unit made only of these changed nothing
+    # worth reporting, so a full pass over an intact host reports (and logs)
+    # nothing.
+    quiet: ClassVar[bool] = False
 
     @property
     def subject(self) -> str:
@@ -62,6 +67,8 @@ class Remember(Action):
 
     namespace: str = ""
     fabric_link: str = ""
+
+    quiet: ClassVar[bool] = True
 
     def apply(self, host: Host) -> None:
         host.remember(namespace=self.namespace, fabric_link=self.fabric_link)
@@ -146,6 +153,8 @@ class SetSysctl(Action):
     key: str
     value: str
 
+    quiet: ClassVar[bool] = True
+
     def apply(self, host: Host) -> None:
         host.set_sysctl(self.namespace, self.key, self.value)
 
@@ -156,6 +165,8 @@ class WriteFiles(Action):
 
     directory: str
     files: tuple[tuple[str, str], ...]  # (file name, text)
+
+    quiet: ClassVar[bool] = True
 
     def apply(self, host: Host) -> None:
         host.write_files(self.directory, self.files)

@@ -43,6 +43,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 
+from netmeta.agent import metrics
 from netmeta.agent.driver_host import DriverHost
 from netmeta.agent.host import Host, LinkView
 from netmeta.agent.plan import (
@@ -50,6 +51,7 @@ from netmeta.agent.plan import (
     LOADED_MARKER,
     DhcpSeen,
     RouterSeen,
+    StartDnsmasq,
     plan_bridge,
     plan_dhcp,
     plan_gone_files,
@@ -290,15 +292,19 @@ class Reconciler:
         else:
             with self._lock:
                 self.retries.pop(unit.key, None)
-            if actions and unit.subject:
+            if unit.subject and any(not action.quiet for action in actions):
                 report.applied.append(unit.subject)
         finally:
             for action in done:
                 if action.outcome is not None:
                     getattr(report, action.outcome).append(action.subject)
+                if isinstance(action, StartDnsmasq):
+                    metrics.DNSMASQ_STARTS.inc()
 
     def _failed(self, unit: _Unit, exc: Exception, report: PassReport) -> None:
         report.failed[unit.what] = str(exc)
+        kind, ident = unit.key
+        metrics.ERRORS.labels(ident if kind in ("network", "bridge", "router") else "host").inc()
         with self._lock:
             if isinstance(exc, PermanentDriverError):
                 self.retries[unit.key] = Retry(unit.spec, str(exc), permanent=True)
@@ -333,6 +339,8 @@ class Reconciler:
             if recorded == spec:
                 seen = self._observe_dhcp(spec, None, brief=False)
                 log.warning("network %s: dnsmasq or its namespace is gone; repairing", spec.network_id)
+                if seen.pid is None:
+                    metrics.DNSMASQ_RESPAWNS.inc()
             return plan_dhcp(spec, recorded, seen)
 
         def record() -> None:

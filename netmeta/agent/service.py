@@ -20,6 +20,7 @@ import os
 import time
 from typing import Any
 
+from netmeta.agent import metrics
 from netmeta.agent.reconciler import PassReport, Reconciler
 from netmeta.config import Config
 from netmeta.credentials import service_tokens
@@ -125,6 +126,7 @@ class Agent:
             self.passes += 1
             if not report.pending:
                 self.converged_revision = snapshot.revision
+            self._count(report, full)
             self.last_report = round_report
             try:
                 self._write_status(round_report, full)
@@ -146,6 +148,24 @@ class Agent:
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             except asyncio.TimeoutError:
                 pass
+
+    def _count(self, report: PassReport, full: bool) -> None:
+        """The pass in the metrics (see :mod:`netmeta.agent.metrics`)."""
+        kind = "full" if full else "quick"
+        metrics.PASS_DURATION.labels(kind).observe(time.monotonic() - report.started)
+        result = "failed" if report.failed else "changed" if report.changed else "unchanged"
+        metrics.PASSES.labels(kind, result).inc()
+        changed = 0
+        for action, items in (("applied", report.applied), ("removed", report.removed),
+                              ("signalled", report.signalled), ("spawned", report.spawned)):
+            if items:
+                metrics.OBJECTS_CHANGED.labels(action).inc(len(items))
+            changed += len(items)
+        metrics.PASS_CHANGES.observe(changed)
+        seen = self.follower.snapshot.revision
+        metrics.REVISION_SEEN.set(seen)
+        metrics.REVISION_APPLIED.set(self.converged_revision)
+        metrics.REVISION_LAG.set(max(0, seen - self.converged_revision))
 
     def _write_status(self, report: PassReport, full: bool) -> None:
         """Tell the world (tests, the demo, `explain`) what the last pass did."""

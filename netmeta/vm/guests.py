@@ -23,12 +23,14 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from netmeta.client import Client
+from netmeta.client import ApiError, ApiUnavailable, Client
 from netmeta.config import Config
 from netmeta.drivers import dhclient, links, netns
 from netmeta.drivers.errors import DriverError
 from netmeta.model import names
 
+# How long guest commands wait out an API that does not answer (a restart).
+API_RETRY = 30.0
 VM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -75,7 +77,8 @@ def wait_for_bridge(fabric: str | None, bridge: str, timeout: float) -> None:
 class Guests:
     def __init__(self, config: Config, client: Client | None = None) -> None:
         self.config = config
-        self.client = client or Client.for_config(config)
+        # A server restart in the middle of a boot is waited out, within a bound.
+        self.client = client or Client.for_config(config, retry_for=API_RETRY)
         self.root = config.paths.vms_dir
 
     # --- records ----------------------------------------------------------
@@ -120,6 +123,7 @@ class Guests:
         if os.path.exists(self._record_path(name)):
             raise GuestError(f"a guest named {name!r} already exists on this host")
         net = self.client.find("networks", network)
+        self._check_dhcp(net)
         # The guest belongs to its network's project (the service user acts for it).
         fields: dict[str, Any] = {"name": name, "networks": [{"uuid": net["id"]}], "project_id": net["project_id"]}
         if user_data is not None:
@@ -130,7 +134,7 @@ class Guests:
             fields["public_key"] = public_key
         if meta:
             fields["meta"] = meta
-        instance = self.client.create_instance(**fields)
+        instance = self._create_instance(fields)
         try:
             port = self.client.get(f"/v2.0/ports/{instance['ports'][0]}")["port"]
             ipv4 = [f["ip_address"] for f in port["fixed_ips"] if ":" not in f["ip_address"]]
@@ -147,11 +151,51 @@ class Guests:
             self._save(guest)
             self._plug(guest, net.get("mtu") or 1500, timeout)
             dhclient.start(guest.namespace, "eth0", guest.paths, timeout=timeout)
-        except BaseException:
+        except BaseException as exc:
+            # Never an orphan: whatever was made for this boot goes again.
             self._teardown_local(name)
-            self.client.delete_instance(instance["id"])
+            try:
+                self.client.delete_instance(instance["id"])
+            except ApiError as cleanup:
+                raise GuestError(f"boot failed ({exc}) and its instance {instance['id']} could not be deleted: "
+                                 f"{cleanup}; delete it with the API when it is back") from exc
             raise
         return guest
+
+    def _check_dhcp(self, net: dict[str, Any]) -> None:
+        """A guest on a network without DHCP would wait for a lease that never comes."""
+        subnets = self.client.get("/v2.0/subnets", network_id=net["id"])["subnets"]
+        if not any(s.get("enable_dhcp") and s.get("ip_version") == 4 for s in subnets):
+            why = "has no subnet" if not subnets else "has no IPv4 subnet with DHCP enabled"
+            raise GuestError(f"network {net.get('name') or net['id']} {why}: a guest would get no lease "
+                             "(`openstack subnet set --dhcp SUBNET`, or create a subnet)")
+        if not net.get("admin_state_up", True):
+            raise GuestError(f"network {net.get('name') or net['id']} is admin-down: nothing serves DHCP on it")
+
+    def _create_instance(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """POST once; when the connection broke after sending, find out whether it happened."""
+        deadline = time.monotonic() + API_RETRY
+        started = time.time() - 5  # the server's clock: this host's (and a margin)
+        while True:
+            try:
+                return self.client.create_instance(**fields)
+            except ApiUnavailable as exc:
+                if not exc.sent or time.monotonic() > deadline:
+                    raise
+                created = self._created_since(fields["name"], started)
+                if created is not None:
+                    return created
+                time.sleep(0.2)
+
+    def _created_since(self, name: str, since: float) -> dict[str, Any] | None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since))
+        taken = {g.instance_id for g in self.list_all()}
+        found = [i for i in self.client.get("/netmeta/v1/instances", name=name)["instances"]
+                 if i["id"] not in taken and str(i.get("created_at", "")) >= stamp]
+        if len(found) == 1:
+            adopted: dict[str, Any] = found[0]
+            return adopted
+        return None
 
     def _plug(self, guest: Guest, mtu: int, timeout: float) -> None:
         fabric = self.config.fabric_namespace or None

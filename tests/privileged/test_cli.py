@@ -25,6 +25,7 @@ import pytest
 from netmeta.cli.commands import teardown_host
 from netmeta.client import ApiError, Client
 from netmeta.config import Config
+from netmeta.status import read_status
 from tests.privileged.stack import free_port, wait_until
 
 pytestmark = pytest.mark.privileged
@@ -96,6 +97,9 @@ def test_up_vm_and_down(place: tuple[Config, list[str]], tmp_path: Path) -> None
         instance = re.search(r"instance ([0-9a-f-]{36})", boot.stdout)
         assert ip and instance, boot.stdout
 
+        # The lease can come a moment before the listener opens (a tick of the metadata process).
+        wait_until(lambda: any(l["id"] == net["id"] for l in (read_status(config.state_dir, "metadata") or {})
+                               .get("listeners", [])), "the metadata listener of cli-net")
         # Options may come after the guest's name; the command after --.
         fetch = run("vm", "exec", "cli1", *common, "--", "curl", "-s", "--max-time", "3",
                     "http://169.254.169.254/openstack/latest/meta_data.json")

@@ -24,7 +24,7 @@ import pytest
 from netmeta.cli.commands import teardown
 from netmeta.config import Config
 from netmeta.drivers import processes
-from tests.privileged.stack import Stack, free_port, make_stack
+from tests.privileged.stack import Stack, free_port, make_stack, wait_until
 
 pytestmark = pytest.mark.privileged
 
@@ -199,3 +199,77 @@ def test_up_without_privileges_says_it_needs_root(place: tuple[Config, list[str]
     # and the agent alone says the same, once, instead of retrying forever
     agent = run("agent", "--bind", config.bind, *flags, unprivileged=True, timeout=60)
     assert agent.returncode == 1 and "agent: needs root" in one_line_error(agent)
+
+
+def _vm_flags(stack: Stack) -> list[str]:
+    return ["--state-dir", stack.config.state_dir, "--bind", stack.config.bind,
+            "--fabric-namespace", stack.config.fabric_namespace]
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    yield from make_stack(enable_isolated_metadata=True)
+
+
+def test_vm_boot_on_a_network_without_dhcp(stack: Stack) -> None:
+    net, _ = stack.network("no-dhcp", "10.96.5.0/24", enable_dhcp=False)
+    boot = run("vm", "boot", "nodhcp1", "--network", "no-dhcp", "--timeout", "10", *_vm_flags(stack))
+    assert boot.returncode == 1
+    line = one_line_error(boot)
+    assert "network no-dhcp has no IPv4 subnet with DHCP enabled: a guest would get no lease" in line, line
+    assert stack.client.get("/netmeta/v1/instances")["instances"] == []
+    assert not [p for p in stack.client.get("/v2.0/ports")["ports"] if p["device_owner"].startswith("compute")]
+    assert not os.path.exists(os.path.join(stack.config.state_dir, "vms", "nodhcp1"))
+
+
+def test_vm_boot_survives_a_server_kill(stack: Stack) -> None:
+    """Boots run while the API server is killed and restarted: each ends up
+    booted or failed with one line, and no instance, port or namespace is orphaned."""
+    net, _ = stack.network("restarts", "10.96.6.0/24", gateway=False)
+    stack.converged()
+    flags = _vm_flags(stack)
+    names = [f"rs{i}" for i in range(6)]
+    boots = {name: subprocess.Popen([NETMETA, "vm", "boot", name, "--network", net["id"], *flags],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in names}
+    server = stack.components[0]
+    try:
+        time.sleep(0.5)
+        assert server.process is not None
+        server.process.kill()  # SIGKILL: requests in flight break mid-way
+        server.process.wait(10)
+        time.sleep(1.0)
+        server.start()
+        results = {name: proc.communicate(timeout=120) for name, proc in boots.items()}
+    finally:
+        for proc in boots.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    wait_until(lambda: _answers(stack), "the restarted API")
+    booted = set()
+    for name, (out, err) in results.items():
+        code = boots[name].returncode
+        assert "Traceback" not in err, err
+        if code == 0:
+            booted.add(name)
+        else:
+            assert len([line for line in err.splitlines() if line.strip()]) == 1, err
+    assert len(booted) >= 4, results  # the restart is waited out, not failed
+    records = {g.name: g for g in stack.guests.list_all()}
+    for guest in records.values():
+        stack.namespaces_seen.add(guest.namespace)
+    assert set(records) == booted
+    instances = stack.client.get("/netmeta/v1/instances")["instances"]
+    assert sorted(i["name"] for i in instances) == sorted(booted), "an instance without a guest is an orphan"
+    compute = [p for p in stack.client.get("/v2.0/ports")["ports"] if p["device_owner"].startswith("compute")]
+    assert sorted(p["device_id"] for p in compute) == sorted(i["id"] for i in instances)
+    vm_namespaces = [ns for ns in os.listdir("/run/netns") if any(ns.startswith(f"vm-{n}-") for n in names)]
+    assert sorted(vm_namespaces) == sorted(g.namespace for g in records.values())
+
+
+def _answers(stack: Stack) -> bool:
+    try:
+        stack.client.get("/")
+        return True
+    except Exception:  # noqa: BLE001 - not yet
+        return False

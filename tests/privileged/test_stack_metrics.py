@@ -1,0 +1,87 @@
+"""Each component's /metrics after a known sequence on a real stack, parsed by prometheus_client.
+
+The metadata process counts in multiprocess mode (files under its state
+directory, summed at scrape time), exactly as it runs in production.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import urllib.request
+from typing import Iterator
+
+import pytest
+
+from tests.functional.test_metrics import Samples, parse, value
+from tests.privileged.stack import Stack, make_stack, wait_until
+
+pytestmark = pytest.mark.privileged
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    yield from make_stack(enable_isolated_metadata=True)
+
+
+def scrape(stack: Stack, component: str) -> Samples:
+    with open(os.path.join(stack.config.state_dir, component, "status.json"), encoding="utf-8") as handle:
+        address = json.load(handle)["metrics"]
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        return parse(response.read().decode())
+
+
+def health(stack: Stack, component: str) -> dict[str, object]:
+    with open(os.path.join(stack.config.state_dir, component, "status.json"), encoding="utf-8") as handle:
+        address = json.load(handle)["metrics"]
+    with urllib.request.urlopen(f"http://{address}/healthz", timeout=10) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def test_agent_and_metadata_metrics_count_what_happened(stack: Stack) -> None:
+    net1, _ = stack.network("mx1", "10.98.1.0/24", gateway=False)
+    net2, _ = stack.network("mx2", "10.98.2.0/24", gateway=False)
+    guest = stack.boot("mx-vm", net1["id"])
+    stack.converged()
+    stack.fetch(guest, "/openstack/latest/meta_data.json")  # waits until the listener answers
+    for _ in range(2):
+        assert stack.curl(guest, "/openstack/latest/meta_data.json", "-f").returncode == 0
+    assert "404" in stack.curl(guest, "/openstack/latest/no-such-file", "-w", "%{http_code}").stdout
+    token = stack.curl(guest, "/latest/api/token", "-X", "PUT",
+                       "-H", "X-aws-ec2-metadata-token-ttl-seconds: 60").stdout
+    assert token
+
+    meta = scrape(stack, "metadata")
+    total = "netmeta_metadata_requests_total"
+    assert value(meta, total, listener="network", family="openstack", status="200") == 3
+    assert value(meta, total, listener="network", family="openstack", status="404") == 1
+    assert value(meta, total, listener="network", family="token", status="200") == 1
+    assert value(meta, "netmeta_metadata_tokens_issued_total") == 1
+    assert value(meta, "netmeta_metadata_listeners", kind="network") >= 2  # one per network, summed over workers
+    assert health(stack, "metadata")["status"] == "ok"
+
+    agent = scrape(stack, "agent")
+    revision = stack.client.state()["revision"]
+    assert value(agent, "netmeta_agent_dnsmasq_starts_total") == 2
+    assert value(agent, "netmeta_agent_revision_applied") == revision
+    assert value(agent, "netmeta_agent_revision_lag") == 0
+    assert value(agent, "netmeta_agent_dnsmasq_respawns_total") == 0
+    passes = sum(v for (name, _), v in agent.items() if name == "netmeta_agent_passes_total")
+    assert passes >= 1
+    assert value(agent, "netmeta_agent_objects_changed_total", action="spawned") == 2
+
+    # a dnsmasq killed behind the agent's back is a respawn, and a start
+    pid = stack.dnsmasq_pid(net2["id"])
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: (p := stack.dnsmasq_pid(net2["id"])) and p != pid, "dnsmasq to be started again")
+    agent = scrape(stack, "agent")
+    assert value(agent, "netmeta_agent_dnsmasq_respawns_total") == 1
+    assert value(agent, "netmeta_agent_dnsmasq_starts_total") == 3
+    assert health(stack, "agent")["status"] == "ok"
+
+    server = scrape(stack, "server")
+    assert value(server, "netmeta_api_requests_total", method="POST", route="/v2.0/networks", status="201") == 2
+    assert value(server, "netmeta_api_revision") == revision
+    assert value(server, "netmeta_api_watch_clients") >= 1  # the agent's and the metadata process's long-polls
