@@ -94,6 +94,12 @@ class Client:
                 try:
                     req.add_header("X-Auth-Token", self.tokens.get())
                 except AuthFailed as exc:
+                    cause = exc.__cause__
+                    if isinstance(cause, (ConnectionError, TimeoutError)) or (
+                            isinstance(cause, urllib.error.URLError) and not isinstance(cause, urllib.error.HTTPError)):
+                        # the identity service (often this same server) does not answer: a
+                        # restart, waited out like any other; our request never left
+                        raise ApiUnavailable(0, "Unavailable", str(exc), sent=False) from None
                     raise ApiError(401, "Unauthorized", str(exc)) from None
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
