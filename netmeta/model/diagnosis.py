@@ -32,6 +32,7 @@ from netmeta.model.types import (
     ROUTER_INTERFACE_OWNERS,
     NetworkId,
     Port,
+    RouterId,
     Snapshot,
 )
 
@@ -220,13 +221,13 @@ def explain(snapshot: Snapshot, obs: Observations, *, metadata_port: int = 9697)
     if owner.device_owner == DEVICE_OWNER_DHCP:
         out.path, out.namespace = "dhcp", names.dhcp_namespace(owner.network_id)
         out.add(OK, "next-hop", f"{gw} is the DHCP port {owner.id}, in namespace {out.namespace}")
-        _check_dhcp(out, obs)
+        _check_dhcp(out, obs, snapshot, owner.network_id)
         context: tuple[str, str] = ("network", owner.network_id)
     elif owner.device_owner in ROUTER_INTERFACE_OWNERS:
         out.path, out.namespace = "router", names.router_namespace(owner.device_id)
         out.add(OK, "next-hop", f"{gw} is interface {names.router_port_name(owner.id)} of router "
                                 f"{owner.device_id}, in namespace {out.namespace}")
-        _check_router(out, obs, gw, metadata_port)
+        _check_router(out, obs, gw, metadata_port, snapshot, owner.device_id)
         context = ("router", owner.device_id)
     else:
         out.add(PROBLEM, "next-hop-not-served",
@@ -282,10 +283,41 @@ def _route_origin(out: Explanation, obs: Observations, gw: str, offered: str | N
         out.add(OK, "route-origin", f"DHCP offers no route for {METADATA_CIDR}; the default route carries it")
 
 
-def _check_dhcp(out: Explanation, obs: Observations) -> None:
+def why_no_namespace(snapshot: Snapshot, kind: str, ident: str) -> str:
+    """Why netmeta makes no namespace for this network or router on purpose ("" when it should exist)."""
+    if kind == "network":
+        network = snapshot.networks.get(NetworkId(ident))
+        if network is None:
+            return f"network {ident} no longer exists"
+        label = network.name or ident
+        if not network.admin_state_up:
+            return (f"network {label} is admin-down, so no qdhcp namespace is made for it (as Neutron's DHCP "
+                    f"agent does); `openstack network set --enable {label}` brings it back")
+        if not any(s.network_id == network.id and s.enable_dhcp for s in snapshot.subnets.values()):
+            return f"no subnet of network {label} has DHCP enabled, so it has no qdhcp namespace"
+        return ""
+    router = snapshot.routers.get(RouterId(ident))
+    if router is None:
+        return f"router {ident} no longer exists"
+    label = router.name or ident
+    if not router.admin_state_up:
+        return (f"router {label} is admin-down, so its qrouter namespace is not made; "
+                f"`openstack router set --enable {label}` brings it back")
+    if not snapshot.router_ports(router.id):
+        return f"router {label} has no interfaces, so it has no qrouter namespace"
+    return ""
+
+
+def _missing(out: Explanation, snapshot: Snapshot, kind: str, ident: str) -> None:
+    why = why_no_namespace(snapshot, kind, ident)
+    reason = f": {why}" if why else " (the agent should have made it: is `netmeta agent` running? see `netmeta status`)"
+    out.add(PROBLEM, "namespace-missing", f"namespace {out.namespace} does not exist on this host{reason}")
+
+
+def _check_dhcp(out: Explanation, obs: Observations, snapshot: Snapshot, network_id: str) -> None:
     facts = obs.namespace
     if facts is None or not facts.exists:
-        out.add(PROBLEM, "namespace-missing", f"namespace {out.namespace} does not exist on this host")
+        _missing(out, snapshot, "network", network_id)
         return
     tap = facts.device or "the DHCP tap"
     if METADATA_CIDR in facts.addresses:
@@ -302,10 +334,11 @@ def _check_dhcp(out: Explanation, obs: Observations) -> None:
                 f"{METADATA_IPV4}:80 in {out.namespace}")
 
 
-def _check_router(out: Explanation, obs: Observations, gw: str, port: int) -> None:
+def _check_router(out: Explanation, obs: Observations, gw: str, port: int, snapshot: Snapshot,
+                  router_id: str) -> None:
     facts = obs.namespace
     if facts is None or not facts.exists:
-        out.add(PROBLEM, "namespace-missing", f"namespace {out.namespace} does not exist on this host")
+        _missing(out, snapshot, "router", router_id)
         return
     device = facts.device or "the router interface"
     if any(a.split("/")[0] == gw for a in facts.addresses):

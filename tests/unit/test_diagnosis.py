@@ -183,3 +183,28 @@ def test_as_dict_is_json_ready() -> None:
     result = explain(snapshot(routed=False), observed(DHCP_IP)).as_dict()
     assert result["consistent"] and result["problems"] == []
     assert all({"severity", "code", "text", "ok"} <= set(f) for f in result["findings"])
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda s: replace(s, networks={NET: Network(NET, "n", "p", admin_state_up=False)}),
+         "network n is admin-down, so no qdhcp namespace is made for it"),
+        (lambda s: replace(s, subnets={SUB: replace(s.subnets[SUB], enable_dhcp=False)}),
+         "no subnet of network n has DHCP enabled"),
+        (lambda s: s, "the agent should have made it: is `netmeta agent` running?"),
+    ],
+)
+def test_a_namespace_missing_on_purpose_names_the_cause(change: object, words: str) -> None:
+    snap = change(snapshot(routed=False))  # type: ignore[operator]
+    result = explain(snap, observed(DHCP_IP, namespace=NamespaceFacts(f"qdhcp-{NET}", False)))
+    [finding] = [f for f in result.findings if f.code == "namespace-missing"]
+    assert words in finding.text
+
+
+def test_an_admin_down_router_is_named() -> None:
+    snap = snapshot(routed=True)
+    snap = replace(snap, routers={ROUTER: Router(ROUTER, "r", admin_state_up=False)})
+    result = explain(snap, observed(GW, namespace=NamespaceFacts(f"qrouter-{ROUTER}", False)))
+    [finding] = [f for f in result.findings if f.code == "namespace-missing"]
+    assert "router r is admin-down, so its qrouter namespace is not made" in finding.text
