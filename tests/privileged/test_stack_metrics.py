@@ -76,9 +76,10 @@ def test_agent_and_metadata_metrics_count_what_happened(stack: Stack) -> None:
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: (p := stack.dnsmasq_pid(net2["id"])) and p != pid, "dnsmasq to be started again")
-    agent = scrape(stack, "agent")
+    # counted when the repair's unit finishes, a moment after dnsmasq's pid file appears
+    agent = wait_until(lambda: (a := scrape(stack, "agent")) and
+                       value(a, "netmeta_agent_dnsmasq_starts_total") == 3 and a, "the restart to be counted")
     assert value(agent, "netmeta_agent_dnsmasq_respawns_total") == 1
-    assert value(agent, "netmeta_agent_dnsmasq_starts_total") == 3
     assert health(stack, "agent")["status"] == "ok"
 
     server = scrape(stack, "server")
