@@ -6,7 +6,7 @@ import argparse
 import os
 import shutil
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from netmeta.config import Config
 
@@ -104,7 +104,6 @@ def _wait_ready(config: Config, component: "Component") -> None:
 
     from netmeta.client import ApiUnavailable, Client
     from netmeta.errors import StartupError
-    from netmeta.status import read_status
 
     client = Client.for_config(config, timeout=2.0)
     deadline = time.monotonic() + READY_TIMEOUT
@@ -120,7 +119,7 @@ def _wait_ready(config: Config, component: "Component") -> None:
             except ApiUnavailable:
                 pass
         else:
-            status = read_status(config.state_dir, component.name) or {}
+            status = component_status(config, component.name) or {}
             if status.get("pid") == component.pid:
                 return
         if time.monotonic() > deadline:
@@ -129,15 +128,21 @@ def _wait_ready(config: Config, component: "Component") -> None:
         time.sleep(0.05)
 
 
-def where(config: Config) -> dict[str, str]:
-    """Each component's metrics address, as its status file says (port 0 resolved)."""
+def component_status(config: Config, name: str) -> dict[str, Any] | None:
+    """A component's status file; the metadata workers' merged (None until every worker is up)."""
+    if name == "metadata":
+        from netmeta.metadata.service import read_status as metadata_status
+
+        return metadata_status(config.state_dir)
     from netmeta.status import read_status
 
-    out = {}
-    for name in ("server", "agent", "metadata"):
-        address = (read_status(config.state_dir, name) or {}).get("metrics") or ""
-        out[name] = str(address)
-    return out
+    return read_status(config.state_dir, name)
+
+
+def where(config: Config) -> dict[str, str]:
+    """Each component's metrics address, as its status file says (port 0 resolved)."""
+    return {name: str((component_status(config, name) or {}).get("metrics") or "")
+            for name in ("server", "agent", "metadata")}
 
 
 def _interrupt(signum: int, frame: object) -> None:

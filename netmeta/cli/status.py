@@ -21,7 +21,6 @@ from typing import Any
 
 from netmeta.client import ApiError, Client
 from netmeta.config import Config
-from netmeta.status import read_status
 
 COMPONENTS = ("server", "agent", "metadata")
 
@@ -57,8 +56,10 @@ def gather(config: Config) -> dict[str, Any]:
     from netmeta.vm.guests import Guests
 
     out: dict[str, Any] = {"state_dir": config.state_dir, "api": config.api_url, "components": {}}
+    from netmeta.cli.commands import component_status
+
     for name in COMPONENTS:
-        status = read_status(config.state_dir, name) or {}
+        status = component_status(config, name) or {}
         pid = status.get("pid")
         entry: dict[str, Any] = {"pid": pid, "running": _alive(pid), "metrics": status.get("metrics") or ""}
         if "revision" in status:
@@ -79,7 +80,7 @@ def gather(config: Config) -> dict[str, Any]:
         out["networks"], out["routers"], out["listeners"], out["guests"] = [], [], [], []
         return out
     out["components"]["server"]["revision"] = snapshot.revision
-    metadata = read_status(config.state_dir, "metadata") or {}
+    metadata = component_status(config, "metadata") or {}
     open_listeners = {(l["kind"], l["id"]): l for l in metadata.get("listeners", [])}
     wanted = desired_listeners(snapshot, config)
 

@@ -22,10 +22,9 @@ from typing import Iterator
 
 import pytest
 
-from netmeta.cli.commands import teardown_host
+from netmeta.cli.commands import component_status, teardown_host
 from netmeta.client import ApiError, Client
 from netmeta.config import Config
-from netmeta.status import read_status
 from tests.privileged.stack import free_port, wait_until
 
 pytestmark = pytest.mark.privileged
@@ -98,7 +97,7 @@ def test_up_vm_and_down(place: tuple[Config, list[str]], tmp_path: Path) -> None
         assert ip and instance, boot.stdout
 
         # The lease can come a moment before the listener opens (a tick of the metadata process).
-        wait_until(lambda: any(l["id"] == net["id"] for l in (read_status(config.state_dir, "metadata") or {})
+        wait_until(lambda: any(l["id"] == net["id"] for l in (component_status(config, "metadata") or {})
                                .get("listeners", [])), "the metadata listener of cli-net")
         # Options may come after the guest's name; the command after --.
         fetch = run("vm", "exec", "cli1", *common, "--", "curl", "-s", "--max-time", "3",

@@ -14,6 +14,7 @@ from typing import Iterator
 
 import pytest
 
+from netmeta.cli.commands import component_status
 from tests.functional.test_metrics import Samples, parse, value
 from tests.privileged.stack import Stack, make_stack, wait_until
 
@@ -25,17 +26,18 @@ def stack() -> Iterator[Stack]:
     yield from make_stack(enable_isolated_metadata=True)
 
 
+def address(stack: Stack, component: str) -> str:
+    status = wait_until(lambda: component_status(stack.config, component), f"the {component} status")
+    return str(status["metrics"])
+
+
 def scrape(stack: Stack, component: str) -> Samples:
-    with open(os.path.join(stack.config.state_dir, component, "status.json"), encoding="utf-8") as handle:
-        address = json.load(handle)["metrics"]
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+    with urllib.request.urlopen(f"http://{address(stack, component)}/metrics", timeout=10) as response:
         return parse(response.read().decode())
 
 
 def health(stack: Stack, component: str) -> dict[str, object]:
-    with open(os.path.join(stack.config.state_dir, component, "status.json"), encoding="utf-8") as handle:
-        address = json.load(handle)["metrics"]
-    with urllib.request.urlopen(f"http://{address}/healthz", timeout=10) as response:
+    with urllib.request.urlopen(f"http://{address(stack, component)}/healthz", timeout=10) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
