@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from netmeta.config import Config
 from netmeta.metadata.app import MetadataApp
 from netmeta.metadata.http import ListenerContext, Request
-from tests.metadata_world import NET_A, VM1, MemoryPasswords, world
+from tests.builders import NET_A, VM1, MemoryPasswords, metadata_cloud
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -111,7 +111,7 @@ def _scrape() -> Samples:
 
 
 async def test_metadata_metrics_and_access_log(caplog: pytest.LogCaptureFixture) -> None:
-    snap = world()
+    snap = metadata_cloud()
     app = MetadataApp(Config(), lambda: snap, MemoryPasswords())
     before = _scrape()
     caplog.set_level(logging.INFO, logger="netmeta.metadata.access")
