@@ -405,6 +405,28 @@ def test_cloud_init_openstack_reader(live: LiveServer, cloudinit_path: str) -> N
     assert config["version"] == 1 and any(c.get("name") == "eth0" for c in config["config"])
 
 
+def test_default_rate_limit_never_meets_a_boot(live: LiveServer, cloudinit_path: str) -> None:
+    """cloud-init reads the OpenStack tree and crawls EC2 twice per boot, back to back.
+
+    One 429 anywhere makes it drop the whole crawl (and a real VM falls back to
+    DataSourceNone), so the default limit must leave all of it alone.
+    """
+    from cloudinit.sources.helpers import ec2 as ci_ec2
+    from cloudinit.sources.helpers import openstack as ci_openstack
+
+    assert live.config.rate_limiting.rate_limit_enabled
+
+    class Reader(ci_openstack.MetadataReader):  # type: ignore[misc]
+        def _read_ec2_metadata(self) -> Any:
+            return ci_ec2.get_instance_metadata(metadata_address=live.url, timeout=2, retries=0)
+
+    for _ in range(2):
+        result = Reader(live.url, timeout=2, retries=0).read_v2()
+        assert result["ec2-metadata"]["instance-id"] == "i-1b2c3d4e"
+    statuses = [e.status for e in live.log.recent]
+    assert len(statuses) > 100 and 429 not in statuses
+
+
 def test_cloud_init_ec2_crawl_every_version(live: LiveServer, cloudinit_path: str) -> None:
     from cloudinit.sources.helpers import ec2 as ci_ec2
 

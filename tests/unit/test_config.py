@@ -89,5 +89,5 @@ def test_defaults_match_neutron() -> None:
     # Not Neutron's (off; 10 per 10 s when on, which one cloud-init crawl exceeds): on, and above any boot.
     limits = config.rate_limiting
     assert limits.rate_limit_enabled is True
-    assert (limits.base_window_duration, limits.base_query_rate_limit) == (10, 300)
-    assert (limits.burst_window_duration, limits.burst_query_rate_limit) == (1, 100)
+    assert (limits.base_window_duration, limits.base_query_rate_limit) == (10, 1000)
+    assert (limits.burst_window_duration, limits.burst_query_rate_limit) == (1, 400)
