@@ -110,7 +110,15 @@ def _scrape() -> Samples:
     return parse(generate_latest(REGISTRY).decode())
 
 
-async def test_metadata_metrics_and_access_log(caplog: pytest.LogCaptureFixture) -> None:
+async def test_metadata_metrics_and_access_log(caplog: pytest.LogCaptureFixture,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Fresh log budgets: earlier tests in this process may have spent the interval's.
+    from netmeta.logs import RateLimitedLog
+    from netmeta.metadata import metrics as metadata_metrics
+
+    for name in ("ACCESS", "ACCESS_REFUSED"):
+        monkeypatch.setattr(metadata_metrics, name,
+                            RateLimitedLog(logging.getLogger("netmeta.metadata.access"), burst=100, interval=10.0))
     snap = metadata_cloud()
     app = MetadataApp(Config(), lambda: snap, MemoryPasswords())
     before = _scrape()
