@@ -22,6 +22,7 @@ import pytest
 from netmeta.metadata.http import Caps
 from netmeta.metadata.service import read_status as metadata_status
 from tests.privileged.stack import Stack, in_ns, make_stack, wait_until
+from tests.privileged.test_port_security import _reaches_metadata_from, set_port_security
 
 pytestmark = pytest.mark.privileged
 
@@ -45,7 +46,11 @@ while time.monotonic() < end and attempts < 30000:
             s.close()
             continue
         held.append(s)
-    readable, _, _ = select.select(held, [], [], 0.02)
+    poller = select.poll()
+    for s in held:
+        poller.register(s, select.POLLIN)
+    ready = {fd for fd, _ in poller.poll(20)}
+    readable = [s for s in held if s.fileno() in ready]
     for s in readable:
         try:
             data = s.recv(1)
@@ -119,7 +124,10 @@ def test_a_guest_with_many_addresses_cannot_starve_another_network(two_workers: 
     assert stack.fetch(victim, "/openstack/latest/meta_data.json")
     assert stack.fetch(attacker, "/openstack/latest/meta_data.json")
     pids = worker_pids(stack)
-    # Until port security (issue 8) is on by default a guest may add addresses freely.
+    # The attacker lies about its addresses: port security off for its port, so only the
+    # metadata service's caps stand between it and everyone else.
+    set_port_security(stack, attacker, False)
+    wait_until(lambda: _reaches_metadata_from(stack, attacker, "10.75.0.250"), "port security off", timeout=60)
     extra = [f"10.75.0.{100 + i}" for i in range(EXTRA_ADDRESSES)]
     for address in extra:
         assert in_ns(attacker.namespace, "ip", "addr", "add", f"{address}/24", "dev", "eth0").returncode == 0
