@@ -122,10 +122,12 @@ class MetadataService:
             await self.follower.synced.wait()
             if self.config.metadata_listen:
                 # Nova's side of Neutron's contract: signed requests from a
-                # neutron-metadata-agent, on an ordinary socket of this host.
+                # neutron-metadata-agent, on an ordinary socket of this host;
+                # every worker holds its own SO_REUSEPORT socket, as for guests.
                 signed = await asyncio.get_running_loop().create_server(
                     lambda: HttpProtocol(self.app.dispatch, SIGNED, self.http),
                     self.config.metadata_listen, self.config.metadata_listen_port,
+                    reuse_port=self.slot is not None,
                 )
                 log.info("answering signed requests on %s:%d", self.config.metadata_listen,
                          self.config.metadata_listen_port)
