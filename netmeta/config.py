@@ -158,6 +158,11 @@ class Config:
     # Neutron's metadata_workers: processes serving every listener; 0 means
     # one per CPU, 1 a single process.
     metadata_workers: int = 0
+    # Connection caps per guest port, per listener and per process, sized from
+    # RLIMIT_NOFILE (see netmeta.metadata.http.Caps). false: no caps at all,
+    # only the descriptor limit bounds connections — one guest can then starve
+    # every other; it exists so a test can show what the caps prevent.
+    metadata_connection_caps: bool = True
     # Nova's default: host names are "<hostname>.novalocal" in EC2 metadata.
     dhcp_domain: str = "novalocal"
     # JSON file served as vendor_data.json (empty: "{}").

@@ -35,6 +35,7 @@ import asyncio
 import collections
 import logging
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -109,6 +110,11 @@ class Caps:
         """
         total = max(64, limit - max(256, limit // 4))
         return cls(per_port=max(8, min(256, total // 64)), per_listener=max(16, total // 4), total=total)
+
+    @classmethod
+    def unlimited(cls) -> "Caps":
+        """No caps (``metadata_connection_caps = false``): only the descriptor limit bounds connections."""
+        return cls(per_port=sys.maxsize, per_listener=sys.maxsize, total=sys.maxsize)
 
 
 # Who holds a connection: the listener, and the guest (its resolved port, or

@@ -97,7 +97,10 @@ class MetadataService:
         self.app = MetadataApp(config, lambda: self.follower.snapshot, ApiPasswordStore(config.api_url, tokens),
                                token_key=slot.token_key if slot is not None else b"", limiter=limiter)
         # Limits, connection caps and the access log of every listener's connections.
-        caps = Caps.from_open_files(open_files) if open_files else Caps()
+        if not config.metadata_connection_caps:
+            caps = Caps.unlimited()
+        else:
+            caps = Caps.from_open_files(open_files) if open_files else Caps()
         self.http = HttpShared(caps=ConnectionCaps(caps, port_of=self.app.port_of))
         self.open: dict[tuple[str, str], _Open] = {}
         self._wake = asyncio.Event()
