@@ -21,6 +21,10 @@ class Component:
     argv: list[str]
     log_path: str | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    # Prepended to the command line: how a simulated host runs it inside
+    # itself (``nsenter --target … --mount --net --``, see drivers.simhosts).
+    wrapper: tuple[str, ...] = ()
+    module: str = "netmeta"
 
     @property
     def pid(self) -> int | None:
@@ -30,7 +34,7 @@ class Component:
         out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - owned by the child
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "netmeta", *self.argv],
+                [*self.wrapper, sys.executable, "-m", self.module, *self.argv],
                 stdout=out,
                 stderr=subprocess.STDOUT if out else None,
                 stdin=subprocess.DEVNULL,
