@@ -73,7 +73,9 @@ class SimHost:
         """The command line that runs ``argv`` inside this host (mount and network namespace)."""
         if not self.holder_pid:
             raise TemporaryDriverError(f"simulated host {self.name} is not running")
-        return ["nsenter", f"--target={self.holder_pid}", "--mount", "--net", "--", *argv]
+        # --wd: entering a mount namespace moves to its root; stay where we are
+        # (``python -m netmeta`` imports the tree it is started from).
+        return ["nsenter", f"--target={self.holder_pid}", "--mount", "--net", f"--wd={os.getcwd()}", "--", *argv]
 
     def run(self, argv: Sequence[str], *, timeout: float = 30.0, check: bool = False,
             input: str | None = None, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
