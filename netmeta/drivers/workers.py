@@ -54,8 +54,11 @@ def _fork(index: int, work: Callable[[int], None]) -> int:
     return pid
 
 
-def supervise(count: int, work: Callable[[int], None]) -> int:
-    """Run ``work(index)`` in ``count`` forked processes until SIGTERM/SIGINT; 0 on a clean stop."""
+def supervise(count: int, work: Callable[[int], None], on_exit: Callable[[int], None] | None = None) -> int:
+    """Run ``work(index)`` in ``count`` forked processes until SIGTERM/SIGINT; 0 on a clean stop.
+
+    ``on_exit(pid)`` is called in the parent for every worker that exits, before its replacement is forked.
+    """
     stopping = False
 
     def stop(signum: int, frame: object) -> None:
@@ -83,6 +86,11 @@ def supervise(count: int, work: Callable[[int], None]) -> int:
             except InterruptedError:
                 continue
             index = workers.pop(pid, -1)
+            if index >= 0 and on_exit is not None:
+                try:
+                    on_exit(pid)
+                except Exception:  # noqa: BLE001 - never stop supervising for it
+                    log.exception("metadata: after worker %d (pid %d) exited", index, pid)
             if index < 0 or stopping:
                 continue
             log.warning("metadata worker %d (pid %d) exited (status %d); starting another", index, pid, status)

@@ -39,10 +39,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from netmeta.logs import RateLimitedLog
+from netmeta.metadata import metrics
 from netmeta.model.ip import canonical_ip
+from netmeta.model.metadata.conncount import SharedCounts
 from netmeta.metadata.h1 import (
     SIGNED,
     BadRequest,
@@ -130,19 +132,24 @@ class ConnectionCaps:
     to) share one allowance per listener, so many addresses buy nothing. The
     signed listener (a Neutron proxy in front, one address for many guests)
     is held to the listener and process caps only.
+
+    The per-port and per-listener counts are ``shared``: with workers, one
+    table in shared memory (:mod:`netmeta.model.metadata.conncount`), so a
+    guest's cap holds across all of them. The process cap stays this
+    process's own: it guards this process's descriptor table.
     """
 
     def __init__(self, caps: Caps | None = None,
                  port_of: Callable[[ListenerContext, str], str | None] | None = None,
-                 refusals: RateLimitedLog | None = None) -> None:
+                 refusals: RateLimitedLog | None = None, shared: SharedCounts | None = None) -> None:
         self.caps = caps if caps is not None else Caps()
         self.port_of = port_of
         self.refusals = refusals if refusals is not None else RateLimitedLog(
             logging.getLogger("netmeta.metadata.refused"), burst=20, interval=10.0, what="refused connections")
+        self.counts = shared if shared is not None else SharedCounts()
         self.total = 0
-        self.listeners: collections.Counter[tuple[str, str]] = collections.Counter()
-        self.guests: collections.Counter[tuple[str, ...]] = collections.Counter()
         self.refused: collections.Counter[str] = collections.Counter()
+        self._refused_metric: dict[str, Any] = {}
 
     def admit(self, context: ListenerContext, peer_ip: str) -> Admission | None:
         """What to release later, or None when a cap is reached (refuse the connection)."""
@@ -151,20 +158,25 @@ class ConnectionCaps:
         if context.kind != "signed":
             port = self.port_of(context, peer_ip) if self.port_of is not None else None
             guest = ("port", port) if port is not None else ("unknown", context.kind, context.id)
-        caps = self.caps
+        caps, counts = self.caps, self.counts
         if self.total >= caps.total:
             why, limit = "process", caps.total
-        elif self.listeners[listener] >= caps.per_listener:
+        elif counts.total(listener) >= caps.per_listener:
             why, limit = "listener", caps.per_listener
-        elif guest is not None and self.guests[guest] >= caps.per_port:
+        elif guest is not None and counts.total(guest) >= caps.per_port:
             why, limit = guest[0], caps.per_port
         else:
             self.total += 1
-            self.listeners[listener] += 1
+            counts.add(listener, 1)
             if guest is not None:
-                self.guests[guest] += 1
+                counts.add(guest, 1)
+            metrics.CONNECTIONS_OPEN.inc()
             return listener, guest
         self.refused[why] += 1
+        counter = self._refused_metric.get(why)
+        if counter is None:
+            counter = self._refused_metric[why] = metrics.CONNECTIONS_REFUSED.labels(why)
+        counter.inc()
         self.refusals.warning("metadata: refused a connection from %s to %s %s: %s cap (%d) reached",
                               peer_ip, context.kind, context.id, why, limit, kind=why,
                               fields={"peer": peer_ip, "listener": f"{context.kind}:{context.id}", "cap": why})
@@ -173,13 +185,14 @@ class ConnectionCaps:
     def release(self, admission: Admission) -> None:
         listener, guest = admission
         self.total -= 1
-        self.listeners[listener] -= 1
-        if self.listeners[listener] <= 0:
-            del self.listeners[listener]
+        self.counts.add(listener, -1)
         if guest is not None:
-            self.guests[guest] -= 1
-            if self.guests[guest] <= 0:
-                del self.guests[guest]
+            self.counts.add(guest, -1)
+        metrics.CONNECTIONS_OPEN.dec()
+
+    def held(self, key: tuple[str, ...]) -> int:
+        """Connections a listener ``(kind, id)`` or a guest (``("port", id)``) holds in every worker."""
+        return self.counts.total(key)
 
 
 class _DateCache:

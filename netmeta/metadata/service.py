@@ -29,12 +29,14 @@ from netmeta.config import Config
 from netmeta.credentials import service_tokens
 from netmeta.drivers import netns, sockets, workers
 from netmeta.feed import FeedFollower
-from netmeta.metrics import DEGRADED, FAILING, OK, Endpoint
+from netmeta.metrics import DEGRADED, FAILING, MULTIPROC_ENV, OK, Endpoint
 from netmeta.metadata import metrics
 from netmeta.metadata.app import MetadataApp
 from netmeta.metadata.http import SIGNED, Caps, ConnectionCaps, HttpProtocol, HttpShared, ListenerContext
 from netmeta.metadata.passwords import ApiPasswordStore
 from netmeta.model.listeners import desired_listeners as model_listeners
+from netmeta.model.metadata import conncount
+from netmeta.model.metadata.conncount import SharedCounts
 from netmeta.model.metadata.ratelimit import RateLimiter, Table, table_size
 from netmeta.model.types import Snapshot
 from netmeta.status import read_status as read_component_status
@@ -70,12 +72,14 @@ class _Open:
 
 @dataclass(frozen=True)
 class WorkerSlot:
-    """What one of ``count`` workers shares with the others: the token key and the rate-limit table."""
+    """What one of ``count`` workers shares with the others: the token key, the rate-limit
+    table and the connection counts."""
 
     index: int
     count: int
     token_key: bytes
     table: Table
+    connections: Table | None = None
 
 
 def worker_count(config: Config) -> int:
@@ -101,7 +105,11 @@ class MetadataService:
             caps = Caps.unlimited()
         else:
             caps = Caps.from_open_files(open_files) if open_files else Caps()
-        self.http = HttpShared(caps=ConnectionCaps(caps, port_of=self.app.port_of))
+        shared = None
+        if slot is not None and slot.connections is not None:
+            shared = SharedCounts(slot.connections, workers=slot.count, worker=slot.index)
+            shared.clear()  # a dead worker's connections in this slot died with it
+        self.http = HttpShared(caps=ConnectionCaps(caps, port_of=self.app.port_of, shared=shared))
         self.open: dict[tuple[str, str], _Open] = {}
         self._wake = asyncio.Event()
         self._status_written: object = None
@@ -309,9 +317,10 @@ def run(config: Config) -> None:
     small next to a worker's own open connections, which die with it either way.
 
     What must agree across workers is made here, before the fork: the token
-    key (a token from one worker is valid at all) and the rate-limit table
-    (a shared anonymous mmap, one column per worker, see
-    :mod:`netmeta.model.metadata.ratelimit`).
+    key (a token from one worker is valid at all), the rate-limit table and
+    the connection counts behind the caps (shared anonymous mmaps, one
+    column per worker, see :mod:`netmeta.model.metadata.ratelimit` and
+    :mod:`netmeta.model.metadata.conncount`).
     """
     limit = workers.raise_open_files_limit()
     count = worker_count(config)
@@ -321,10 +330,28 @@ def run(config: Config) -> None:
         return
     key = os.urandom(32)
     table = memoryview(workers.shared_memory(table_size(count)))
+    connections = memoryview(workers.shared_memory(conncount.table_size(count)))
     for index in range(count):  # a previous run's, until each worker writes its own
         try:
             os.unlink(status_path(config.state_dir, f"metadata-worker-{index}"))
         except FileNotFoundError:
             pass
     write_status(config.state_dir, "metadata", {"pid": os.getpid(), "workers": count})
-    workers.supervise(count, lambda index: _serve(config, WorkerSlot(index, count, key, table), limit))
+    workers.supervise(count, lambda index: _serve(config, WorkerSlot(index, count, key, table, connections), limit),
+                      on_exit=_forget_metrics)
+
+
+def _forget_metrics(pid: int) -> None:
+    """A worker exited: drop its live gauges (open connections, listeners) from the sums.
+
+    In prometheus_client's multiprocess mode a gauge counts per process
+    file; a dead worker's file would keep its last values in every scrape.
+    """
+    if not os.environ.get(MULTIPROC_ENV):
+        return
+    from prometheus_client import multiprocess
+
+    try:
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+    except OSError as exc:
+        log.warning("cannot drop worker %d's metrics: %s", pid, exc)

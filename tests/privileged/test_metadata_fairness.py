@@ -203,9 +203,10 @@ def test_a_guest_with_many_addresses_cannot_starve_another_network(capped: Stack
     # Each worker raised its soft limit to the hard one it inherits from here.
     caps = Caps.from_open_files(resource.getrlimit(resource.RLIMIT_NOFILE)[1])
     seen = attack_while_crawling(capped)
-    # The attacker was refused, and held no more than its caps in each worker.
+    # The attacker was refused, and held no more than its caps.
     assert seen.attack["refused"] > 0, seen
-    assert seen.attack["held"] <= WORKERS * 2 * caps.per_port, (seen, caps)
+    # Its own port and its extra addresses (one allowance together), each capped across workers.
+    assert seen.attack["held"] <= 2 * (caps.per_port + WORKERS - 1), (seen, caps)
     # The victim's crawls never noticed: every request answered, within the 50 ms at p99 —
     # unless this machine is so busy that the same crawl without any attack already took half of
     # that (other tests on 2 shared cores): then within twice the idle p99, and it says so.

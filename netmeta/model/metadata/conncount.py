@@ -1,0 +1,126 @@
+"""Open connections per key (a guest's port, a listener), counted by every worker in one table.
+
+The metadata service's connection caps must hold across its worker
+processes: with a count per worker, a guest could hold ``workers ×
+per_port`` connections. The counts live in one fixed table that every
+worker maps (a shared anonymous mmap made before the fork), laid out like
+:mod:`netmeta.model.metadata.ratelimit`'s:
+
+* ``slots`` rows × ``workers`` columns of (tag, count) cells; each worker
+  writes only its own column, so no two processes ever write the same bytes
+  and no lock is needed; a key's total is the sum over the columns;
+* a key hashes to a row and takes, in its worker's column, the first cell of
+  the next ``PROBE`` rows that holds its tag or holds no connection (count
+  0); readers sum every cell with the key's tag in those rows. Unlike a rate
+  counter, a connection count must never be lost to a collision, so a key
+  whose rows are all taken in this worker's column is counted here only
+  (:attr:`SharedCounts.overflow`) — that worker still holds it to the cap;
+* the total is read while other workers may be admitting at the same
+  instant, so a key may exceed its cap by at most ``workers - 1``
+  connections — the price of no lock;
+* a worker that dies leaves its column behind; the worker forked into its
+  slot clears the column (:meth:`SharedCounts.clear`) before it accepts
+  anything, because the dead worker's connections died with it.
+
+Pure: the table (a ``bytearray``, or a shared mmap made by the caller) is injected.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import struct
+from typing import Hashable, Union
+
+_CELL = struct.Struct("<QQ")  # tag (odd, never 0), count
+SLOTS = 16384
+PROBE = 8
+
+Table = Union[bytearray, memoryview]
+
+
+def table_size(workers: int, slots: int = SLOTS) -> int:
+    """Bytes of a table for ``workers`` processes."""
+    return slots * workers * _CELL.size
+
+
+def _tag(key: Hashable) -> int:
+    return int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "little") | 1
+
+
+class SharedCounts:
+    """This worker's counts, written to its column; totals summed over every worker's."""
+
+    def __init__(self, table: Table | None = None, *, workers: int = 1, worker: int = 0,
+                 slots: int = SLOTS) -> None:
+        self.workers, self.worker, self.slots = workers, worker, slots
+        self.table: Table = table if table is not None else bytearray(table_size(workers, slots))
+        if len(self.table) < table_size(workers, slots):
+            raise ValueError("connection table too small for its workers")
+        self.mine: collections.Counter[Hashable] = collections.Counter()  # this worker's, exact
+        self.cells: dict[Hashable, int] = {}  # key -> its cell's offset in this worker's column
+        self.overflow: set[Hashable] = set()  # keys with no free cell: counted here only
+
+    def _offset(self, row: int, column: int) -> int:
+        return ((row % self.slots) * self.workers + column) * _CELL.size
+
+    def clear(self) -> None:
+        """Forget this worker's column (a worker forked into a dead one's slot calls this first)."""
+        for row in range(self.slots):
+            _CELL.pack_into(self.table, self._offset(row, self.worker), 0, 0)
+        self.mine.clear()
+        self.cells.clear()
+        self.overflow.clear()
+
+    def total(self, key: Hashable) -> int:
+        """Connections ``key`` holds in every worker."""
+        count = self.mine[key]
+        if self.workers == 1:
+            return count
+        tag = _tag(key)
+        row = (tag >> 1) % self.slots
+        for probe in range(PROBE):
+            for column in range(self.workers):
+                if column == self.worker:
+                    continue
+                other_tag, other = _CELL.unpack_from(self.table, self._offset(row + probe, column))
+                if other_tag == tag:
+                    count += other
+        return count
+
+    def add(self, key: Hashable, delta: int) -> None:
+        """This worker opened (+1) or closed (-1) a connection of ``key``."""
+        count = self.mine[key] + delta
+        if count <= 0:
+            count = 0
+            del self.mine[key]
+        else:
+            self.mine[key] = count
+        offset = self.cells.get(key)
+        if offset is None and count > 0:  # new, or overflowed before: a cell may be free now
+            offset = self._claim(key)
+            if offset is None:
+                self.overflow.add(key)
+            else:
+                self.overflow.discard(key)
+        if offset is not None:
+            _CELL.pack_into(self.table, offset, _tag(key), count)
+        if count == 0:  # the cell is free again (count 0), whoever claims it next
+            self.cells.pop(key, None)
+            self.overflow.discard(key)
+
+    def _claim(self, key: Hashable) -> int | None:
+        tag = _tag(key)
+        row = (tag >> 1) % self.slots
+        free = None
+        for probe in range(PROBE):
+            offset = self._offset(row + probe, self.worker)
+            cell_tag, count = _CELL.unpack_from(self.table, offset)
+            if cell_tag == tag:
+                free = offset
+                break
+            if count == 0 and free is None:
+                free = offset
+        if free is not None:
+            self.cells[key] = free
+        return free
