@@ -260,10 +260,13 @@ class Config:
 
         dnsmasq re-reads its hosts and opts files as ``nobody`` on SIGHUP; a
         state directory below one closed to others (root's home, a mkdtemp
-        directory, a 0700 state directory) would silently stop DHCP for every
-        port created afterwards. So the files live under ``/run/netmeta/<id>``
-        (root-owned, 0755 all the way), one per state directory, and
-        ``<state_dir>/dhcp`` is a symbolic link to it.
+        directory) — and the state directory itself, which is 0700 — would
+        silently stop DHCP for every port created afterwards. So the files
+        live under ``/run/netmeta/<id>/dhcp`` (``<id>``: the state directory's
+        digest, so two state directories never share one; root-owned, 0755,
+        holding dnsmasq's files and nothing else), and ``<state_dir>/dhcp``
+        is a symbolic link to it (made by the agent, see
+        :func:`netmeta.drivers.dnsmasq.adopt_layout`).
         """
         digest = hashlib.sha256(self.state_dir.encode()).hexdigest()[:12]
         return os.path.join(DHCP_RUNTIME_ROOT, digest, "dhcp")
@@ -275,7 +278,7 @@ class Config:
     @property
     def paths(self) -> StatePaths:
         """The state directory's layout (netmeta.model.paths): every path is asked of it."""
-        return StatePaths(self.state_dir)
+        return StatePaths(self.state_dir, dhcp_root_dir=self.dhcp_dir)
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)

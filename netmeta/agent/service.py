@@ -195,4 +195,11 @@ def read_status(state_dir: str) -> dict[str, Any] | None:
 
 
 def run(config: Config) -> None:
+    from netmeta.drivers import dnsmasq
+
+    paths = config.paths
+    stopped = dnsmasq.adopt_layout(paths.dhcp_link, paths.dhcp_root)
+    if stopped:
+        log.warning("moved dnsmasq's files from %s to %s: restarting dnsmasq for %d network(s) (%s)",
+                    paths.dhcp_link, paths.dhcp_root, len(stopped), ", ".join(stopped))
     asyncio.run(Agent(config).run())

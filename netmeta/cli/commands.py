@@ -287,8 +287,8 @@ def teardown(config: Config, *, purge: bool = False) -> Teardown:
     vms_root = os.path.join(config.state_dir, "vms") + os.sep
     for pid in processes.pids_mentioning("dhclient", vms_root):
         done.attempt(f"dhclient {pid}", processes.stop_pid, pid, vms_root)
-    dhcp_roots = {config.paths.dhcp_root.rstrip("/") + os.sep, os.path.join(config.state_dir, "dhcp") + os.sep,
-                  config.dhcp_dir + os.sep}
+    # Older agents started dnsmasq from <state_dir>/dhcp (now a link to dhcp_root).
+    dhcp_roots = {config.paths.dhcp_root.rstrip("/") + os.sep, config.paths.dhcp_link + os.sep}
     for root in sorted(dhcp_roots):
         for pid in processes.pids_mentioning("dnsmasq", root):
             done.attempt(f"dnsmasq {pid}", dnsmasq.stop, pid, 5.0, root)
@@ -305,8 +305,11 @@ def teardown(config: Config, *, purge: bool = False) -> Teardown:
         ledger.namespaces.clear()
         ledger.fabric_links.clear()
         done.attempt("", ledger.save)
-    done.remove_tree("", config.dhcp_dir)
     done.remove_tree("", config.paths.dhcp_root)
+    try:  # /run/netmeta/<id>, once empty; /run/netmeta may serve other state directories
+        os.rmdir(os.path.dirname(config.paths.dhcp_root))
+    except OSError:
+        pass
     for runtime in ("dhcp", "vms", "agent", "metadata", "server", "log"):
         done.remove_tree("", os.path.join(config.state_dir, runtime))
     if purge:

@@ -2,7 +2,8 @@
 
 ``netmeta up`` (and each component run alone) first checks what it needs —
 root or the capabilities, network namespaces in the kernel, the binaries, a
-writable state directory, free ports — and stops with one line per problem
+writable state directory, free ports, a path dnsmasq's unprivileged user can
+walk to its own files — and stops with one line per problem
 before anything is created, instead of half-starting and crash-looping.
 
 :class:`StateLock` is an ``flock`` on a file in the state directory, held for
@@ -16,9 +17,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import grp
 import os
+import pwd
 import shutil
 import socket
+import stat
 import tempfile
 
 from netmeta.config import Config
@@ -28,6 +32,9 @@ from netmeta.metrics import parse_bind
 # Capability bits (linux/capability.h): namespaces need both.
 CAP_NET_ADMIN, CAP_SYS_ADMIN = 12, 21
 BINARIES = {"agent": ("ip", "dnsmasq", "iptables-restore"), "guests": ("dhclient",)}
+# The user dnsmasq drops to after binding (its compiled-in default; netmeta
+# passes no --user): it re-reads its hosts and opts files as this user.
+DNSMASQ_USER = "nobody"
 
 
 def effective_capabilities() -> int:
@@ -56,6 +63,9 @@ def problems(config: Config, components: tuple[str, ...]) -> list[str]:
         missing = [b for b in BINARIES["agent"] if shutil.which(b) is None]
         if missing:
             found.append(f"agent: {', '.join(missing)} not found on PATH (install iproute2, dnsmasq-base, iptables)")
+        problem = dnsmasq_reach_problem(config.paths.dhcp_root)
+        if problem:
+            found.append(problem)
     problem = state_dir_problem(config.state_dir)
     if problem:
         found.append(problem)
@@ -83,6 +93,36 @@ def state_dir_problem(state_dir: str) -> str | None:
         hint = " (remount it read-write or choose another --state-dir)" if exc.errno == errno.EROFS else \
             " (run as root or choose another --state-dir)" if exc.errno in (errno.EACCES, errno.EPERM) else ""
         return f"state directory {state_dir} is not writable: {why}{hint}"
+    return None
+
+
+def dnsmasq_reach_problem(root: str, user: str = DNSMASQ_USER) -> str | None:
+    """None when ``user`` can walk to ``root`` (dnsmasq's files; the agent makes what is missing, 0755).
+
+    Each existing directory on the way must let ``user`` through (search
+    permission as its owner, its group or other, as the kernel decides);
+    otherwise DHCP would stop answering, silently, for every port created
+    after dnsmasq started (it re-reads its files as ``user`` on SIGHUP).
+    """
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        return None  # dnsmasq then stays root (it cannot drop to a user that does not exist)
+    groups = {account.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    chain = [os.path.abspath(root)]
+    while os.path.dirname(chain[-1]) != chain[-1]:
+        chain.append(os.path.dirname(chain[-1]))
+    for directory in reversed(chain):
+        try:
+            info = os.stat(directory)
+        except FileNotFoundError:
+            return None  # the agent creates the rest with 0755
+        except OSError as exc:
+            return f"agent: cannot check {directory} for dnsmasq: {(exc.strerror or str(exc)).lower()}"
+        bit = stat.S_IXUSR if info.st_uid == account.pw_uid else stat.S_IXGRP if info.st_gid in groups else stat.S_IXOTH
+        if not info.st_mode & bit:
+            return (f"agent: dnsmasq runs as {user} and could not reach its files in {root}: {directory} is mode "
+                    f"{stat.S_IMODE(info.st_mode):04o}; run `chmod o+x {directory}`")
     return None
 
 

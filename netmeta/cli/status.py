@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import urllib.error
 import urllib.request
 from typing import Any
@@ -97,7 +96,7 @@ def gather(config: Config) -> dict[str, Any]:
         elif dhcp_port(snapshot, net_id) is None:
             entry["dhcp"] = "MISSING: no DHCP port yet (is the agent running?)"
         else:
-            pid_file = os.path.join(config.state_dir, "dhcp", net_id, "pid")
+            pid_file = config.paths.dhcp_file(net_id, "pid")
             pid = processes.running_pid(pid_file, net_id)
             present = netns.namespace_exists(ns)
             entry["dhcp"] = (f"serving (dnsmasq {pid})" if pid and present else

@@ -16,9 +16,30 @@ from netmeta.drivers.errors import translate
 
 
 def ensure_dir(path: str, mode: int = 0o755) -> None:
-    """Create ``path`` (and parents) and give it ``mode`` (0755 for dnsmasq)."""
+    """Create ``path`` and its missing parents, each with ``mode`` (0755 for dnsmasq).
+
+    Every directory made here gets ``mode`` whatever the umask (os.makedirs
+    would make the parents with the umask's mode: under the agent's 077 that
+    is 0700, which dnsmasq's user cannot cross); ``path`` itself is given
+    ``mode`` if it already existed. Existing parents are left as they are
+    (``netmeta up``'s preflight says when one of them shuts dnsmasq out).
+    """
     try:
-        os.makedirs(path, mode=mode, exist_ok=True)
+        missing: list[str] = []
+        here = os.path.abspath(path)
+        while not os.path.isdir(here):
+            missing.append(here)
+            parent = os.path.dirname(here)
+            if parent == here:
+                break
+            here = parent
+        for directory in reversed(missing):
+            try:
+                os.mkdir(directory, mode)
+            except FileExistsError:
+                if not os.path.isdir(directory):
+                    raise
+            os.chmod(directory, mode)
         if os.stat(path).st_mode & 0o7777 != mode:
             os.chmod(path, mode)
     except OSError as exc:

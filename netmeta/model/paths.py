@@ -1,17 +1,22 @@
 """Where netmeta keeps its files: the one owner of the state directory's layout.
 
-Everything a host's netmeta writes lives under one state directory::
+Everything a host's netmeta writes lives under one state directory, except
+dnsmasq's files, which must stay where dnsmasq's unprivileged user can read them::
 
     <state_dir>/
         netmeta.sqlite             the server's SQLite store (unless --db says otherwise)
-        dhcp/<network_id>/         one per qdhcp namespace: Neutron's $dhcp_confs/<net>
-            opts host addn_hosts   what dnsmasq reads (written by the agent, 0644)
-            pid leases             what dnsmasq writes
-            loaded                 digest of the files dnsmasq has last read
+        dhcp -> <dhcp_root>        a symbolic link (for the operator) to dnsmasq's files
         agent/ledger.json          what the agent created (it deletes nothing else)
         <component>/status.json    what the agent / metadata process did last
         log/<component>.log
         vms/<name>/                a test guest's records, lease and pid files
+
+    <dhcp_root>/                   Config.dhcp_dir: /run/netmeta/<id>/dhcp, outside the
+                                   state directory (0700), so that dnsmasq's user reaches it
+        <network_id>/              one per qdhcp namespace: Neutron's $dhcp_confs/<net>
+            opts host addn_hosts   what dnsmasq reads (written by the agent, 0644)
+            pid leases             what dnsmasq writes
+            loaded                 digest of the files dnsmasq has last read
 
 Model, agent, CLI and tests all ask a :class:`StatePaths` instead of
 spelling a path, so moving a part (dnsmasq's files to a runtime directory,
@@ -40,6 +45,11 @@ class StatePaths:
     @property
     def dhcp_root(self) -> str:
         return self.dhcp_root_dir.rstrip("/") or self._under("dhcp")
+
+    @property
+    def dhcp_link(self) -> str:
+        """``<state_dir>/dhcp``: where older agents kept dnsmasq's files; now a link to :attr:`dhcp_root`."""
+        return self._under("dhcp")
 
     def dhcp_dir(self, network_id: str) -> str:
         return f"{self.dhcp_root}/{network_id}"

@@ -176,9 +176,13 @@ def _config_file(state_dir: str, overrides: dict[str, Any]) -> str | None:
     return path
 
 
-def make_stack(**overrides: Any) -> Iterator[Stack]:
+def make_stack(state_dir: str = "", **overrides: Any) -> Iterator[Stack]:
+    """A stack on ``state_dir`` (default: a fresh mkdtemp directory); ``overrides`` go to its Config."""
     tag = secrets.token_hex(4)
-    state_dir = tempfile.mkdtemp(prefix=f"nmt{tag}-")
+    if state_dir:
+        os.makedirs(state_dir, exist_ok=True)
+    else:
+        state_dir = tempfile.mkdtemp(prefix=f"nmt{tag}-")
     os.chmod(state_dir, 0o755)
     # Metrics on any free port (published in each status file): the fixed
     # defaults would collide with any other netmeta on this host.
@@ -216,4 +220,5 @@ def make_stack(**overrides: Any) -> Iterator[Stack]:
         left = [ns for ns in owned | (stack.namespaces_seen if stack else set()) if os.path.exists(f"/run/netns/{ns}")]
         shutil.rmtree(state_dir, ignore_errors=True)
         assert not left, f"namespaces left behind: {left}"
+        assert not os.path.exists(os.path.dirname(config.paths.dhcp_root)), "dnsmasq's runtime directory left behind"
         assert not os.path.exists(f"/run/netns/{config.fabric_namespace}")

@@ -244,7 +244,7 @@ def test_root_namespace_bridges_inside_a_stand_in_host(netns_scope: Any, image_d
         assert processes.network_namespace_inode(qemu_pid) == netns.namespace_inode(host)
         # It takes its lease from dnsmasq through that bridge.
         record = json.loads(Path(state, "machines", "rootvm", "machine.json").read_text())
-        leases = Path(state, "dhcp", net["id"], "leases")
+        leases = Path(Config(state_dir=state).paths.dhcp_file(net["id"], "leases"))
         wait_until(lambda: leases.exists() and record["mac"] in leases.read_text(), "the VM's DHCP lease",
                    timeout=BOOT_SECONDS, poll=1.0)
         listing = cli("vm", "list", *vm_args)

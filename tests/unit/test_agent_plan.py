@@ -28,6 +28,7 @@ from tests.fake_host import FakeHost
 
 STATE = "/state"
 CONFIG = Config(state_dir=STATE, fabric_namespace="fabric", enable_isolated_metadata=True)
+DHCP = CONFIG.paths.dhcp_root  # /run/netmeta/<id>/dhcp: outside the state directory
 DNSMASQ = ("start_dnsmasq", "reload_dnsmasq", "stop_dnsmasq")
 
 
@@ -66,9 +67,9 @@ def test_first_pass_builds_everything_in_order(agent: Reconciler, host: FakeHost
     assert steps.index(("remember", ns)) < steps.index(("ensure_namespace", ns))
     assert steps.index(("ensure_bridge", "brqnet1")) < steps.index(("ensure_veth", ns))
     # Files before dnsmasq; the "loaded" marker after it started.
-    assert steps.index(("write_files", f"{STATE}/dhcp/net1")) < steps.index(("start_dnsmasq", ns))
+    assert steps.index(("write_files", f"{DHCP}/net1")) < steps.index(("start_dnsmasq", ns))
     assert steps[-1] == ("write_file", "loaded")
-    assert "tag:subnet-sub1,option:classless-static-route,169.254.169.254/32,10.1.0.2" in host.files[f"{STATE}/dhcp/net1/opts"]
+    assert "tag:subnet-sub1,option:classless-static-route,169.254.169.254/32,10.1.0.2" in host.files[f"{DHCP}/net1/opts"]
 
 
 def test_second_pass_does_nothing(agent: Reconciler, host: FakeHost) -> None:
@@ -88,32 +89,32 @@ def test_full_pass_on_a_converged_host_only_verifies(agent: Reconciler, host: Fa
     # (the driver writes only a different value); no link, process or rule is touched.
     assert sorted(host.calls()) == [
         ("set_sysctl", "qrouter-r1", "net.ipv4.ip_forward", "1"),
-        ("write_files", f"{STATE}/dhcp/net1", ()),
+        ("write_files", f"{DHCP}/net1", ()),
     ]
 
 
 def test_router_attach_rewrites_files_and_signals_without_restart(agent: Reconciler, host: FakeHost) -> None:
     agent.converge(tenant_network(1), full=True)
-    pid = host.dnsmasq_pid(f"{STATE}/dhcp/net1/pid", "net1")
+    pid = host.dnsmasq_pid(f"{DHCP}/net1/pid", "net1")
     host.clear()
     report = agent.converge(attach(tenant_network(1), 1))
     assert host.calls(*DNSMASQ) == [("reload_dnsmasq", pid)]
     (written,) = host.calls("write_files")
     assert "opts" in written[2]  # the router port also gets a host entry, so host files change too
     assert report.signalled == ["net1"] and report.spawned == []
-    assert "169.254.169.254/32,10.1.0.1" in host.files[f"{STATE}/dhcp/net1/opts"]  # via the gateway now
+    assert "169.254.169.254/32,10.1.0.1" in host.files[f"{DHCP}/net1/opts"]  # via the gateway now
     assert "restore_iptables" in {c[0] for c in host.calls()}  # and the router's namespace is made
 
 
 def test_a_namespace_made_again_restarts_dnsmasq_in_it(agent: Reconciler, host: FakeHost) -> None:
     agent.converge(tenant_network(1), full=True)
-    old = host.dnsmasq_pid(f"{STATE}/dhcp/net1/pid", "net1")
+    old = host.dnsmasq_pid(f"{DHCP}/net1/pid", "net1")
     host.remake_namespace("qdhcp-net1")  # deleted and created by hand: empty, new inode
     host.clear()
     report = agent.converge(tenant_network(1))
     assert host.calls(*DNSMASQ) == [("stop_dnsmasq", old), ("start_dnsmasq", "qdhcp-net1")]
     assert ("ensure_veth", "qdhcp-net1") in [c[:2] for c in host.calls()]  # the tap is plugged again
-    new = host.dnsmasq_pid(f"{STATE}/dhcp/net1/pid", "net1")
+    new = host.dnsmasq_pid(f"{DHCP}/net1/pid", "net1")
     assert new != old and host.processes[new][1] == host.namespaces["qdhcp-net1"]
     assert report.spawned == ["net1"]
 
@@ -128,7 +129,7 @@ def test_dead_dnsmasq_is_started_again_without_touching_the_namespace(agent: Rec
 
 def test_files_written_but_never_signalled_are_signalled_next_time(agent: Reconciler, host: FakeHost) -> None:
     agent.converge(tenant_network(1), full=True)
-    pid = host.dnsmasq_pid(f"{STATE}/dhcp/net1/pid", "net1")
+    pid = host.dnsmasq_pid(f"{DHCP}/net1/pid", "net1")
     # An agent that died between writing and signalling: files new, marker old.
     host.fail[("reload_dnsmasq", pid)] = [TemporaryDriverError("killed")]
     agent.converge(attach(tenant_network(1), 1))
@@ -218,12 +219,12 @@ def test_a_slow_network_never_delays_the_others(agent: Reconciler, host: FakeHos
 
 def test_deleted_network_leaves_nothing(agent: Reconciler, host: FakeHost) -> None:
     agent.converge(merge(tenant_network(1), tenant_network(2)), full=True)
-    pid = host.dnsmasq_pid(f"{STATE}/dhcp/net1/pid", "net1")
+    pid = host.dnsmasq_pid(f"{DHCP}/net1/pid", "net1")
     host.clear()
     report = agent.converge(tenant_network(2))
     assert ("stop_dnsmasq", pid) in host.calls()
     assert ("delete_namespace", "qdhcp-net1") in host.calls()
-    assert ("remove_files", f"{STATE}/dhcp/net1") in host.calls()
+    assert ("remove_files", f"{DHCP}/net1") in host.calls()
     assert {c[2] for c in host.calls("delete_link")} == {"brqnet1", names.dhcp_outer_name("dhcp1")}
     assert "qdhcp-net1" in report.removed
     assert "qdhcp-net1" not in host.ledger_namespaces and "qdhcp-net2" in host.ledger_namespaces
