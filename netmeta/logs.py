@@ -21,6 +21,7 @@ continues there).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import logging.handlers
@@ -85,6 +86,25 @@ def log_path(state_dir: str, component: str) -> str:
     return StatePaths(state_dir).log_file(component)
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotated log that only its owner reads: 0600 from creation, whatever the umask.
+
+    Logs name guests, addresses and callers. ``setup`` runs before a
+    component sets its umask, and rotation opens a new file later, so the
+    mode is given at each open (and an older, wider file is narrowed).
+    """
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            if os.fstat(fd).st_mode & 0o077:
+                os.fchmod(fd, 0o600)
+            return open(fd, "a", encoding=self.encoding, errors=self.errors)  # rotation always appends
+        except BaseException:
+            os.close(fd)
+            raise
+
+
 def setup(
     component: str,
     state_dir: str | None,
@@ -107,8 +127,10 @@ def setup(
     if state_dir is not None:
         path = log_path(state_dir, component)
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            file_handler = logging.handlers.RotatingFileHandler(
+            # The state directory may not exist yet: made 0700 here as everywhere.
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            file_handler = PrivateRotatingFileHandler(
                 path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
             )
         except OSError as exc:

@@ -11,9 +11,10 @@ from typing import Any, Callable
 from netmeta.config import Config
 
 def prepare_state_dir(config: Config) -> None:
-    # dnsmasq reads its files as "nobody": the state directory must be traversable.
-    os.makedirs(config.state_dir, exist_ok=True)
-    os.chmod(config.state_dir, 0o755)
+    # 0700 from creation: it holds the store and the credentials. dnsmasq's
+    # files live outside it (Config.dhcp_dir), so nothing else needs to enter.
+    # An existing wider one is refused by the server (app.check_private_files).
+    os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
 
 
 def cmd_server(args: argparse.Namespace, config: Config) -> int:
@@ -78,7 +79,7 @@ def start_stack(args: argparse.Namespace, config: Config, log_dir: str | None = 
 
     prepare_state_dir(config)
     logs = log_dir or config.paths.log_dir
-    os.makedirs(logs, exist_ok=True)
+    os.makedirs(logs, mode=0o700, exist_ok=True)
     components = [
         # The child writes its own rotated <name>.log; <name>.out keeps only
         # what it prints before its logging is set up (a crash at start).

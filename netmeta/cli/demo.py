@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import secrets
 import socket
 import tempfile
@@ -76,8 +75,7 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
 
     tag = secrets.token_hex(3)
     state_dir_given = bool(args.state_dir)
-    state_dir = args.state_dir or tempfile.mkdtemp(prefix="netmeta-demo-")
-    os.chmod(state_dir, 0o755)
+    state_dir = args.state_dir or tempfile.mkdtemp(prefix="netmeta-demo-")  # 0700, as netmeta makes it
     port = _free_port()
     args.state_dir = state_dir
     args.bind = f"127.0.0.1:{port}"

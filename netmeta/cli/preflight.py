@@ -85,7 +85,7 @@ def problems(config: Config, components: tuple[str, ...]) -> list[str]:
 def state_dir_problem(state_dir: str) -> str | None:
     """None when ``state_dir`` exists (or can be made) and takes a new file."""
     try:
-        os.makedirs(state_dir, exist_ok=True)
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=state_dir, prefix=".preflight-"):
             pass
     except OSError as exc:

@@ -31,7 +31,9 @@ class Component:
         return self.process.pid if self.process else None
 
     def start(self) -> None:
-        out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - owned by the child
+        # What the child prints before its logging starts: 0600 like its log.
+        out = open(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") \
+            if self.log_path else None  # noqa: SIM115 - owned by the child
         try:
             self.process = subprocess.Popen(
                 [*self.wrapper, sys.executable, "-m", self.module, *self.argv],

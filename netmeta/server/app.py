@@ -77,7 +77,20 @@ PRIVATE_FILES = ("netmeta.sqlite", identity.IDENTITY_FILE, identity.KEY_FILE, id
 
 
 def check_private_files(config: Config) -> None:
-    """Refuse to start on secrets other users can read (they were made elsewhere)."""
+    """Refuse to start on secrets other users can read (they were made elsewhere).
+
+    The state directory itself too: 0700, so that other users cannot even
+    list what it holds (guest names, logs). netmeta makes it so; a wider one
+    was made or widened by someone else (an older netmeta made it 0755 for
+    dnsmasq, whose files now live outside it).
+    """
+    try:
+        mode = os.stat(config.state_dir).st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0
+    if mode & 0o077:
+        raise ConfigError(f"state directory {config.state_dir} is mode {mode:04o}: other users could look inside; "
+                          f"run `chmod 700 {config.state_dir}`")
     for name in PRIVATE_FILES:
         path = os.path.join(config.state_dir, name)
         try:

@@ -118,7 +118,7 @@ class ServerProcess:
         self._project_tokens: dict[str, str] = {}
 
     def start(self) -> "ServerProcess":
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # as netmeta makes it
         argv = [sys.executable, "-m", "netmeta.server", "--bind", "127.0.0.1:0",
                 "--server-metrics-bind", "127.0.0.1:0", "--state-dir", str(self.state_dir), *self.extra_args]
         with open(self.log, "ab") as log:

@@ -253,6 +253,23 @@ def test_secret_files_are_private(server: ServerProcess) -> None:
         assert mode == 0o600, (name, oct(mode))
 
 
+def test_a_wide_state_directory_stops_the_start(server_factory: Any, tmp_path: Path) -> None:
+    first = server_factory(state_dir=tmp_path / "open")
+    first.stop()
+    assert stat.S_IMODE(os.stat(tmp_path / "open").st_mode) == 0o700
+    os.chmod(tmp_path / "open", 0o755)
+    with pytest.raises(RuntimeError, match=r"state directory .*/open is mode 0755: other users could look inside; "
+                                           r"run `chmod 700 .*/open`"):
+        server_factory(state_dir=tmp_path / "open")
+
+
+def test_logs_are_private(server: ServerProcess) -> None:
+    logs = list((server.state_dir / "log").iterdir())
+    assert logs
+    for path in logs:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
 def test_a_readable_secret_stops_the_start(server_factory: Any, tmp_path: Path) -> None:
     first = server_factory(state_dir=tmp_path / "wide")
     first.stop()

@@ -180,10 +180,9 @@ def make_stack(state_dir: str = "", **overrides: Any) -> Iterator[Stack]:
     """A stack on ``state_dir`` (default: a fresh mkdtemp directory); ``overrides`` go to its Config."""
     tag = secrets.token_hex(4)
     if state_dir:
-        os.makedirs(state_dir, exist_ok=True)
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
     else:
-        state_dir = tempfile.mkdtemp(prefix=f"nmt{tag}-")
-    os.chmod(state_dir, 0o755)
+        state_dir = tempfile.mkdtemp(prefix=f"nmt{tag}-")  # 0700, as netmeta makes it
     # Metrics on any free port (published in each status file): the fixed
     # defaults would collide with any other netmeta on this host.
     metrics_binds = {f"{c}_metrics_bind": "127.0.0.1:0" for c in ("server", "agent", "metadata")}

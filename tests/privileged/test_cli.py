@@ -39,8 +39,7 @@ def _ns_exists(name: str) -> bool:
 @pytest.fixture
 def place() -> Iterator[tuple[Config, list[str]]]:
     tag = secrets.token_hex(4)
-    state = tempfile.mkdtemp(prefix=f"nmt{tag}-cli-")
-    os.chmod(state, 0o755)
+    state = tempfile.mkdtemp(prefix=f"nmt{tag}-cli-")  # 0700, as netmeta makes it
     config = Config(state_dir=state, bind=f"127.0.0.1:{free_port()}", fabric_namespace=f"nmt{tag}-fabric")
     ini = os.path.join(state, "netmeta.ini")
     with open(ini, "w", encoding="utf-8") as handle:
@@ -95,6 +94,19 @@ def test_up_vm_and_down(place: tuple[Config, list[str]], tmp_path: Path) -> None
         ip = re.search(r"ip (10\.95\.0\.\d+)", boot.stdout)
         instance = re.search(r"instance ([0-9a-f-]{36})", boot.stdout)
         assert ip and instance, boot.stdout
+        # File modes after `up` (issue 15): the state directory is its owner's alone, every log 0600;
+        # dnsmasq's own files (and only those) are where its user "nobody" reaches them.
+        assert stat.S_IMODE(os.stat(config.state_dir).st_mode) == 0o700
+        logs = sorted(Path(config.paths.log_dir).iterdir())
+        assert {p.name for p in logs} >= {"server.log", "agent.log", "metadata.log", "server.out"}, logs
+        for path in logs:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        dhcp = config.paths.dhcp_dir(net["id"])
+        assert os.path.realpath(config.paths.dhcp_link) == config.paths.dhcp_root
+        for directory in (os.path.dirname(config.paths.dhcp_root), config.paths.dhcp_root, dhcp):
+            assert stat.S_IMODE(os.stat(directory).st_mode) == 0o755, directory
+        for name in ("host", "opts", "addn_hosts"):
+            assert stat.S_IMODE(os.stat(os.path.join(dhcp, name)).st_mode) == 0o644, name
 
         # The lease can come a moment before the listener opens (a tick of the metadata process).
         wait_until(lambda: any(l["id"] == net["id"] for l in (component_status(config, "metadata") or {})
