@@ -187,7 +187,7 @@ def start(
     port = free_port()
     metrics = {f"{c}_metrics_bind": "127.0.0.1:0" for c in ("server", "agent", "metadata")}
     server_dir = os.path.join(base, "server")
-    os.makedirs(server_dir, mode=0o755, exist_ok=True)
+    os.makedirs(server_dir, mode=0o700, exist_ok=True)  # a state directory: 0700 (the server checks)
     server_settings = {**metrics, **settings, "state_dir": server_dir, "bind": f"127.0.0.1:{port}",
                        "fabric_namespace": f"{prefix}fabric"}
     config = Config(**{k: v for k, v in server_settings.items() if k in {f.name for f in fields(Config)}})
@@ -208,7 +208,7 @@ def start(
         known = {f.name for f in fields(Config)}
         for sim in cloud.hosts:
             host_dir = os.path.join(base, sim.name)
-            os.makedirs(host_dir, mode=0o755, exist_ok=True)
+            os.makedirs(host_dir, mode=0o700, exist_ok=True)
             per_host: dict[str, Any] = {**metrics, **HOST_DEFAULTS, **settings, "state_dir": host_dir, "bind": api,
                                         "fabric_namespace": f"{prefix}fabric"}
             # Neutron's names for "which host am I" and "my underlay address".
