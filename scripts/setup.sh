@@ -3,6 +3,7 @@
 # the system packages that are missing, and a virtualenv (.venv) holding
 # netmeta and its Python dependencies. With --test, also what the test suite
 # needs (the openstack CLI, hypothesis, PostgreSQL, haproxy/wrk for benches,
+# Neutron, Nova and Keystone from PyPI in virtualenvs of their own,
 # and cloud-init's own code, unpacked from Debian's package — never installed,
 # because installing it would add boot services to this host). With --vm (and
 # with --test, whose suite boots real VMs), also what real VMs need: QEMU,
@@ -81,6 +82,18 @@ if [ $with_tests -eq 1 ] && [ ! -e "$marker" ]; then
   .cache/upstream-venv/bin/pip install -q --upgrade pip >/dev/null
   # shellcheck disable=SC2086
   .cache/upstream-venv/bin/pip install -q $UPSTREAM >/dev/null
+  touch "$marker"
+fi
+# tests/upstream/test_keystone.py runs netmeta behind a real Keystone, from
+# PyPI, in a virtualenv of its own for the same reason (~3 min once).
+KEYSTONE="keystone==30.0.0"
+marker=".cache/keystone-venv/.installed-$(echo "$KEYSTONE" | tr ' =' '_-')"
+if [ $with_tests -eq 1 ] && [ ! -e "$marker" ]; then
+  echo "setup: installing $KEYSTONE into .cache/keystone-venv (for tests/upstream/test_keystone.py)"
+  rm -rf .cache/keystone-venv
+  "$python" -m venv .cache/keystone-venv
+  .cache/keystone-venv/bin/pip install -q --upgrade pip >/dev/null
+  .cache/keystone-venv/bin/pip install -q "$KEYSTONE" >/dev/null
   touch "$marker"
 fi
 echo "setup: done (.venv/bin/netmeta)"
