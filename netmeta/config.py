@@ -17,6 +17,7 @@ import ipaddress
 import dataclasses
 import hashlib
 import os
+import socket
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
@@ -106,6 +107,29 @@ class Config:
     max_request_body_size: int = 114688
     # Neutron's limit on addresses per port (each one is a dnsmasq host line).
     max_fixed_ips_per_port: int = 5
+
+    # --- several hosts (Neutron's [DEFAULT] host, [agent], ml2, [vxlan]) ---
+    # The name this host's agents register under; empty: the machine's hostname.
+    host: str = ""
+    # This host's underlay address for VXLAN (linuxbridge [vxlan] local_ip);
+    # reported to the server as the Linux bridge agent's tunneling_ip.
+    local_ip: str = ""
+    # ml2_type_vxlan vni_ranges, "1:1000[,2000:2100]": tenant networks become
+    # vxlan with a VNI from these; empty keeps them "local" (one host).
+    vni_ranges: str = ""
+    # The underlay MTU; a vxlan network gets 50 bytes less (Neutron's overhead).
+    global_physnet_mtu: int = 1500
+    # How many DHCP agents serve each network, each with its own DHCP port.
+    dhcp_agents_per_network: int = 1
+    # Seconds without a heartbeat after which an agent is shown dead and its
+    # networks move to another DHCP agent (Neutron: 75, twice report_interval and more).
+    agent_down_time: float = 75.0
+    # Seconds between an agent's heartbeats (Neutron [agent] report_interval).
+    report_interval: float = 30.0
+    # Several API servers sharing one PostgreSQL, comma-separated URLs: the
+    # agent and the metadata process call one and fail over to the next.
+    # Empty: the one at `bind`.
+    api_urls: str = ""
 
     # --- DHCP agent (Neutron dhcp_agent.ini) ---
     # Serve metadata from qdhcp when a subnet has no router on its gateway.
@@ -199,6 +223,20 @@ class Config:
         # dnsmasq chdir()s to / when it daemonizes: every path it is given
         # (pid, leases, opts) must be absolute, so the state directory is.
         object.__setattr__(self, "state_dir", os.path.abspath(self.state_dir))
+        if not self.host:
+            object.__setattr__(self, "host", socket.gethostname())
+        parse_vni_ranges(self.vni_ranges)
+        if self.dhcp_agents_per_network < 1:
+            raise ConfigError("dhcp_agents_per_network must be at least 1")
+        if not self.report_interval > 0 or not self.agent_down_time > 0:
+            raise ConfigError("report_interval and agent_down_time must be positive numbers of seconds")
+        if not 68 <= self.global_physnet_mtu <= 65535:
+            raise ConfigError("global_physnet_mtu must be between 68 and 65535")
+        if self.local_ip:
+            try:
+                ipaddress.ip_address(self.local_ip)
+            except ValueError as exc:
+                raise ConfigError(f"local_ip = {self.local_ip!r} is not an IP address") from exc
         try:
             mark = int(self.metadata_access_mark, 0)
         except ValueError:
@@ -273,7 +311,13 @@ class Config:
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.bind}"
+        return self.api_endpoints[0]
+
+    @property
+    def api_endpoints(self) -> tuple[str, ...]:
+        """Every API URL to try, in order (``api_urls``, else the one at ``bind``)."""
+        urls = tuple(u.rstrip("/") for u in self.api_urls.replace(" ", ",").split(",") if u)
+        return urls or (f"http://{self.bind}",)
 
     @property
     def paths(self) -> StatePaths:
@@ -282,6 +326,26 @@ class Config:
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
+
+
+VNI_MIN, VNI_MAX = 1, 2**24 - 1
+
+
+def parse_vni_ranges(text: str) -> tuple[tuple[int, int], ...]:
+    """``"1:1000,2000:2100"`` as ((1, 1000), (2000, 2100)); Neutron's ``<vni_min>:<vni_max>`` syntax."""
+    out: list[tuple[int, int]] = []
+    for item in text.replace(" ", "").split(","):
+        if not item:
+            continue
+        lo, sep, hi = item.partition(":")
+        try:
+            first, last = int(lo), int(hi if sep else lo)
+        except ValueError as exc:
+            raise ConfigError(f"vni_ranges: {item!r} is not <vni_min>:<vni_max>") from exc
+        if not VNI_MIN <= first <= last <= VNI_MAX:
+            raise ConfigError(f"vni_ranges: {item!r} must be within {VNI_MIN}:{VNI_MAX}, the smaller first")
+        out.append((first, last))
+    return tuple(out)
 
 
 def bind_is_loopback(bind: str) -> bool:
@@ -311,6 +375,11 @@ def _coerce(name: str, kind: Any, raw: str) -> Any:
             return int(text)
         except ValueError as exc:
             raise ConfigError(f"{name} = {raw!r}: expected an integer") from exc
+    if kind in (float, "float"):
+        try:
+            return float(text)
+        except ValueError as exc:
+            raise ConfigError(f"{name} = {raw!r}: expected a number") from exc
     if kind in ("tuple[int, ...]",):
         try:
             return tuple(int(v) for v in text.replace(",", " ").split())

@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 
 from netmeta.credentials import AuthFailed, TokenSource
+from netmeta.endpoints import Endpoints
 from netmeta.model.types import PARSERS, RESOURCE_KINDS, Snapshot
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,14 @@ class FeedFollower:
 
     def __init__(
         self,
-        api_url: str,
+        api_url: str | Endpoints,
         on_change: Callable[[Snapshot], Awaitable[None] | None] | None = None,
         *,
         watch_timeout: float = 25.0,
         tokens: TokenSource | None = None,
     ) -> None:
-        self.api_url = api_url.rstrip("/")
+        # Several servers on one database: on any failure the next one is listed.
+        self.endpoints = api_url if isinstance(api_url, Endpoints) else Endpoints([api_url])
         self.tokens = tokens
         self.on_change = on_change
         self.watch_timeout = watch_timeout
@@ -51,15 +53,22 @@ class FeedFollower:
         self._objects: dict[str, dict[Any, Any]] = {k: {} for k in RESOURCE_KINDS}
         self._revision = 0
 
+    @property
+    def api_url(self) -> str:
+        return self.endpoints.current
+
     async def run(self) -> None:
         """Follow the feed until cancelled; survive server restarts and outages."""
         backoff = 0.2
+        failures = 0  # in a row: every server tried once, then back off
         timeout = aiohttp.ClientTimeout(total=self.watch_timeout + 10)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
+                url = self.api_url
                 try:
                     await self._list(session)
                     backoff = 0.2
+                    failures = 0
                     while True:
                         await self._watch_once(session)
                 except asyncio.CancelledError:
@@ -67,6 +76,12 @@ class FeedFollower:
                 except RelistNeeded:
                     log.info("change feed compacted past revision %d: listing again", self._revision)
                 except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, AuthFailed) as exc:
+                    following = self.endpoints.failed(url)
+                    failures += 1
+                    if following != url and failures % len(self.endpoints):
+                        # Another server shares the database: list there at once.
+                        log.warning("change feed at %s unavailable (%s); following %s", url, exc, following)
+                        continue
                     log.warning("change feed unavailable (%s); retrying in %.1fs", exc, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -129,6 +144,8 @@ class FeedFollower:
             routers=dict(objs["routers"]),
             instances=dict(objs["instances"]),
             security_groups=dict(objs["security_groups"]),
+            agents=dict(objs["agents"]),
+            bindings=dict(objs["bindings"]),
         )
         if self.on_change is not None:
             result = self.on_change(self.snapshot)

@@ -166,6 +166,8 @@ class Reconciler:
     def converge(self, snapshot: Snapshot, *, full: bool = False, wait: float | None = None) -> PassReport:
         """One pass: start every due unit, wait up to ``wait`` s (None: all) for them."""
         report = PassReport()
+        # Only what this host's agents are bound to (netmeta.model.hosting).
+        snapshot = snapshot.for_host(self.config.host)
         with self._lock:
             if full:
                 self.applied_dhcp.clear()

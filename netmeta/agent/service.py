@@ -24,9 +24,11 @@ from netmeta.agent import metrics
 from netmeta.agent.reconciler import PassReport, Reconciler
 from netmeta.config import Config
 from netmeta.credentials import service_tokens
+from netmeta.endpoints import Endpoints
 from netmeta.feed import FeedFollower
 from netmeta.metrics import DEGRADED, FAILING, OK, Endpoint
 from netmeta.model.types import Snapshot
+from netmeta.reporting import Reporter, agent_rows
 from netmeta.status import read_status as read_component_status
 from netmeta.status import write_status
 
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 # How long a pass waits for its units before reporting the slow ones as
 # pending and moving on (a change to another object must not wait for them).
 PASS_WAIT = 0.5
+# How long start-up waits for the first heartbeat before following the feed anyway.
+REGISTER_WAIT = 5.0
 
 
 class Agent:
@@ -42,7 +46,11 @@ class Agent:
         self.config = config
         self.reconciler = Reconciler(config, on_done=self._unit_done)
         self._loop_ref: asyncio.AbstractEventLoop | None = None
-        self.follower = FeedFollower(config.api_url, self._on_change, tokens=service_tokens(config))
+        tokens = service_tokens(config)
+        endpoints = Endpoints(config.api_endpoints)
+        self.follower = FeedFollower(endpoints, self._on_change, tokens=tokens)
+        # The DHCP, L3 and Linux bridge agents' heartbeats (netmeta.reporting).
+        self.reporter = Reporter(config, agent_rows(config), tokens, endpoints)
         self.resync_interval = resync_interval
         self.full_resync_interval = full_resync_interval
         self._wake = asyncio.Event()
@@ -66,13 +74,21 @@ class Agent:
         if self.config.agent_metrics_bind:
             endpoint = Endpoint("agent", self.config.agent_metrics_bind, self.health)
             self.metrics_address = await endpoint.start()
+        reporter = asyncio.create_task(self.reporter.run(), name="report")
+        # Registered before the first list, when the server answers at once:
+        # that list then already holds what the server scheduled onto us.
+        try:
+            await asyncio.wait_for(self.reporter.reported.wait(), timeout=REGISTER_WAIT)
+        except asyncio.TimeoutError:
+            pass
         follower = asyncio.create_task(self.follower.run(), name="feed")
         try:
             await self.follower.synced.wait()
             await self._loop()
         finally:
             follower.cancel()
-            await asyncio.gather(follower, return_exceptions=True)
+            reporter.cancel()
+            await asyncio.gather(follower, reporter, return_exceptions=True)
             await asyncio.to_thread(self.reconciler.close)
             if endpoint is not None:
                 await endpoint.stop()

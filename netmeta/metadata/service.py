@@ -28,8 +28,10 @@ from typing import Any
 from netmeta.config import Config
 from netmeta.credentials import service_tokens
 from netmeta.drivers import netns, sockets, workers
+from netmeta.endpoints import Endpoints
 from netmeta.feed import FeedFollower
 from netmeta.metrics import DEGRADED, FAILING, MULTIPROC_ENV, OK, Endpoint
+from netmeta.reporting import Reporter, metadata_rows
 from netmeta.metadata import metrics
 from netmeta.metadata.app import MetadataApp
 from netmeta.metadata.http import SIGNED, Caps, ConnectionCaps, HttpProtocol, HttpShared, ListenerContext
@@ -56,7 +58,11 @@ class ListenerSpec:
 
 
 def desired_listeners(snapshot: Snapshot, config: Config) -> dict[tuple[str, str], ListenerSpec]:
-    """The listeners ``model`` decides on (:mod:`netmeta.model.listeners`), as specs to open."""
+    """The listeners ``model`` decides on (:mod:`netmeta.model.listeners`), as specs to open.
+
+    Only in this host's namespaces: the snapshot is seen from ``config.host``.
+    """
+    snapshot = snapshot.for_host(config.host)
     return {
         key: ListenerSpec(ListenerContext(want.kind, want.id), want.namespace, want.host, want.port)
         for key, want in model_listeners(snapshot, config).items()
@@ -93,7 +99,11 @@ class MetadataService:
         self.slot = slot
         # One service-user token for the feed and for guests' passwords.
         tokens = service_tokens(config)
-        self.follower = FeedFollower(config.api_url, self._on_change, tokens=tokens)
+        endpoints = Endpoints(config.api_endpoints)
+        self.follower = FeedFollower(endpoints, self._on_change, tokens=tokens)
+        # One "Metadata agent" heartbeat per host: the single process's, or worker 0's.
+        self.reporter = (Reporter(config, metadata_rows(config), tokens, endpoints)
+                         if slot is None or slot.index == 0 else None)
         limiter = None
         if slot is not None:
             limiter = RateLimiter(config.rate_limiting, time.monotonic, table=slot.table, workers=slot.count,
@@ -128,6 +138,7 @@ class MetadataService:
             endpoint = Endpoint("metadata", self.config.metadata_metrics_bind, self.health)
             self.metrics_address = await endpoint.start()  # before the feed: a probe sees "not synced"
         follower = asyncio.create_task(self.follower.run(), name="feed")
+        reporter = asyncio.create_task(self.reporter.run(), name="report") if self.reporter is not None else None
         signed: asyncio.base_events.Server | None = None
         try:
             await self.follower.synced.wait()
@@ -161,7 +172,9 @@ class MetadataService:
             if signed is not None:
                 signed.close()
             follower.cancel()
-            await asyncio.gather(follower, return_exceptions=True)
+            if reporter is not None:
+                reporter.cancel()
+            await asyncio.gather(follower, *([reporter] if reporter is not None else []), return_exceptions=True)
             for key in list(self.open):
                 await self._close(key)
             await self.app.close()

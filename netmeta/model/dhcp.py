@@ -25,7 +25,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from netmeta.model import names
+from netmeta.model import hosting, names
 from netmeta.model.settings import DataPlaneSettings
 from netmeta.model.paths import StatePaths
 from netmeta.model.types import (
@@ -114,11 +114,12 @@ def has_qdhcp(snapshot: Snapshot, network_id: NetworkId) -> bool:
 
 
 def dhcp_port(snapshot: Snapshot, network_id: NetworkId) -> Port | None:
-    """The network's ``network:dhcp`` port (lowest id if, oddly, several)."""
-    for port in snapshot.ports_of(network_id):
-        if port.device_owner == DEVICE_OWNER_DHCP:
-            return port
-    return None
+    """The DHCP port this host serves the network from (:func:`netmeta.model.hosting.local_dhcp_port`).
+
+    On one host (or without agents) the network's only ``network:dhcp`` port
+    (lowest id if, oddly, several); seen from a host, the one bound to it.
+    """
+    return hosting.local_dhcp_port(snapshot, network_id)
 
 
 # --- metadata decisions -----------------------------------------------------

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from netmeta.model import names
+from netmeta.model import hosting, names
 from netmeta.model.settings import DataPlaneSettings
 from netmeta.model.types import METADATA_CIDR, HostRoute, NetworkId, PortId, RouterId, Snapshot
 
@@ -292,9 +292,10 @@ def has_qrouter(snapshot: Snapshot, router_id: RouterId) -> bool:
 
     Neutron's server hands only active routers to its L3 agents, and its
     agent keeps the namespace of every router it hosts, interfaces or not.
+    Seen from a host, only a router its L3 agent hosts (:mod:`.hosting`).
     """
     router = snapshot.routers.get(router_id)
-    return bool(router is not None and router.admin_state_up)
+    return bool(router is not None and router.admin_state_up and hosting.hosts_router(snapshot, router_id))
 
 
 def router_routes(routes: Sequence[HostRoute]) -> tuple[RouterRoute, ...]:

@@ -12,6 +12,7 @@ the way an operator thinks about the cloud.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,6 +24,7 @@ PortId = NewType("PortId", str)
 RouterId = NewType("RouterId", str)
 InstanceId = NewType("InstanceId", str)
 SecurityGroupId = NewType("SecurityGroupId", str)
+AgentId = NewType("AgentId", str)
 
 METADATA_IPV4 = "169.254.169.254"
 METADATA_CIDR = "169.254.169.254/32"
@@ -38,6 +40,12 @@ ROUTER_INTERFACE_OWNERS = frozenset(
     }
 )
 COMPUTE_OWNER_PREFIX = "compute:"
+
+# Neutron's agent types, as /v2.0/agents shows them.
+AGENT_DHCP = "DHCP agent"
+AGENT_L3 = "L3 agent"
+AGENT_L2 = "Linux bridge agent"
+AGENT_METADATA = "Metadata agent"
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,11 @@ class Network:
     mtu: int = 1500
     admin_state_up: bool = True
     dns_domain: str = ""
+    # The provider extension: "local" (one host, today's default), "flat" or
+    # "vxlan" with its VNI in segmentation_id.
+    network_type: str = "local"
+    segmentation_id: int | None = None
+    physical_network: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,8 @@ class Port:
     port_security_enabled: bool = True
     allowed_address_pairs: tuple[AddressPair, ...] = ()
     security_groups: tuple[SecurityGroupId, ...] = ()
+    # Neutron's binding:host_id: the host whose agent plugs the port ("" = none).
+    binding_host_id: str = ""
 
     def ip_on(self, subnet_id: SubnetId) -> str | None:
         for fixed in self.fixed_ips:
@@ -191,6 +206,45 @@ class Instance:
 
 
 @dataclass(frozen=True)
+class Agent:
+    """One row of Neutron's ``/v2.0/agents``, without what changes on every heartbeat.
+
+    ``alive`` and ``heartbeat_timestamp`` are the server's to compute; the
+    state document leaves them out so that a heartbeat is not a change.
+    """
+
+    id: AgentId
+    agent_type: str
+    host: str
+    binary: str = ""
+    topic: str = ""
+    admin_state_up: bool = True
+    configurations: Mapping[str, Any] = field(default_factory=dict)
+    availability_zone: str | None = None
+
+    @property
+    def tunneling_ip(self) -> str:
+        """The underlay address a Linux bridge agent reports (Neutron's ``[vxlan] local_ip``)."""
+        value = self.configurations.get("tunneling_ip") or ""
+        return str(value)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """Which agent hosts a network (a DHCP agent) or a router (an L3 agent).
+
+    Neutron's ``networkdhcpagentbindings`` and ``routerl3agentbindings``
+    rows; exactly one of ``network_id`` and ``router_id`` is set.
+    """
+
+    id: str
+    agent_id: AgentId
+    host: str
+    network_id: NetworkId | None = None
+    router_id: RouterId | None = None
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything the server holds, at one global revision."""
 
@@ -201,6 +255,16 @@ class Snapshot:
     routers: Mapping[RouterId, Router] = field(default_factory=dict)
     instances: Mapping[InstanceId, Instance] = field(default_factory=dict)
     security_groups: Mapping[SecurityGroupId, SecurityGroup] = field(default_factory=dict)
+    agents: Mapping[AgentId, Agent] = field(default_factory=dict)
+    bindings: Mapping[str, Binding] = field(default_factory=dict)
+    # Whose point of view decides which qdhcp/qrouter namespaces this
+    # snapshot asks for (netmeta.model.hosting): "" means every one, as on
+    # one host before any agent registered. Set with for_host().
+    local_host: str = ""
+
+    def for_host(self, host: str) -> "Snapshot":
+        """The same data, seen from one host: only its networks and routers are built there."""
+        return self if host == self.local_host else dataclasses.replace(self, local_host=host)
 
     # Indexes, built once per snapshot on first use: the agent asks these
     # questions several times per network on every pass, and a scan of every
@@ -238,6 +302,38 @@ class Snapshot:
     def ports_of_device(self, device_id: str) -> list[Port]:
         return list(self._ports_by_device.get(device_id, ()))
 
+    # --- several hosts (see netmeta.model.hosting) ---------------------------
+
+    @cached_property
+    def _router_hosts(self) -> dict[RouterId, set[str]]:
+        index: dict[RouterId, set[str]] = {}
+        for binding in self.bindings.values():
+            if binding.router_id:
+                index.setdefault(binding.router_id, set()).add(binding.host)
+        return index
+
+    def router_hosts(self, router_id: RouterId) -> set[str]:
+        """The hosts whose L3 agent hosts the router (one, for netmeta's legacy routers)."""
+        return set(self._router_hosts.get(router_id, ()))
+
+    @cached_property
+    def _agent_types(self) -> frozenset[str]:
+        return frozenset(a.agent_type for a in self.agents.values())
+
+    def has_agents(self, agent_type: str) -> bool:
+        return agent_type in self._agent_types
+
+    def agents_of_type(self, agent_type: str) -> list[Agent]:
+        return sorted((a for a in self.agents.values() if a.agent_type == agent_type), key=lambda a: a.id)
+
+    def tunnel_endpoints(self) -> dict[str, str]:
+        """Every host's underlay address, from its Linux bridge agent's ``tunneling_ip``."""
+        return {a.host: a.tunneling_ip for a in self.agents_of_type(AGENT_L2) if a.tunneling_ip}
+
+    def hosts_with_ports(self, network_id: NetworkId) -> set[str]:
+        """The hosts that hold a port of the network (what l2population sends FDB entries for)."""
+        return {p.binding_host_id for p in self.ports_of(network_id) if p.binding_host_id}
+
 
 # --- parsing the server's JSON -------------------------------------------
 
@@ -254,6 +350,10 @@ def network_from_api(d: Mapping[str, Any]) -> Network:
         mtu=int(d.get("mtu") or 1500),
         admin_state_up=bool(d.get("admin_state_up", True)),
         dns_domain=d.get("dns_domain") or "",
+        network_type=d.get("provider:network_type") or "local",
+        segmentation_id=(int(d["provider:segmentation_id"])
+                         if d.get("provider:segmentation_id") is not None else None),
+        physical_network=d.get("provider:physical_network"),
     )
 
 
@@ -300,6 +400,7 @@ def port_from_api(d: Mapping[str, Any]) -> Port:
             for p in d.get("allowed_address_pairs") or ()
         ),
         security_groups=tuple(SecurityGroupId(g) for g in d.get("security_groups") or ()),
+        binding_host_id=d.get("binding:host_id") or "",
     )
 
 
@@ -371,10 +472,33 @@ def instance_from_api(d: Mapping[str, Any]) -> Instance:
     )
 
 
+def agent_from_api(d: Mapping[str, Any]) -> Agent:
+    return Agent(
+        id=AgentId(d["id"]),
+        agent_type=d.get("agent_type") or "",
+        host=d.get("host") or "",
+        binary=d.get("binary") or "",
+        topic=d.get("topic") or "",
+        admin_state_up=bool(d.get("admin_state_up", True)),
+        configurations=dict(d.get("configurations") or {}),
+        availability_zone=d.get("availability_zone"),
+    )
+
+
+def binding_from_api(d: Mapping[str, Any]) -> Binding:
+    return Binding(
+        id=d["id"],
+        agent_id=AgentId(d["agent_id"]),
+        host=d.get("host") or "",
+        network_id=NetworkId(d["network_id"]) if d.get("network_id") else None,
+        router_id=RouterId(d["router_id"]) if d.get("router_id") else None,
+    )
+
+
 # The resource kinds: Neutron's, served under /v2.0, then netmeta's own. Also
 # the order of the state document and of the feed (RESOURCE_KINDS).
 NEUTRON_KINDS = ("networks", "subnets", "ports", "routers")
-RESOURCE_KINDS = (*NEUTRON_KINDS, "instances", "security_groups")
+RESOURCE_KINDS = (*NEUTRON_KINDS, "instances", "security_groups", "agents", "bindings")
 # The state document also lists each rule on its own (the feed reads them in their group).
 STATE_KINDS = (*RESOURCE_KINDS, "security_group_rules")
 
@@ -385,6 +509,8 @@ PARSERS = {
     "routers": router_from_api,
     "instances": instance_from_api,
     "security_groups": security_group_from_api,
+    "agents": agent_from_api,
+    "bindings": binding_from_api,
 }
 
 
@@ -405,4 +531,6 @@ def snapshot_from_state(state: Mapping[str, Any]) -> Snapshot:
         routers=parsed["routers"],
         instances=parsed["instances"],
         security_groups=parsed["security_groups"],
+        agents=parsed["agents"],
+        bindings=parsed["bindings"],
     )

@@ -31,7 +31,7 @@ from aiohttp import web
 from netmeta.config import Config, ConfigError
 from netmeta.errors import StartupError
 from netmeta.metrics import FAILING, OK, Endpoint, Health
-from netmeta.server import auth, identity, metrics, netmeta_api, neutron_api
+from netmeta.server import agents, auth, identity, metrics, netmeta_api, neutron_api
 from netmeta.server.context import CTX, ChangeHub, ServerContext, dump
 from netmeta.server.errors import MethodNotAllowed, NeutronError, NotFound
 from netmeta.status import write_status
@@ -138,7 +138,13 @@ def build_app(config: Config) -> web.Application:
         revision, _ = await db.read(current_revision)
         app[CTX].hub.revision = revision
         metrics.REVISION.set(revision)
+        checker = asyncio.create_task(agents.watch_agents(app))
         yield
+        checker.cancel()
+        try:
+            await checker
+        except asyncio.CancelledError:
+            pass
         await loop.run_in_executor(None, db.close)
 
     async def wake_watchers(app: web.Application) -> None:
@@ -147,6 +153,7 @@ def build_app(config: Config) -> web.Application:
 
     app.cleanup_ctx.append(database)
     app.on_shutdown.append(wake_watchers)
+    agents.add_routes(app)  # before the generic /v2.0/{kind}/{id} routes
     neutron_api.add_routes(app)
     netmeta_api.add_routes(app)
     return app

@@ -72,9 +72,11 @@ class ServerContext:
     async def write(self, fn: Callable[[Txn], T]) -> T:
         """One request, one transaction; watchers are woken after the commit."""
         dns_domain = self.config.dns_domain
+        settings = self.config
 
         def run(txn: Txn) -> T:
             txn.dns_domain = dns_domain
+            txn.settings = settings
             return fn(txn)
 
         result, revision = await self.db.write(run, utcnow())

@@ -15,51 +15,74 @@ import random
 import uuid
 from typing import Any
 
-from netmeta.model.types import DEVICE_OWNER_DHCP
-from netmeta.server import addresses, ports
+from netmeta.model.types import AGENT_DHCP, DEVICE_OWNER_DHCP
+from netmeta.server import addresses, ports, scheduling
 from netmeta.server.ports import RandBytes, new_port
 from netmeta.server.standard_attrs import create, get_or_404, new_id, save
 from netmeta.store.database import Txn
 
-# Neutron names the DHCP port's device "dhcp<host uuid>-<network id>"; the host
-# part is a stable uuid for "this netmeta" so restarts keep the same name.
+# Neutron names the DHCP port's device "dhcp<host uuid>-<network id>", the host
+# uuid being uuid5(NAMESPACE_DNS, the agent's short host name). A port made
+# before any DHCP agent registered (one host, no agents) uses a stable uuid
+# for "this netmeta", so restarts keep the same name.
 DHCP_HOST_UUID = str(uuid.uuid5(uuid.NAMESPACE_DNS, "dhcp.netmeta"))
 
 
-def dhcp_device_id(network_id: str) -> str:
-    return f"dhcp{DHCP_HOST_UUID}-{network_id}"
+def dhcp_device_id(network_id: str, host: str = "") -> str:
+    """Neutron's ``get_dhcp_agent_device_id``; without a host, netmeta's single-host name."""
+    if not host:
+        return f"dhcp{DHCP_HOST_UUID}-{network_id}"
+    return f"dhcp{uuid.uuid5(uuid.NAMESPACE_DNS, host.split('.')[0])}-{network_id}"
 
 
-def sync_dhcp_port(txn: Txn, network: dict[str, Any], randbytes: RandBytes) -> None:
-    """Make the network's DHCP port match its DHCP-enabled IPv4 subnets."""
+def sync_dhcp_port(txn: Txn, network: dict[str, Any], randbytes: RandBytes, *, schedule: bool = True) -> None:
+    """Make the network's DHCP ports match its DHCP-enabled IPv4 subnets and its DHCP agents.
+
+    One port per DHCP agent bound to the network (:mod:`.scheduling`), or a
+    single unbound one while no DHCP agent has ever registered. A port whose
+    agent left is handed to an agent that has none yet, addresses and all.
+    ``schedule=False`` only follows the bindings (an admin just removed one).
+    """
     wanted = [
         s for s in txn.select("subnets", network_id=network["id"]) if s["enable_dhcp"] and s["ip_version"] == 4
     ]
     existing = [p for p in txn.select("ports", network_id=network["id"]) if p["device_owner"] == DEVICE_OWNER_DHCP]
-    port = existing[0] if existing else None
-    for extra in existing[1:]:
-        txn.remove("ports", extra)
     if not wanted:
-        if port is not None:
-            txn.remove("ports", port)
+        for old in existing:
+            txn.remove("ports", old)
         return
+    if scheduling.agents_of(txn, AGENT_DHCP):
+        if schedule:
+            scheduling.schedule_network(txn, network["id"])
+        targets = [(dhcp_device_id(network["id"], b["host"]), b["host"])
+                   for b in scheduling.network_bindings(txn, network["id"])]
+    else:
+        targets = [(dhcp_device_id(network["id"]), "")]
+    by_device = {p["device_id"]: p for p in existing}
+    spare = [p for p in existing if p["device_id"] not in {d for d, _ in targets}]
+    spare.sort(key=lambda p: (bool(p.get("binding:host_id")), p["id"]))  # unbound ones are adopted first
     wanted_ids = [s["id"] for s in wanted]
-    if port is None:
-        port_id = new_id()
-        fixed = _dhcp_addresses(txn, port_id, wanted, [])
-        obj = new_port(port_id, network, txn.now, randbytes)
-        obj.update({"device_owner": DEVICE_OWNER_DHCP, "device_id": dhcp_device_id(network["id"]),
-                    "fixed_ips": fixed})
-        create(txn, "ports", obj)
-        return
-    kept = [f for f in port["fixed_ips"] if f["subnet_id"] in wanted_ids]
-    for gone in port["fixed_ips"]:
-        if gone not in kept:
-            txn.release(port["id"], gone["subnet_id"], gone["ip_address"])
-    fixed = _dhcp_addresses(txn, port["id"], wanted, kept)
-    if fixed != port["fixed_ips"]:
-        port["fixed_ips"] = fixed
-        save(txn, "ports", port)
+    for device_id, host in targets:
+        port: dict[str, Any] | None = by_device.get(device_id)
+        if port is None and spare:
+            port = spare.pop(0)
+        if port is None:
+            port_id = new_id()
+            obj = new_port(port_id, network, txn.now, randbytes)
+            obj.update({"device_owner": DEVICE_OWNER_DHCP, "device_id": device_id, "binding:host_id": host,
+                        "fixed_ips": _dhcp_addresses(txn, port_id, wanted, [])})
+            create(txn, "ports", obj)
+            continue
+        kept = [f for f in port["fixed_ips"] if f["subnet_id"] in wanted_ids]
+        for gone in port["fixed_ips"]:
+            if gone not in kept:
+                txn.release(port["id"], gone["subnet_id"], gone["ip_address"])
+        fixed = _dhcp_addresses(txn, port["id"], wanted, kept)
+        if (fixed, device_id, host) != (port["fixed_ips"], port["device_id"], port.get("binding:host_id", "")):
+            port.update({"fixed_ips": fixed, "device_id": device_id, "binding:host_id": host})
+            save(txn, "ports", port)
+    for extra in spare:
+        txn.remove("ports", extra)
 
 
 def _dhcp_addresses(

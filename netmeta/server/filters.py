@@ -49,11 +49,15 @@ ATTRIBUTES: dict[str, set[str]] = {
                              "revision_number", "security_group_id", "direction", "ethertype", "protocol",
                              "port_range_min", "port_range_max", "remote_ip_prefix", "remote_group_id",
                              "remote_address_group_id", "normalized_cidr", "belongs_to_default_sg"},
+    "agents": {"id", "agent_type", "binary", "topic", "host", "admin_state_up", "created_at", "started_at",
+               "heartbeat_timestamp", "alive", "configurations", "availability_zone", "description",
+               "resources_synced"},
     "instances": {"id", "name", "hostname", "project_id", "tenant_id", "availability_zone", "flavor",
                   "key_name", "launch_index", "created_at", "updated_at", "revision_number", "ports"},
 }
 BOOLEAN = {"admin_state_up", "shared", "router:external", "port_security_enabled", "enable_dhcp", "distributed",
-           "ha", "is_default", "l2_adjacency", "stateful", "belongs_to_default_sg", "dns_publish_fixed_ip", "enable_ndp_proxy", "propagate_uplink_status"}
+           "ha", "is_default", "l2_adjacency", "stateful", "belongs_to_default_sg", "dns_publish_fixed_ip", "enable_ndp_proxy", "propagate_uplink_status",
+           "alive"}
 MultiQuery = Sequence[tuple[str, str]]
 
 

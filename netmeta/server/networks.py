@@ -22,7 +22,7 @@ from typing import Any
 
 from netmeta.model import ipam
 from netmeta.model.types import DEVICE_OWNER_DHCP
-from netmeta.server import addresses
+from netmeta.server import addresses, scheduling, segments
 from netmeta.server.dhcp_port import sync_dhcp_port
 from netmeta.server.errors import Conflict, invalid
 from netmeta.server.standard_attrs import Caller, base, create, get_or_404, new_id, save
@@ -47,8 +47,7 @@ def network_attrs(obj: dict[str, Any], body: dict[str, Any]) -> None:
         obj["availability_zone_hints"] = as_str_list(body["availability_zone_hints"], "availability_zone_hints")
     if "dns_domain" in body:
         obj["dns_domain"] = as_str(body["dns_domain"], "dns_domain")
-    for passive in ("qos_policy_id", "is_default", "provider:network_type", "provider:physical_network",
-                    "provider:segmentation_id"):
+    for passive in ("qos_policy_id", "is_default"):
         if passive in body:
             obj[passive] = body[passive]
 
@@ -79,11 +78,13 @@ def create_network(txn: Txn, body: dict[str, Any], caller: Caller) -> dict[str, 
         }
     )
     network_attrs(obj, body)
+    segments.assign(txn, obj, body)
     return create(txn, "networks", obj)
 
 
 def update_network(txn: Txn, net_id: str, body: dict[str, Any]) -> dict[str, Any]:
     obj = get_or_404(txn, "networks", net_id)
+    segments.check_update(obj, body)
     network_attrs(obj, body)
     return save(txn, "networks", obj)
 
@@ -104,6 +105,8 @@ def delete_network(txn: Txn, net_id: str) -> None:
     for subnet in txn.select("subnets", network_id=net_id):
         txn.release_subnet(subnet["id"])
         txn.remove("subnets", subnet)
+    segments.release(txn, net_id)
+    scheduling.remove_network_bindings(txn, net_id)
     txn.remove("networks", net)
 
 

@@ -67,6 +67,11 @@ EXTENSIONS = [
     ("security-group", "security-group", "The security groups extension."),
     ("port-security", "Port Security", "Provides port security"),
     ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
+    ("agent", "agent", "The agent management extension."),
+    ("dhcp_agent_scheduler", "DHCP Agent Scheduler", "Schedule networks among dhcp agents"),
+    ("l3_agent_scheduler", "L3 Agent Scheduler", "Schedule routers among l3 agents"),
+    ("provider", "Provider Network", "Expose mapping of virtual networks to physical networks"),
+    ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
 ]
 # URL path segment → internal kind (the store's table name).
 SG_KINDS = {"security-groups": "security_groups", "security-group-rules": "security_group_rules"}

@@ -39,7 +39,7 @@ from typing import Any
 
 from netmeta.model import ipam
 from netmeta.model.types import DEVICE_OWNER_ROUTER_INTF, ROUTER_INTERFACE_OWNERS
-from netmeta.server import addresses
+from netmeta.server import addresses, scheduling
 from netmeta.server.errors import BadRequest, Conflict, NotFound, invalid
 from netmeta.server.ports import new_port, remove_port
 from netmeta.server.standard_attrs import Caller, base, create, get_or_404, new_id, save
@@ -146,7 +146,9 @@ def create_router(txn: Txn, body: dict[str, Any], caller: Caller) -> dict[str, A
     _router_attrs(obj, body)
     if "routes" in body:
         _set_routes(txn, obj, _parse_routes(body["routes"]))
-    return create(txn, "routers", obj)
+    create(txn, "routers", obj)
+    scheduling.schedule_router(txn, obj["id"])
+    return obj
 
 
 def update_router(txn: Txn, router_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -165,6 +167,7 @@ def delete_router(txn: Txn, router_id: str) -> None:
     obj = get_or_404(txn, "routers", router_id)
     if interface_ports(txn, router_id):
         raise Conflict(f"Router {router_id} still has ports", "RouterInUse")
+    scheduling.remove_router_bindings(txn, router_id)
     txn.remove("routers", obj)
 
 
@@ -232,6 +235,7 @@ def add_interface(txn: Txn, router_id: str, raw: object) -> dict[str, Any]:
         _check_duplicate_subnets(txn, router_id, subnets)
         port["device_owner"] = DEVICE_OWNER_ROUTER_INTF
         port["device_id"] = router_id
+        port["binding:host_id"] = scheduling.router_host(txn, router_id) or port.get("binding:host_id", "")
         save(txn, "ports", port)
     elif subnet_id:
         subnet = get_or_404(txn, "subnets", subnet_id)
@@ -245,6 +249,7 @@ def add_interface(txn: Txn, router_id: str, raw: object) -> dict[str, Any]:
         ]
         port["device_owner"] = DEVICE_OWNER_ROUTER_INTF
         port["device_id"] = router_id
+        port["binding:host_id"] = scheduling.router_host(txn, router_id)
         create(txn, "ports", port)
     else:
         raise BadRequest("Bad router request: Either subnet_id or port_id must be specified.", "BadRequest")

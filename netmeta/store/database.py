@@ -111,6 +111,10 @@ class Txn:
     # The server's dns_domain setting, for attributes derived on write (a
     # port's dns_assignment); the server sets it on each transaction.
     dns_domain: str = "openstacklocal"
+    # The server's settings (a netmeta.config.Config), for decisions taken on
+    # write: VNI ranges, how many DHCP agents a network gets. None in tests
+    # that drive the store alone: every reader has a default.
+    settings: Any = None
 
     def __init__(self, conn: Connection, revision: int, now: str) -> None:
         self.conn = conn
@@ -155,14 +159,21 @@ class Txn:
             cols["project_id"] = obj.get("project_id") or ""
         elif kind == "security_group_rules":
             cols["security_group_id"] = obj["security_group_id"]
+        elif kind == "agents":
+            cols["agent_type"] = obj["agent_type"]
+            cols["host"] = obj["host"]
+        elif kind == "bindings":
+            cols["agent_id"] = obj["agent_id"]
+            cols["network_id"] = obj.get("network_id") or ""
+            cols["router_id"] = obj.get("router_id") or ""
         return cols
 
-    def add(self, kind: str, obj: dict[str, Any]) -> None:
+    def add(self, kind: str, obj: dict[str, Any], **extra: Any) -> None:
         rev = self._record(kind, ADDED, obj)
         table = schema.RESOURCE_TABLES[kind]
         self.conn.execute(
             _prepared(("insert", kind), lambda: insert(table)),
-            {"id": obj["id"], "created_rev": rev, "body": dumps(obj), **self._columns(kind, obj)},
+            {"id": obj["id"], "created_rev": rev, "body": dumps(obj), **self._columns(kind, obj), **extra},
         )
 
     def update(self, kind: str, obj: dict[str, Any]) -> None:
@@ -178,6 +189,41 @@ class Txn:
         self.conn.execute(delete(table).where(table.c.id == obj["id"]))
         if kind == "ports":
             self.release(obj["id"])
+
+    def set_columns(self, kind: str, obj_id: str, **values: Any) -> None:
+        """Change bookkeeping columns outside the document: no revision, no event (a heartbeat)."""
+        table = schema.RESOURCE_TABLES[kind]
+        self.conn.execute(update(table).where(table.c.id == obj_id).values(**values))
+
+    def column_rows(self, kind: str, *columns: str) -> list[tuple[Any, ...]]:
+        """Some columns of every row, without parsing documents."""
+        table = schema.RESOURCE_TABLES[kind]
+        return [tuple(r) for r in self.conn.execute(select(*(table.c[c] for c in columns)))]
+
+    def column_values(self, kind: str, column: str) -> dict[str, Any]:
+        """One bookkeeping column of every row, by id (agents' heartbeats)."""
+        table = schema.RESOURCE_TABLES[kind]
+        return {str(r[0]): r[1] for r in self.conn.execute(select(table.c.id, table.c[column]))}
+
+    # --- VXLAN VNIs ------------------------------------------------------------
+
+    def vni_owner(self, vni: int) -> str | None:
+        table = schema.vxlan_allocations
+        found = self.conn.execute(select(table.c.network_id).where(table.c.vxlan_vni == vni)).scalar()
+        return str(found) if found is not None else None
+
+    def allocated_vnis(self, lo: int, hi: int) -> list[int]:
+        table = schema.vxlan_allocations
+        rows = self.conn.execute(select(table.c.vxlan_vni).where(table.c.vxlan_vni >= lo, table.c.vxlan_vni <= hi)
+                                 .order_by(table.c.vxlan_vni))
+        return [int(v) for v in rows.scalars()]
+
+    def claim_vni(self, vni: int, network_id: str) -> None:
+        self.conn.execute(insert(schema.vxlan_allocations).values(vxlan_vni=vni, network_id=network_id))
+
+    def release_vnis(self, network_id: str) -> None:
+        table = schema.vxlan_allocations
+        self.conn.execute(delete(table).where(table.c.network_id == network_id))
 
     # --- address allocations -------------------------------------------------
 

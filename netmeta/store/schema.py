@@ -121,6 +121,41 @@ security_group_rules = Table(
     Column("body", Text, nullable=False),
 )
 
+# Issue 13 (migration 3): agents, which agent hosts what, VXLAN VNIs.
+# heartbeat_at is outside the body on purpose: a heartbeat rewrites only this
+# column and records no change, so agents' reports do not wake every watcher.
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("agent_type", String(255), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("heartbeat_at", String(32), nullable=False),
+    Column("created_rev", BigInteger, nullable=False, index=True),
+    Column("body", Text, nullable=False),
+    UniqueConstraint("agent_type", "host", name="uq_agents_type_host"),  # Neutron's uniq_agents0agent_type0host
+)
+
+bindings = Table(
+    "bindings",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("agent_id", String(ID), nullable=False, index=True),
+    Column("network_id", String(ID), nullable=False, index=True),  # "" for a router's
+    Column("router_id", String(ID), nullable=False, index=True),  # "" for a network's
+    Column("created_rev", BigInteger, nullable=False, index=True),
+    Column("body", Text, nullable=False),
+)
+
+# ml2_vxlan_allocations, keeping only allocated VNIs: the primary key is what
+# makes one VNI one network, across every server on the database.
+vxlan_allocations = Table(
+    "vxlan_allocations",
+    metadata,
+    Column("vxlan_vni", BigInteger, primary_key=True, autoincrement=False),
+    Column("network_id", String(ID), nullable=False, index=True),
+)
+
 changes = Table(
     "changes",
     metadata,
@@ -152,9 +187,13 @@ RESOURCE_TABLES: dict[str, Table] = {
     "instances": instances,
     "security_groups": security_groups,
     "security_group_rules": security_group_rules,
+    "agents": agents,
+    "bindings": bindings,
 }
-# Tables each migration creates; the first made everything that existed then.
-_LATER = (security_groups, security_group_rules)
+# Tables each later migration creates; the first made everything that existed then.
+_SECOND = (security_groups, security_group_rules)
+_THIRD = (agents, bindings, vxlan_allocations)
+_LATER = (*_SECOND, *_THIRD)
 
 
 def _migration_1(conn: Connection) -> None:
@@ -172,12 +211,21 @@ def _migration_2(conn: Connection) -> None:
     port without groups. Give them the default group with
     ``openstack port set --security-group default``.
     """
-    metadata.create_all(conn, tables=list(_LATER))
+    metadata.create_all(conn, tables=list(_SECOND))
     if conn.dialect.name == "postgresql":  # SQLite does not enforce VARCHAR lengths
         conn.execute(text("ALTER TABLE changes ALTER COLUMN kind TYPE VARCHAR(32)"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2]
+def _migration_3(conn: Connection) -> None:
+    """Agents, their bindings to networks and routers, VXLAN VNIs (issue 13).
+
+    Networks made before this keep ``provider:network_type`` "local" and no
+    VNI; their DHCP port is adopted by the first DHCP agent that reports.
+    """
+    metadata.create_all(conn, tables=list(_THIRD))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2, _migration_3]
 
 
 def migrate(conn: Connection) -> int:
