@@ -36,6 +36,7 @@ from netmeta.server.context import CTX, ChangeHub, ServerContext, dump
 from netmeta.server.errors import MethodNotAllowed, NeutronError, NotFound
 from netmeta.status import write_status
 from netmeta.store.database import Database, current_revision
+from netmeta.store.notify import Listener
 
 log = logging.getLogger("netmeta.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -138,13 +139,15 @@ def build_app(config: Config) -> web.Application:
         revision, _ = await db.read(current_revision)
         app[CTX].hub.revision = revision
         metrics.REVISION.set(revision)
-        checker = asyncio.create_task(agents.watch_agents(app))
+        tasks = [asyncio.create_task(agents.watch_agents(app))]
+        if not db.is_sqlite:
+            listener = Listener(db.url, app[CTX].hub.committed)
+            app[CTX].hub.listening = listener.listening
+            tasks.append(asyncio.create_task(listener.run()))
         yield
-        checker.cancel()
-        try:
-            await checker
-        except asyncio.CancelledError:
-            pass
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await loop.run_in_executor(None, db.close)
 
     async def wake_watchers(app: web.Application) -> None:

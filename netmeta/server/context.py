@@ -3,9 +3,12 @@
 :class:`ChangeHub` is how a long-polling watcher learns that something was
 committed without polling the database in a tight loop: writers call
 :meth:`ChangeHub.committed` after each commit and waiters wake on an
-``asyncio.Condition``. Waiters also give up after at most a second and read
-the database again, which is what lets several server processes share one
-PostgreSQL: a commit made by *another* process is seen within that second.
+``asyncio.Condition``. On PostgreSQL, commits made by *other* servers
+arrive the same way, from a LISTEN connection (:mod:`netmeta.store.notify`).
+Waiters also give up after :attr:`ChangeHub.recheck` seconds and read the
+database again — a second while nothing listens (SQLite shared by nobody,
+or the LISTEN connection lost), longer while it does — so no change is
+ever missed, only at worst late.
 """
 
 from __future__ import annotations
@@ -33,6 +36,13 @@ class ChangeHub:
         self._cond = asyncio.Condition()
         self.revision = 0
         self.closing = False
+        # Set when a LISTEN connection tells this hub about other servers' commits.
+        self.listening: asyncio.Event | None = None
+
+    @property
+    def recheck(self) -> float:
+        """How long a waiter sleeps before reading the database again anyway."""
+        return 5.0 if self.listening is not None and self.listening.is_set() else 1.0
 
     async def committed(self, revision: int) -> None:
         async with self._cond:

@@ -53,7 +53,7 @@ ATTRIBUTES: dict[str, set[str]] = {
                "heartbeat_timestamp", "alive", "configurations", "availability_zone", "description",
                "resources_synced"},
     "instances": {"id", "name", "hostname", "project_id", "tenant_id", "availability_zone", "flavor",
-                  "key_name", "launch_index", "created_at", "updated_at", "revision_number", "ports"},
+                  "key_name", "launch_index", "created_at", "updated_at", "revision_number", "ports", "host"},
 }
 BOOLEAN = {"admin_state_up", "shared", "router:external", "port_security_enabled", "enable_dhcp", "distributed",
            "ha", "is_default", "l2_adjacency", "stateful", "belongs_to_default_sg", "dns_publish_fixed_ip", "enable_ndp_proxy", "propagate_uplink_status",

@@ -28,7 +28,7 @@ from typing import Any
 
 from netmeta.model.types import COMPUTE_OWNER_PREFIX
 from netmeta.server import addresses
-from netmeta.server.errors import BadRequest, Conflict, invalid
+from netmeta.server.errors import BadRequest, Conflict, Forbidden, invalid
 from netmeta.server import portsec
 from netmeta.server.ports import new_port, remove_port
 from netmeta.server.standard_attrs import Caller, create, get_or_404, new_id, save
@@ -41,7 +41,7 @@ META_MAX_ITEMS = 128
 PASSWORD_MAX = 1020
 META_KEY = re.compile(r"[a-zA-Z0-9\-_:. ]{1,255}")  # Nova's metadata key pattern
 ALLOWED = {"name", "hostname", "project_id", "tenant_id", "availability_zone", "flavor", "user_data",
-           "key_name", "public_key", "meta", "networks"}
+           "key_name", "public_key", "meta", "networks", "host"}
 
 
 def sanitize_hostname(name: str, instance_id: str) -> str:
@@ -110,6 +110,7 @@ def create_instance(txn: Txn, raw: object, caller: Caller) -> dict[str, Any]:
     check_name(name, "name")
     hostname = as_dns_name(body["hostname"], "hostname", 63) if body.get("hostname") is not None else None
     zone = as_str(body.get("availability_zone", "nova"), "availability_zone") or "nova"
+    host = _host(body.get("host"), caller)
     instance_id = new_id()
     obj: dict[str, Any] = {
         "id": instance_id,
@@ -123,6 +124,8 @@ def create_instance(txn: Txn, raw: object, caller: Caller) -> dict[str, Any]:
         "public_key": as_str(body.get("public_key"), "public_key", 16384, allow_none=True),
         "meta": _meta(body.get("meta")),
         "launch_index": 0,
+        # Nova's OS-EXT-SRV-ATTR:host: where the guest runs; its ports' binding:host_id.
+        "host": host,
         "ports": [],
         "password": None,
         "created_at": txn.now,
@@ -141,6 +144,19 @@ def create_instance(txn: Txn, raw: object, caller: Caller) -> dict[str, Any]:
     return obj
 
 
+def _host(value: object, caller: Caller) -> str:
+    """The host a guest runs on: the admin's or a service's to choose (Nova's requested destination)."""
+    if value is None or value == "":
+        return ""
+    host = as_str(value, "host") or ""
+    if any(c.isspace() for c in host) or "/" in host:
+        raise invalid(f"host {host[:40]!r} must be a host name")
+    if not caller.sees_all:
+        raise Forbidden("(rule:compute:servers:create:requested_destination) is disallowed by policy",
+                        "PolicyNotAuthorized")
+    return host
+
+
 def _attach(txn: Txn, instance: dict[str, Any], item: object, owner: str) -> str:
     if not isinstance(item, dict) or not item or set(item) - {"uuid", "port", "fixed_ip"}:
         raise invalid(f"network entry {item!r} must be {{uuid}}, {{port}} or {{uuid, fixed_ip}}")
@@ -156,11 +172,14 @@ def _attach(txn: Txn, instance: dict[str, Any], item: object, owner: str) -> str
             raise Conflict(f"Port {port['id']} not usable for instance {instance['id']}: it belongs to "
                            f"project {port['project_id']}, not {instance['project_id']}.", "PortNotUsable")
         port["device_id"], port["device_owner"] = instance["id"], owner
+        if instance["host"]:
+            port["binding:host_id"] = instance["host"]
         save(txn, "ports", port)
         return str(port["id"])
     network = get_or_404(txn, "networks", as_str(item.get("uuid"), "uuid") or "")
     port = new_port(new_id(), network, txn.now, random.randbytes, instance["project_id"])
     port["device_id"], port["device_owner"] = instance["id"], owner
+    port["binding:host_id"] = instance["host"]
     subnets = txn.select("subnets", network_id=network["id"])
     if "fixed_ip" in item:
         requests = addresses.parse_requests([{"ip_address": item["fixed_ip"]}], subnets, txn, network["id"])
@@ -184,6 +203,8 @@ def delete_instance(txn: Txn, instance_id: str) -> None:
             txn.remove("ports", port)
         else:
             port["device_id"], port["device_owner"] = "", ""
+            if obj.get("host"):
+                port["binding:host_id"] = ""
             save(txn, "ports", port)
     txn.remove("instances", obj)
 

@@ -196,7 +196,7 @@ async def watch(request: web.Request) -> web.Response:
         remaining = deadline - loop.time()
         if remaining <= 0 or server.hub.closing:
             return dump({"revision": revision, "events": []})
-        await server.hub.wait_beyond(revision, min(1.0, remaining))
+        await server.hub.wait_beyond(revision, min(server.hub.recheck, remaining))
 
 
 def add_routes(app: web.Application) -> None:

@@ -44,11 +44,13 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 
 from netmeta.store import schema
+from netmeta.store.notify import notify_sql
 
 T = TypeVar("T")
 
@@ -347,6 +349,9 @@ class Database:
                     conn.execute(delete(schema.changes).where(schema.changes.c.revision <= floor))
                     values["compacted"] = floor
                 conn.execute(update(schema.revision).where(schema.revision.c.id == 1).values(**values))
+                if not self.is_sqlite:
+                    # Delivered at COMMIT to every server LISTENing (netmeta.store.notify).
+                    conn.execute(text(notify_sql()), {"revision": txn.revision})
             return result, txn.revision
 
     async def write(self, fn: Callable[[Txn], T], now: str) -> tuple[T, int]:

@@ -125,7 +125,8 @@ class Guests:
         net = self.client.find("networks", network)
         self._check_dhcp(net)
         # The guest belongs to its network's project (the service user acts for it).
-        fields: dict[str, Any] = {"name": name, "networks": [{"uuid": net["id"]}], "project_id": net["project_id"]}
+        fields: dict[str, Any] = {"name": name, "networks": [{"uuid": net["id"]}], "project_id": net["project_id"],
+                                  "host": self.config.host}  # its port's binding:host_id (`vm boot --host H`)
         if user_data is not None:
             fields["user_data"] = base64.b64encode(user_data).decode()
         if key_name:

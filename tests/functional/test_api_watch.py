@@ -10,11 +10,6 @@
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,6 +19,7 @@ import pytest
 
 from netmeta.model.types import STATE_KINDS
 from tests.functional.conftest import Api, ServerProcess
+from tests.pg import postgres_cluster
 
 
 
@@ -139,47 +135,11 @@ def test_committed_change_survives_kill_9(server_factory: Callable[..., ServerPr
 # --- PostgreSQL -------------------------------------------------------------------
 
 
-def _pg_bin() -> Path | None:
-    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True) + ["/usr/local/bin", "/usr/bin"]:
-        if (Path(candidate) / "initdb").exists() and (Path(candidate) / "pg_ctl").exists():
-            return Path(candidate)
-    return None
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A throwaway cluster on a unix socket in a temp dir, always stopped."""
-    bindir = _pg_bin()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
-    root = Path(tempfile.mkdtemp(prefix="netmeta-pg-"))
-    data, sock = root / "data", root / "sock"
-    sock.mkdir()
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
-        shutil.chown(root, "nobody")
-        shutil.chown(sock, "nobody")
-        os.chmod(root, 0o755)
-        run_as = ["runuser", "-u", "nobody", "--"]
-    env = {**os.environ, "LANG": "C", "LC_ALL": "C"}
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "netmeta", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True, env=env)
-    started = subprocess.run(
-        [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "pg.log"), "-o",
-         f"-k {sock} -c listen_addresses='' -c fsync=off", "start"],
-        capture_output=True, env=env,
-    )
-    if started.returncode != 0:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"could not start PostgreSQL: {started.stderr.decode()[-500:]}")
-    try:
-        yield f"postgresql://netmeta@/postgres?host={sock}"
-    finally:
-        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       capture_output=True, env=env)
-        shutil.rmtree(root, ignore_errors=True)
+    """A throwaway cluster on a unix socket in a temp dir, always stopped (tests/pg.py)."""
+    with postgres_cluster() as url:
+        yield url
 
 
 def test_postgresql_flow_shared_by_two_servers(

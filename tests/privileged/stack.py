@@ -188,7 +188,7 @@ def make_stack(state_dir: str = "", **overrides: Any) -> Iterator[Stack]:
     metrics_binds = {f"{c}_metrics_bind": "127.0.0.1:0" for c in ("server", "agent", "metadata")}
     config = Config(
         state_dir=state_dir,
-        bind=f"127.0.0.1:{free_port()}",
+        bind=overrides.pop("bind", None) or f"127.0.0.1:{free_port()}",
         fabric_namespace=f"nmt{tag}-fabric",
         **{**metrics_binds, **overrides},
     )
