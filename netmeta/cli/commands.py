@@ -414,8 +414,11 @@ def cmd_vm_exec(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_vm_renew(args: argparse.Namespace, config: Config) -> int:
+    from netmeta.cli import vms
     from netmeta.vm.guests import GuestError
 
+    if vms.is_machine(config, args.name):
+        return vms.cmd_vm_renew(args, config)
     try:
         guest = _guests(config).renew(args.name)
     except GuestError as exc:

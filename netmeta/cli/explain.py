@@ -16,30 +16,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from netmeta.client import ApiError, Client
 from netmeta.config import Config
 from netmeta.model import names
-from netmeta.model.diagnosis import NOTE, OK, NamespaceFacts, Observations, explain
+from netmeta.model.diagnosis import NOTE, OK, Explanation, NamespaceFacts, Observations, explain
 from netmeta.model.types import DEVICE_OWNER_DHCP, METADATA_IPV4, Port, Snapshot, snapshot_from_state
+from netmeta.model.vm_diagnosis import VmFacts, dhclient_lease_routes, explain_vm, lease_for
 
 if TYPE_CHECKING:
+    from netmeta.agent.host import Host
     from netmeta.vm.guests import Guest
+    from netmeta.vm.machines import Machine
 
 # curl exit codes worth a word instead of a number
 CURL_ERRORS = {6: "could not resolve host", 7: "connection refused or no route to host",
                28: "timed out (packets dropped on the way?)", 52: "empty reply", 56: "connection reset"}
-
-
-def _find_guest(config: Config, key: str) -> Guest:
-    from netmeta.vm.guests import GuestError, Guests
-
-    for guest in Guests(config).list_all():
-        if key in (guest.name, guest.instance_id, guest.ip):
-            return guest
-    raise GuestError(f"no guest on this host is named, has the instance id or the IP {key!r}")
 
 
 def _next_hop_owner(snapshot: Snapshot, net_id: str, gateway: str | None) -> Port | None:
@@ -70,63 +66,176 @@ def _namespace_facts(owner: Port) -> NamespaceFacts:
     return NamespaceFacts(name, True, addresses, rules, listening, device)
 
 
-def observe(config: Config, guest: Guest, snapshot: Snapshot) -> Observations:
-    """Look at the guest, its DHCP lease, the opts file and the namespace behind its next hop."""
-    from netmeta.drivers import dhclient, netns
+# What the guest itself is asked, in its own namespace or over SSH in a VM.
+PATH_COMMANDS: dict[str, list[str]] = {
+    "route": ["ip", "-j", "route", "get", METADATA_IPV4],
+    "table": ["ip", "-j", "-4", "route", "show"],
+    "fetch": ["curl", "-sS", "--max-time", "3", "-o", "/dev/stdout", "-w", "\n%{http_code}",
+              f"http://{METADATA_IPV4}/openstack/latest/meta_data.json"],
+}
+Ran = Mapping[str, tuple[int, str]]  # command key → (exit code, stdout)
 
-    ns = guest.namespace
-    route = netns.run_in_namespace(ns, ["ip", "-j", "route", "get", METADATA_IPV4], check=False)
+
+def observe_path(config: Config, snapshot: Snapshot, ran: Ran, *, name: str, ip: str, instance_id: str,
+                 network_id: str, dhcp_routes: str) -> Observations:
+    """The guest's route, the opts file, the namespace behind its next hop and a fetch, as Observations."""
+    code, out = ran.get("route", (1, ""))
     gateway, found = None, False
-    if route.returncode == 0:
-        entries = json.loads(route.stdout or "[]")
+    if code == 0:
+        entries = json.loads(out or "[]")
         if entries:
             found = True
             gateway = entries[0].get("gateway")
-    table = netns.run_in_namespace(ns, ["ip", "-j", "-4", "route", "show"], check=False)
+    code, out = ran.get("table", (1, ""))
     specific = any(r.get("dst") in (METADATA_IPV4, f"{METADATA_IPV4}/32")
-                   for r in json.loads(table.stdout or "[]")) if table.returncode == 0 else False
-    env = dhclient.read_env(guest.paths)
-    opts_path = config.paths.dhcp_file(guest.network_id, "opts")
-    try:
-        with open(opts_path, encoding="utf-8") as handle:
-            opts = tuple(handle.read().splitlines())
-    except OSError:
-        opts = ()
-    owner = _next_hop_owner(snapshot, guest.network_id, gateway)
+                   for r in json.loads(out or "[]")) if code == 0 else False
+    opts = _opts_lines(config, network_id)
+    owner = _next_hop_owner(snapshot, network_id, gateway)
     facts = _namespace_facts(owner) if owner is not None else None
-    fetch = netns.run_in_namespace(
-        ns, ["curl", "-sS", "--max-time", "3", "-o", "/dev/stdout", "-w", "\n%{http_code}",
-             f"http://{METADATA_IPV4}/openstack/latest/meta_data.json"], check=False)
-    body, _, code = (fetch.stdout or "").rpartition("\n")
-    status = int(code) if code.isdigit() and code != "000" else None
+    fetch_code, fetched = ran.get("fetch", (-1, ""))
+    body, _, status_text = fetched.rpartition("\n")
+    status = int(status_text) if status_text.isdigit() and status_text != "000" else None
     error = ""
     if status is None:
-        error = f"curl exit {fetch.returncode}"
-        if fetch.returncode in CURL_ERRORS:
-            error += f": {CURL_ERRORS[fetch.returncode]}"
+        error = f"curl exit {fetch_code}"
+        if fetch_code in CURL_ERRORS:
+            error += f": {CURL_ERRORS[fetch_code]}"
     return Observations(
-        guest_name=guest.name, guest_ip=guest.ip, instance_id=guest.instance_id, network_id=guest.network_id,
-        route_gateway=gateway, route_found=found, route_specific=specific,
-        dhcp_routes=env.get("new_rfc3442_classless_static_routes", ""),
+        guest_name=name, guest_ip=ip, instance_id=instance_id, network_id=network_id,
+        route_gateway=gateway, route_found=found, route_specific=specific, dhcp_routes=dhcp_routes,
         opts_lines=opts, namespace=facts, fetch_status=status, fetch_body=body if status else "",
         fetch_error=error,
     )
 
 
+def _opts_lines(config: Config, network_id: str) -> tuple[str, ...]:
+    try:
+        with open(config.paths.dhcp_file(network_id, "opts"), encoding="utf-8") as handle:
+            return tuple(handle.read().splitlines())
+    except OSError:
+        return ()
+
+
+def observe(config: Config, guest: Guest, snapshot: Snapshot) -> Observations:
+    """Look at the guest, its DHCP lease, the opts file and the namespace behind its next hop."""
+    from netmeta.drivers import dhclient, netns
+
+    ran = {}
+    for key, argv in PATH_COMMANDS.items():
+        done = netns.run_in_namespace(guest.namespace, argv, check=False)
+        ran[key] = (done.returncode, done.stdout or "")
+    env = dhclient.read_env(guest.paths)
+    return observe_path(config, snapshot, ran, name=guest.name, ip=guest.ip, instance_id=guest.instance_id,
+                        network_id=guest.network_id,
+                        dhcp_routes=env.get("new_rfc3442_classless_static_routes", ""))
+
+
+# A VM is also asked for its dhclient lease file (ifupdown's, one per interface).
+VM_COMMANDS: dict[str, list[str]] = {
+    **PATH_COMMANDS, "lease": ["sh", "-c", "cat /var/lib/dhcp/dhclient*.leases 2>/dev/null"],
+}
+Ask = Callable[[Mapping[str, Sequence[str]]], Ran]
+
+
+def observe_vm(config: Config, machine: Machine, snapshot: Snapshot, host: Host,
+               access: Sequence[Mapping[str, Any]], ask: Ask) -> tuple[VmFacts, Observations | None]:
+    """What the host shows of a VM (through ``host``), then — if it answers SSH — what the VM itself sees.
+
+    ``ask`` runs commands in the VM (over SSH) or raises
+    :class:`~netmeta.vm.machines.MachineError` saying why it cannot.
+    """
+    from netmeta.drivers.errors import DriverError
+    from netmeta.vm import console
+    from netmeta.vm.machines import MachineError
+
+    pid = _qemu_pid(host, machine.pid_file)
+    in_fabric = True
+    if pid is not None:
+        expected = host.namespace_inode(machine.fabric) if machine.fabric else host.process_namespace_inode(os.getpid())
+        in_fabric = expected is not None and host.process_namespace_inode(pid) == expected
+    try:
+        tap = host.observe_links(None).get(machine.tap)
+    except DriverError:
+        tap = None
+    done = console.finished(host.read_file(machine.console_log) or "")
+    lease = lease_for(host.read_file(config.paths.dhcp_file(machine.network_id, "leases")) or "", machine.mac)
+    counts = tuple((str(a["kind"]), str(a["id"]), int(a["count"])) for a in access if a.get("peer") == machine.ip)
+    facts = VmFacts(
+        name=machine.name, instance_id=machine.instance_id, port_id=machine.port_id, network_id=machine.network_id,
+        mac=machine.mac, ip=machine.ip, tap=machine.tap, qemu_pid=pid, qemu_in_fabric=in_fabric,
+        tap_master=None if tap is None else str(tap.get("master") or ""),
+        tap_up=bool(tap.get("up", True)) if tap is not None else False,
+        lease=lease, cloud_init=done.datasource if done else None, uptime=done.uptime if done else None,
+        access=counts, qemu_log="\n".join((host.read_file(machine.qemu_log) or "").splitlines()[-5:]),
+    )
+    if pid is None or tap is None:
+        return replace(facts, ssh="the VM is not running" if pid is None else "its tap is missing"), None
+    try:
+        ran = ask(VM_COMMANDS)
+    except MachineError as exc:
+        return replace(facts, ssh=str(exc)), None
+    if "fetch" not in ran:
+        return replace(facts, ssh="SSH ended before the commands did"), None
+    inside = observe_path(config, snapshot, ran, name=machine.name, ip=machine.ip,
+                          instance_id=machine.instance_id, network_id=machine.network_id,
+                          dhcp_routes=dhclient_lease_routes(ran.get("lease", (1, ""))[1]))
+    return facts, inside
+
+
+def _qemu_pid(host: Host, pid_file: str) -> int | None:
+    text = (host.read_file(pid_file) or "").strip()
+    if not text.isdigit():
+        return None
+    pid = int(text)
+    return pid if any(pid_file in arg for arg in host.process_argv(pid)) else None
+
+
+def _find(config: Config, key: str) -> Guest | Machine:
+    from netmeta.vm.guests import GuestError, Guests
+    from netmeta.vm.machines import Machines
+
+    everyone: list[Guest | Machine] = [*Machines(config).list_all(), *Guests(config).list_all()]
+    for found in everyone:
+        if key in (found.name, found.instance_id, found.ip):
+            return found
+    raise GuestError(f"no guest or VM on this host is named, has the instance id or the IP {key!r}")
+
+
+def explain_machine(config: Config, machine: Machine, snapshot: Snapshot) -> Explanation:
+    """Observe a VM on this host and explain it."""
+    from netmeta.agent.driver_host import DriverHost
+    from netmeta.metadata.service import read_status
+    from netmeta.vm.machines import Machines
+
+    machines = Machines(config)
+    host = DriverHost(config.paths, machine.fabric or None)
+    access = (read_status(config.state_dir) or {}).get("access", [])
+    facts, inside = observe_vm(config, machine, snapshot, host, access,
+                               lambda commands: machines.run_batch(machine.name, commands, timeout=90))
+    return explain_vm(snapshot, facts, inside, opts_lines=_opts_lines(config, machine.network_id),
+                      metadata_port=config.metadata_port, fabric=machine.fabric or "the host's namespace")
+
+
 def cmd_explain(args: argparse.Namespace, config: Config) -> int:
     from netmeta.vm.guests import GuestError
+    from netmeta.vm.machines import Machine
 
     try:
-        guest = _find_guest(config, args.guest)
+        found = _find(config, args.guest)
         snapshot = snapshot_from_state(Client.for_config(config).state())
     except (GuestError, ApiError, OSError) as exc:
         print(f"netmeta: {exc}", file=sys.stderr)
         return 1
-    result = explain(snapshot, observe(config, guest, snapshot), metadata_port=config.metadata_port)
+    if isinstance(found, Machine):
+        result = explain_machine(config, found, snapshot)
+    else:
+        result = explain(snapshot, observe(config, found, snapshot), metadata_port=config.metadata_port)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:
-        print(f"{result.guest}: metadata path {result.path}" + (f" via {result.next_hop}" if result.next_hop else ""))
+        kind = " (VM)" if isinstance(found, Machine) else ""
+        print(f"{result.guest}{kind}: metadata path {result.path}"
+              + (f" via {result.next_hop}" if result.next_hop else ""))
         marks = {OK: "ok  ", NOTE: "note"}
         for finding in result.findings:
             print(f"  {marks.get(finding.severity, 'BAD ')}  {finding.text}")

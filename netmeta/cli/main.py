@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex = add_vm("exec", commands.cmd_vm_exec, "run a command inside the guest")
     ex.add_argument("name", help="the guest's name")
     ex.add_argument("argv", nargs="*", metavar="-- CMD ...", help="the command, after --")
-    renew = add_vm("renew", commands.cmd_vm_renew, "renew the guest's DHCP lease (fresh options and routes)")
+    renew = add_vm("renew", commands.cmd_vm_renew, "renew the guest's DHCP lease (fresh options and routes; a VM renews "
+                  "from inside, over SSH)")
     renew.add_argument("name", help="the guest's name")
     add_vm("list", commands.cmd_vm_list, "list the guests on this host")
     delete = add_vm("delete", commands.cmd_vm_delete, "remove a guest and its instance")

@@ -151,6 +151,21 @@ def cmd_vm_exec(args: argparse.Namespace, config: Config) -> int:
         return 1
 
 
+def cmd_vm_renew(args: argparse.Namespace, config: Config) -> int:
+    from netmeta.client import ApiError
+    from netmeta.vm.machines import MachineError, Machines
+
+    try:
+        lease = Machines(config).renew(args.name)
+    except (MachineError, ApiError) as exc:
+        print(f"netmeta: vm renew {args.name}: {exc}", file=sys.stderr)
+        return 1
+    until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(lease.expiry)) if lease else "?"
+    print(f"{args.name}: lease renewed from inside the VM (dnsmasq's lease of {lease.ip if lease else '?'} "
+          f"now runs until {until})")
+    return 0
+
+
 def cmd_vm_delete(args: argparse.Namespace, config: Config) -> int:
     from netmeta.client import ApiError
     from netmeta.vm.machines import MachineError, Machines

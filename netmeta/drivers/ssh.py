@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from netmeta.drivers.errors import PermanentDriverError, translate
 from netmeta.drivers.netns import namespace_argv
@@ -67,3 +67,32 @@ def run(namespace: str, argv: Sequence[str], *, capture: bool, timeout: float | 
         raise PermanentDriverError(f"ssh did not finish in {timeout}s") from exc
     except OSError as exc:
         raise translate(exc, "run ssh") from exc
+
+
+# Several commands over one SSH connection (a handshake costs seconds on an
+# emulated CPU): each one's output is followed by a line naming it and its
+# exit code, on a line of its own even when the output ends without a newline.
+_END = "@@netmeta-end"
+
+
+def batch_script(commands: Mapping[str, Sequence[str]]) -> list[str]:
+    """A ``sh -c`` argv that runs each named argv in turn and marks where its output ends."""
+    lines = []
+    for key, argv in commands.items():
+        if not key.isidentifier():
+            raise ValueError(f"batch key {key!r}: use letters, digits and '_'")
+        lines.append(f"{' '.join(shlex.quote(word) for word in argv)}; printf '\\n{_END} {key} %d\\n' $?")
+    return ["sh", "-c", "\n".join(lines)]
+
+
+def split_batch(stdout: str) -> dict[str, tuple[int, str]]:
+    """The output of :func:`batch_script`: key → (exit code, output). A command cut short is absent."""
+    found: dict[str, tuple[int, str]] = {}
+    rest = stdout
+    while True:
+        head, sep, tail = rest.partition(f"\n{_END} ")
+        if not sep:
+            return found
+        line, _, rest = tail.partition("\n")
+        key, _, code = line.partition(" ")
+        found[key] = (int(code) if code.lstrip("-").isdigit() else -1, head)

@@ -30,13 +30,14 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from netmeta.client import ApiError, Client
 from netmeta.config import Config
 from netmeta.drivers import images, links, netns, processes, qemu, ssh
 from netmeta.drivers.errors import DriverError
 from netmeta.model import names
+from netmeta.model.vm_diagnosis import DhcpLease, lease_for
 from netmeta.vm import console, qemu as qemu_cli
 from netmeta.vm.guests import VM_NAME, GuestError, wait_for_bridge
 from netmeta.vm.image import Image, ImageError, Images
@@ -46,6 +47,29 @@ ACCESS_OWNER = "netmeta:ssh"
 ACCESS_NS_PREFIX = "nmssh-"
 NETMETA_KEY_NAME = "netmeta"
 DEFAULT_SSH_USER = "debian"
+
+# `vm renew` on a VM, run as root in the VM with its address as $1: find the
+# interface holding it and make its DHCP client ask again. ifupdown's dhclient
+# (netmeta's image) is stopped *without* releasing (-x) and started again with
+# its own command line, so it sends a DHCPREQUEST for the same address and runs
+# its hooks with the fresh options; the SSH session survives the moment the
+# address is re-applied. systemd-networkd and dhcpcd have a renew of their own.
+RENEW_SCRIPT = r"""set -u
+ifc=$(ip -o -4 addr show to "$1" | awk '{print $2; exit}')
+[ -n "$ifc" ] || { echo "no interface in the VM holds $1" >&2; exit 4; }
+pidf=/run/dhclient.$ifc.pid
+pid=$(cat "$pidf" 2>/dev/null || true)
+if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ]; then
+    args=$(tr '\0' ' ' < "/proc/$pid/cmdline")
+    dhclient -x -pf "$pidf" && exec $args
+elif command -v networkctl >/dev/null 2>&1 && networkctl status "$ifc" >/dev/null 2>&1; then
+    exec networkctl renew "$ifc"
+elif command -v dhcpcd >/dev/null 2>&1; then
+    exec dhcpcd -n "$ifc"
+fi
+echo "no DHCP client netmeta knows (ifupdown's dhclient, systemd-networkd, dhcpcd) manages $ifc" >&2
+exit 5
+"""
 
 
 class MachineError(GuestError):
@@ -376,3 +400,31 @@ class Machines:
             return ssh.run(where.namespace, command, capture=capture, timeout=timeout)
         except DriverError as exc:
             raise MachineError(f"{name}: {exc}") from exc
+
+    def run_batch(self, name: str, commands: Mapping[str, Sequence[str]], *,
+                  timeout: float = 90.0) -> dict[str, tuple[int, str]]:
+        """Run several commands in the VM over one SSH connection: key → (exit code, output)."""
+        done = self.exec(name, ssh.batch_script(commands), capture=True, timeout=timeout)
+        found = ssh.split_batch(done.stdout or "")
+        if not found and done.returncode != 0:
+            raise MachineError(f"{name}: ssh exited {done.returncode}: {(done.stderr or '').strip()[-300:]}")
+        return found
+
+    def renew(self, name: str, timeout: float = 120.0) -> DhcpLease | None:
+        """Renew the VM's DHCP lease from inside it, over SSH; dnsmasq's lease for it afterwards."""
+        machine = self.get(name)
+        done = self.exec(name, ["sudo", "-n", "sh", "-c", RENEW_SCRIPT, "renew", machine.ip], capture=True,
+                         timeout=timeout)
+        if done.returncode != 0:
+            said = " ".join(line for line in (done.stderr or "").splitlines()
+                            if line.strip() and "unable to resolve host" not in line)
+            raise MachineError(f"{name}: the lease was not renewed (exit {done.returncode}): {said[-400:]}")
+        return self.lease(machine)
+
+    def lease(self, machine: Machine) -> DhcpLease | None:
+        """dnsmasq's lease for the VM's MAC, if it holds one."""
+        try:
+            with open(self.config.paths.dhcp_file(machine.network_id, "leases"), encoding="utf-8") as handle:
+                return lease_for(handle.read(), machine.mac)
+        except FileNotFoundError:
+            return None

@@ -7,6 +7,13 @@ it through the qrouter. Everything is checked from outside the guest — its
 serial console and the metadata process's access counts — and then over SSH
 with the key netmeta injected, from the access namespace on each network.
 
+A boot costs minutes on an emulated CPU, so the same two VMs then serve the
+rest: ``explain`` on each (and on one whose QEMU was killed), ``vm renew``
+after a subnet change, ``vm delete``, and ``netmeta down`` stopping what is
+left together with a third VM that is still booting. Only the root-namespace
+bridge mode needs a stack of its own (a stand-in host), and it waits for a
+DHCP lease, not for cloud-init.
+
 The image is built once into ``NETMETA_IMAGE_DIR`` (default
 ``<repo>/.cache/images``) and reused by later runs.
 """
@@ -17,6 +24,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -24,13 +32,16 @@ from typing import Any, Iterator
 
 import pytest
 
+from netmeta.cli.commands import teardown_host
+from netmeta.cli.explain import explain_machine
 from netmeta.config import Config
 from netmeta.drivers import links, netns, processes
 from netmeta.metadata.service import read_status as metadata_status
 from netmeta.model import names
+from netmeta.model.types import snapshot_from_state
 from netmeta.vm import console
 from netmeta.vm.image import DEFAULT_IMAGE, Images
-from netmeta.vm.machines import Machine, Machines
+from netmeta.vm.machines import Machine, MachineError, Machines
 
 from .stack import Stack, in_ns, make_stack, wait_until
 
@@ -88,7 +99,7 @@ def qemu_pids_for(stack: Stack) -> list[int]:
 def test_two_vms_read_netmeta_through_qdhcp_and_qrouter(vm_stack: Stack) -> None:
     stack = vm_stack
     machines = Machines(stack.config, stack.client)
-    iso_net, _ = stack.network("vm-isolated", "192.168.131.0/24", gateway=False)
+    iso_net, iso_sub = stack.network("vm-isolated", "192.168.131.0/24", gateway=False)
     rtd_net, rtd_sub = stack.network("vm-routed", "192.168.132.0/24")
     router = stack.router("vm-router", rtd_sub)
     stack.converged()
@@ -170,31 +181,64 @@ def test_two_vms_read_netmeta_through_qdhcp_and_qrouter(vm_stack: Stack) -> None
                          ssh.ssh_argv(machines.key, vm.known_hosts, "debian", vm.ip, ["true"]),
                          capture=True, timeout=60)
         assert forged.returncode != 0 and "host key" in forged.stderr.lower(), forged.stderr
+
+        # `netmeta explain` walks each VM's path: port, QEMU, tap, lease, cloud-init, the
+        # listener that served it, then (over SSH) its own route, the namespace behind it, a fetch.
+        snapshot = snapshot_from_state(stack.client.state())
+        for name, path in (("iso", "dhcp"), ("rtd", "router")):
+            vm = machines.get(name)  # the record again: known_hosts was forged above
+            result = explain_machine(stack.config, vm, snapshot)
+            said = [f"{f.severity} {f.code}: {f.text}" for f in result.findings]
+            assert result.consistent, said
+            assert result.path == path and result.next_hop == expected_route[name], said
+            assert {"port", "qemu", "tap", "lease", "datasource", "served", "route", "next-hop", "listener",
+                    "identity", "fetch"} <= {f.code for f in result.findings if f.ok}, said
+        assert result.namespace == names.router_namespace(router["id"])
+
+        # `vm renew` over SSH: the VM asks dnsmasq again and takes the options changed since its boot.
+        extra = "10.131.7.0/24"
+        stack.client.request("PUT", f"/v2.0/subnets/{iso_sub['id']}", {"subnet": {
+            "host_routes": [{"destination": extra, "nexthop": dhcp_ip}]}})
+        wait_until(lambda: any(f"{extra},{dhcp_ip}" in line for line in stack.opts(iso_net["id"])),
+                   "the new host route in the opts file", timeout=30)
+        before = machines.lease(vms["iso"])
+        assert before is not None and before.ip == vms["iso"].ip
+        renewed = machines.renew("iso")
+        assert renewed is not None and renewed.ip == vms["iso"].ip and renewed.expiry > before.expiry
+        route = machines.exec("iso", ["ip", "-4", "route", "show", extra], capture=True, timeout=60)
+        assert f"via {dhcp_ip}" in route.stdout, route.stdout + route.stderr
+
+        # A dead QEMU is named as the cause, and renew says why it cannot.
+        pid = vms["rtd"].pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)  # our own QEMU, by its pid
+        assert processes.wait_gone(pid, 10)
+        dead = explain_machine(stack.config, vms["rtd"], snapshot)
+        assert [f.code for f in dead.problems] == ["qemu-dead"], dead.findings
+        with pytest.raises(MachineError, match="not running"):
+            machines.renew("rtd")
+
+        # `vm delete` stops QEMU and removes the overlay; `netmeta down` (teardown_host) stops every
+        # VM left — one still booting, without waiting for it, and the dead one — and removes them.
+        iso_pid = vms["iso"].pid()
+        machines.delete("iso")
+        assert iso_pid is not None and processes.wait_gone(iso_pid, 10) and not os.path.exists(vms["iso"].directory)
+        vms["down1"] = machines.boot("down1", iso_net["id"], DEFAULT_IMAGE)
+        down_pid = vms["down1"].pid()
+        assert down_pid is not None and os.path.exists(vms["down1"].disk)
+        removed = teardown_host(stack.config)
+        assert {"VM down1", "VM rtd"} <= set(removed), removed
+        assert processes.wait_gone(down_pid, 10) and not os.path.exists(vms["down1"].directory)
     except BaseException:
         for name, vm in vms.items():  # what the VM said, for the CI log
             print(f"--- console of {name} (last 3000 characters) ---\n{console.clean(vm.console_text())[-3000:]}")
         raise
     finally:
         for name in list(vms):
-            machines.delete(name)
+            if machines.exists(name):
+                machines.delete(name)
     assert qemu_pids_for(stack) == []
     assert not os.path.exists(machines.root) or os.listdir(machines.root) in ([], [".access"])
-
-
-def test_down_stops_every_vm(vm_stack: Stack) -> None:
-    """``netmeta down`` (teardown_host) stops QEMU and removes overlays, without waiting for a boot."""
-    from netmeta.cli.commands import teardown_host
-
-    stack = vm_stack
-    net, _ = stack.network("vm-down", "192.168.133.0/24", gateway=False)
-    stack.converged()
-    machines = Machines(stack.config, stack.client)
-    vm = machines.boot("down1", net["id"], DEFAULT_IMAGE)
-    pid = vm.pid()
-    assert pid is not None and os.path.exists(vm.disk)
-    removed = teardown_host(stack.config)
-    assert "VM down1" in removed
-    assert processes.wait_gone(pid, 10) and not os.path.exists(vm.directory)
 
 
 def test_root_namespace_bridges_inside_a_stand_in_host(netns_scope: Any, image_dir: str) -> None:
