@@ -413,18 +413,31 @@ def cmd_vm_exec(args: argparse.Namespace, config: Config) -> int:
     return netns.run_in_namespace(guest.namespace, argv, check=False, capture=False).returncode
 
 
-def cmd_vm_renew(args: argparse.Namespace, config: Config) -> int:
-    from netmeta.cli import vms
-    from netmeta.vm.guests import GuestError
+def _owner(config: Config, name: str) -> "Guests | Machines":
+    """Whoever keeps ``name`` on this host: the VMs if one of them is called so, else the guests."""
+    from netmeta.vm.machines import Machines
 
-    if vms.is_machine(config, args.name):
-        return vms.cmd_vm_renew(args, config)
+    machines = Machines(config)
+    return machines if machines.exists(name) else _guests(config)
+
+
+def cmd_vm_renew(args: argparse.Namespace, config: Config) -> int:
+    from netmeta.client import ApiError
+    from netmeta.vm.guests import GuestError
+    from netmeta.vm.machines import Machines
+
+    from netmeta.cli import vms
+
+    owner = _owner(config, args.name)
     try:
-        guest = _guests(config).renew(args.name)
-    except GuestError as exc:
-        print(f"netmeta: {exc}", file=sys.stderr)
+        if isinstance(owner, Machines):
+            said = vms.renewed(args.name, owner.renew(args.name))
+        else:
+            said = f"{owner.renew(args.name).name}: lease renewed"
+    except (GuestError, ApiError) as exc:
+        print(f"netmeta: vm renew {args.name}: {exc}", file=sys.stderr)
         return 1
-    print(f"{guest.name}: lease renewed")
+    print(said)
     return 0
 
 
@@ -438,21 +451,22 @@ def cmd_vm_list(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_vm_delete(args: argparse.Namespace, config: Config) -> int:
-    from netmeta.cli import vms
     from netmeta.client import ApiError
     from netmeta.vm.guests import GuestError
+    from netmeta.vm.machines import Machines
 
-    if vms.is_machine(config, args.name):
-        return vms.cmd_vm_delete(args, config)
+    owner = _owner(config, args.name)
     try:
-        _guests(config).delete(args.name)
+        owner.delete(args.name)
     except (GuestError, ApiError) as exc:
-        print(f"netmeta: {exc}", file=sys.stderr)
+        print(f"netmeta: vm delete {args.name}: {exc}", file=sys.stderr)
         return 1
-    print(f"{args.name}: deleted")
+    done = "QEMU stopped, overlay removed, instance deleted" if isinstance(owner, Machines) else "deleted"
+    print(f"{args.name}: {done}")
     return 0
 
 
 if False:  # pragma: no cover - names for type checkers only
     from netmeta.drivers.supervise import Component
     from netmeta.vm.guests import Guest, Guests
+    from netmeta.vm.machines import Machines

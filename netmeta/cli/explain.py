@@ -161,7 +161,7 @@ def observe_vm(config: Config, machine: Machine, snapshot: Snapshot, host: Host,
     lease = lease_for(host.read_file(config.paths.dhcp_file(machine.network_id, "leases")) or "", machine.mac)
     counts = tuple((str(a["kind"]), str(a["id"]), int(a["count"])) for a in access if a.get("peer") == machine.ip)
     facts = VmFacts(
-        name=machine.name, instance_id=machine.instance_id, port_id=machine.port_id, network_id=machine.network_id,
+        name=machine.name, port_id=machine.port_id, network_id=machine.network_id,
         mac=machine.mac, ip=machine.ip, tap=machine.tap, qemu_pid=pid, qemu_in_fabric=in_fabric,
         tap_master=None if tap is None else str(tap.get("master") or ""),
         tap_up=bool(tap.get("up", True)) if tap is not None else False,

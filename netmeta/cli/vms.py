@@ -10,9 +10,12 @@ import argparse
 import os
 import sys
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from netmeta.config import Config
+
+if TYPE_CHECKING:
+    from netmeta.model.vm_diagnosis import DhcpLease
 
 Adder = Callable[[str, Any, str], argparse.ArgumentParser]
 
@@ -151,32 +154,12 @@ def cmd_vm_exec(args: argparse.Namespace, config: Config) -> int:
         return 1
 
 
-def cmd_vm_renew(args: argparse.Namespace, config: Config) -> int:
-    from netmeta.client import ApiError
-    from netmeta.vm.machines import MachineError, Machines
-
-    try:
-        lease = Machines(config).renew(args.name)
-    except (MachineError, ApiError) as exc:
-        print(f"netmeta: vm renew {args.name}: {exc}", file=sys.stderr)
-        return 1
-    until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(lease.expiry)) if lease else "?"
-    print(f"{args.name}: lease renewed from inside the VM (dnsmasq's lease of {lease.ip if lease else '?'} "
-          f"now runs until {until})")
-    return 0
-
-
-def cmd_vm_delete(args: argparse.Namespace, config: Config) -> int:
-    from netmeta.client import ApiError
-    from netmeta.vm.machines import MachineError, Machines
-
-    try:
-        Machines(config).delete(args.name)
-    except (MachineError, ApiError) as exc:
-        print(f"netmeta: {exc}", file=sys.stderr)
-        return 1
-    print(f"{args.name}: QEMU stopped, overlay removed, instance deleted")
-    return 0
+def renewed(name: str, lease: DhcpLease | None) -> str:
+    """What `vm renew` says after a VM renewed its lease."""
+    if lease is None:
+        return f"{name}: lease renewed from inside the VM (dnsmasq shows no lease for it yet)"
+    until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(lease.expiry))
+    return f"{name}: lease renewed from inside the VM (dnsmasq's lease of {lease.ip} now runs until {until})"
 
 
 def list_rows(config: Config) -> list[tuple[str, str, str, str, str, str]]:

@@ -10,6 +10,9 @@ dnsmasq's files, which must stay where dnsmasq's unprivileged user can read them
         <component>/status.json    what the agent / metadata process did last
         log/<component>.log
         vms/<name>/                a test guest's records, lease and pid files
+        machines/<name>/           a real VM's record, overlay, console log, QEMU's pid file
+        ssh/id_ed25519             the key pair `vm exec` logs in to VMs with
+        images/                    built cloud images (unless image_dir says otherwise)
 
     <dhcp_root>/                   Config.dhcp_dir: /run/netmeta/<id>/dhcp, outside the
                                    state directory (0700), so that dnsmasq's user reaches it
@@ -79,3 +82,21 @@ class StatePaths:
     @property
     def vms_dir(self) -> str:
         return self._under("vms")
+
+    def guest_record(self, name: str) -> str:
+        return self._under("vms", name, "guest.json")
+
+    @property
+    def machines_dir(self) -> str:
+        return self._under("machines")
+
+    def machine_record(self, name: str) -> str:
+        return self._under("machines", name, "machine.json")
+
+    @property
+    def ssh_key(self) -> str:
+        return self._under("ssh", "id_ed25519")
+
+    @property
+    def images_dir(self) -> str:
+        return self._under("images")

@@ -67,7 +67,6 @@ class VmFacts:
     """What ``explain`` saw of a VM from the host (built by the CLI, or by hand in tests)."""
 
     name: str
-    instance_id: str
     port_id: str
     network_id: str
     mac: str

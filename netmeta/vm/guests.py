@@ -21,7 +21,7 @@ import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable, Generic, TypeVar
 
 from netmeta.client import ApiError, ApiUnavailable, Client
 from netmeta.config import Config
@@ -74,37 +74,91 @@ def wait_for_bridge(fabric: str | None, bridge: str, timeout: float) -> None:
         time.sleep(0.05)
 
 
-class Guests:
+def check_new_name(config: Config, name: str, noun: str, error: type[GuestError]) -> None:
+    """A guest's or VM's name: a valid one, and not taken by either kind on this host."""
+    if not VM_NAME.match(name):
+        raise error(f"{noun} name {name!r}: use letters, digits, '.', '_' or '-'")
+    if os.path.exists(config.paths.guest_record(name)) or os.path.exists(config.paths.machine_record(name)):
+        raise error(f"a guest or VM named {name!r} already exists on this host")
+
+
+def instance_fields(name: str, network_id: str, *, host: str, user_data: bytes | None, key_name: str | None,
+                    public_key: str | None, meta: dict[str, str] | None) -> dict[str, Any]:
+    """The body of the instance a guest or VM is (Nova's fields, as the instances API takes them).
+
+    ``host`` is where it runs (``config.host``, ``vm boot --host H``): its port's binding:host_id.
+    """
+    fields: dict[str, Any] = {"name": name, "networks": [{"uuid": network_id}], "host": host}
+    if user_data is not None:
+        fields["user_data"] = base64.b64encode(user_data).decode()
+    if key_name:
+        fields["key_name"] = key_name
+    if public_key:
+        fields["public_key"] = public_key
+    if meta:
+        fields["meta"] = meta
+    return fields
+
+
+def first_port(client: Client, instance: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The instance's port and its first IPv4 address ("" if it has none)."""
+    port: dict[str, Any] = client.get(f"/v2.0/ports/{instance['ports'][0]}")["port"]
+    ipv4 = [f["ip_address"] for f in port["fixed_ips"] if ":" not in f["ip_address"]]
+    return port, ipv4[0] if ipv4 else ""
+
+
+Record = TypeVar("Record")
+
+
+class Records(Generic[Record]):
+    """The guests or VMs of this host: one JSON record each, ``record_path(name)``, under ``root``."""
+
+    def __init__(self, root: str, record_path: Callable[[str], str], kind: Callable[..., Record], missing: str,
+                 error: type[GuestError] = GuestError) -> None:
+        self.root, self.record_path, self.kind, self.missing, self.error = root, record_path, kind, missing, error
+
+    def exists(self, name: str) -> bool:
+        return os.path.exists(self.record_path(name))
+
+    def get(self, name: str) -> Record:
+        try:
+            with open(self.record_path(name), encoding="utf-8") as handle:
+                return self.kind(**json.load(handle))
+        except FileNotFoundError:
+            raise self.error(self.missing.format(name=name)) from None
+
+    def names(self) -> list[str]:
+        if not os.path.isdir(self.root):
+            return []
+        return [name for name in sorted(os.listdir(self.root)) if self.exists(name)]
+
+    def list_all(self) -> list[Record]:
+        return [self.get(name) for name in self.names()]
+
+    def _teardown_local(self, name: str) -> None:
+        raise NotImplementedError
+
+    def teardown_all_local(self) -> list[str]:
+        """Remove every one from this host, processes and files (``netmeta down``); their names."""
+        removed = self.names()
+        for name in removed:
+            self._teardown_local(name)
+        return removed
+
+    def save(self, name: str, record: Any) -> None:
+        path = self.record_path(name)
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(asdict(record), handle, indent=1)
+
+
+class Guests(Records[Guest]):
     def __init__(self, config: Config, client: Client | None = None) -> None:
+        super().__init__(config.paths.vms_dir, config.paths.guest_record, Guest,
+                         "no guest named {name!r} on this host (see `netmeta vm list`)")
         self.config = config
         # A server restart in the middle of a boot is waited out, within a bound.
         self.client = client or Client.for_config(config, retry_for=API_RETRY)
-        self.root = config.paths.vms_dir
-
-    # --- records ----------------------------------------------------------
-    def _record_path(self, name: str) -> str:
-        return os.path.join(self.root, name, "guest.json")
-
-    def get(self, name: str) -> Guest:
-        try:
-            with open(self._record_path(name), encoding="utf-8") as handle:
-                return Guest(**json.load(handle))
-        except FileNotFoundError:
-            raise GuestError(f"no guest named {name!r} on this host (see `netmeta vm list`)") from None
-
-    def list_all(self) -> list[Guest]:
-        if not os.path.isdir(self.root):
-            return []
-        found = []
-        for name in sorted(os.listdir(self.root)):
-            if os.path.exists(self._record_path(name)):
-                found.append(self.get(name))
-        return found
-
-    def _save(self, guest: Guest) -> None:
-        os.makedirs(guest.directory, exist_ok=True)
-        with open(self._record_path(guest.name), "w", encoding="utf-8") as handle:
-            json.dump(asdict(guest), handle, indent=1)
 
     # --- lifecycle ----------------------------------------------------------
     def boot(
@@ -118,38 +172,27 @@ class Guests:
         meta: dict[str, str] | None = None,
         timeout: float = 30.0,
     ) -> Guest:
-        if not VM_NAME.match(name):
-            raise GuestError(f"guest name {name!r}: use letters, digits, '.', '_' or '-'")
-        if os.path.exists(self._record_path(name)):
-            raise GuestError(f"a guest named {name!r} already exists on this host")
+        check_new_name(self.config, name, "guest", GuestError)
         net = self.client.find("networks", network)
         self._check_dhcp(net)
+        fields = instance_fields(name, net["id"], host=self.config.host, user_data=user_data, key_name=key_name,
+                                 public_key=public_key, meta=meta)
         # The guest belongs to its network's project (the service user acts for it).
-        fields: dict[str, Any] = {"name": name, "networks": [{"uuid": net["id"]}], "project_id": net["project_id"],
-                                  "host": self.config.host}  # its port's binding:host_id (`vm boot --host H`)
-        if user_data is not None:
-            fields["user_data"] = base64.b64encode(user_data).decode()
-        if key_name:
-            fields["key_name"] = key_name
-        if public_key:
-            fields["public_key"] = public_key
-        if meta:
-            fields["meta"] = meta
+        fields["project_id"] = net["project_id"]
         instance = self._create_instance(fields)
         try:
-            port = self.client.get(f"/v2.0/ports/{instance['ports'][0]}")["port"]
-            ipv4 = [f["ip_address"] for f in port["fixed_ips"] if ":" not in f["ip_address"]]
+            port, ip = first_port(self.client, instance)
             guest = Guest(
                 name=name,
                 instance_id=instance["id"],
                 port_id=port["id"],
                 network_id=net["id"],
                 mac=port["mac_address"],
-                ip=ipv4[0] if ipv4 else "",
+                ip=ip,
                 namespace=names.guest_namespace(name, instance["id"]),
                 directory=os.path.join(self.root, name),
             )
-            self._save(guest)
+            self.save(name, guest)
             self._plug(guest, net.get("mtu") or 1500, timeout)
             dhclient.start(guest.namespace, "eth0", guest.paths, timeout=timeout)
         except BaseException as exc:
@@ -229,11 +272,3 @@ class Guests:
         links.delete_link(self.config.fabric_namespace or None, names.guest_outer_name(guest.port_id))
         netns.delete_namespace(guest.namespace)
         shutil.rmtree(guest.directory, ignore_errors=True)
-
-    def teardown_all_local(self) -> list[str]:
-        """Remove every guest's namespace and processes (``netmeta down``)."""
-        removed = []
-        for guest in self.list_all():
-            self._teardown_local(guest.name)
-            removed.append(guest.name)
-        return removed

@@ -122,7 +122,7 @@ class Image:
 
 
 def image_dir(config: Config) -> str:
-    return config.image_dir or os.path.join(config.state_dir, "images")
+    return config.image_dir or config.paths.images_dir
 
 
 class Images:

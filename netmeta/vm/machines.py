@@ -24,13 +24,12 @@ the host's namespace.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from netmeta.client import ApiError, Client
 from netmeta.config import Config
@@ -39,7 +38,7 @@ from netmeta.drivers.errors import DriverError
 from netmeta.model import names
 from netmeta.model.vm_diagnosis import DhcpLease, lease_for
 from netmeta.vm import console, qemu as qemu_cli
-from netmeta.vm.guests import VM_NAME, GuestError, wait_for_bridge
+from netmeta.vm.guests import GuestError, Records, check_new_name, first_port, instance_fields, wait_for_bridge
 from netmeta.vm.image import Image, ImageError, Images
 
 Progress = Callable[[str], None]
@@ -142,39 +141,16 @@ class Access:
     prefixlen: int
 
 
-class Machines:
+class Machines(Records[Machine]):
     def __init__(self, config: Config, client: Client | None = None) -> None:
+        super().__init__(config.paths.machines_dir, config.paths.machine_record, Machine,
+                         "no VM named {name!r} on this host (see `netmeta vm list`)", MachineError)
         self.config = config
         self.client = client or Client.for_config(config)
         # The SSH access port is the host's own plumbing, on any project's
         # network: the operator makes it (a given client is used as it is).
         self._admin = client
-        self.root = os.path.join(config.state_dir, "machines")
-        self.key = os.path.join(config.state_dir, "ssh", "id_ed25519")
-
-    # --- records ----------------------------------------------------------
-    def _record_path(self, name: str) -> str:
-        return os.path.join(self.root, name, "machine.json")
-
-    def exists(self, name: str) -> bool:
-        return os.path.exists(self._record_path(name))
-
-    def get(self, name: str) -> Machine:
-        try:
-            with open(self._record_path(name), encoding="utf-8") as handle:
-                return Machine(**json.load(handle))
-        except FileNotFoundError:
-            raise MachineError(f"no VM named {name!r} on this host (see `netmeta vm list`)") from None
-
-    def list_all(self) -> list[Machine]:
-        if not os.path.isdir(self.root):
-            return []
-        return [self.get(n) for n in sorted(os.listdir(self.root)) if self.exists(n)]
-
-    def _save(self, machine: Machine) -> None:
-        os.makedirs(machine.directory, mode=0o755, exist_ok=True)
-        with open(self._record_path(machine.name), "w", encoding="utf-8") as handle:
-            json.dump(asdict(machine), handle, indent=1)
+        self.key = config.paths.ssh_key
 
     # --- lifecycle ----------------------------------------------------------
     def boot(
@@ -193,10 +169,7 @@ class Machines:
     ) -> Machine:
         """Create the instance and start QEMU; returns once QEMU runs (cloud-init comes later)."""
         say = progress or (lambda line: None)
-        if not VM_NAME.match(name):
-            raise MachineError(f"VM name {name!r}: use letters, digits, '.', '_' or '-'")
-        if self.exists(name) or os.path.exists(os.path.join(self.config.state_dir, "vms", name, "guest.json")):
-            raise MachineError(f"a guest or VM named {name!r} already exists on this host")
+        check_new_name(self.config, name, "VM", MachineError)
         if not qemu.available():
             raise MachineError(f"{qemu.QEMU} is not installed: run `bash scripts/setup.sh --vm`")
         try:
@@ -206,26 +179,19 @@ class Machines:
             raise MachineError(str(exc)) from exc
         net = self.client.find("networks", network)
         keys = [k.strip() for k in (public_key or "").splitlines() if k.strip()] + [own_key]
-        fields: dict[str, Any] = {
-            "name": name, "networks": [{"uuid": net["id"]}],
-            "key_name": key_name or NETMETA_KEY_NAME, "public_key": "\n".join(keys),
-        }
-        if user_data is not None:
-            fields["user_data"] = base64.b64encode(user_data).decode()
-        if meta:
-            fields["meta"] = meta
-        instance = self.client.create_instance(**fields)
+        instance = self.client.create_instance(**instance_fields(
+            name, net["id"], host=self.config.host, user_data=user_data, key_name=key_name or NETMETA_KEY_NAME,
+            public_key="\n".join(keys), meta=meta))
         try:
-            port = self.client.get(f"/v2.0/ports/{instance['ports'][0]}")["port"]
-            ipv4 = [f["ip_address"] for f in port["fixed_ips"] if ":" not in f["ip_address"]]
+            port, ip = first_port(self.client, instance)
             machine = Machine(
                 name=name, instance_id=instance["id"], port_id=port["id"], network_id=net["id"],
-                mac=port["mac_address"], ip=ipv4[0] if ipv4 else "",
+                mac=port["mac_address"], ip=ip,
                 directory=os.path.join(self.root, name), image=base.name,
                 accel=self._accelerator(), tap=names.guest_outer_name(port["id"]),
                 fabric=self.config.fabric_namespace, ssh_user=ssh_user,
             )
-            self._save(machine)
+            self.save(name, machine)
             self._start(machine, base, net.get("mtu") or 1500, timeout)
         except BaseException:
             self._teardown_local(name)
@@ -298,10 +264,7 @@ class Machines:
 
     def teardown_all_local(self) -> list[str]:
         """Stop every VM and remove its overlay and access namespaces (``netmeta down``)."""
-        removed = []
-        for machine in self.list_all():
-            self._teardown_local(machine.name)
-            removed.append(machine.name)
+        removed = super().teardown_all_local()
         for access in self._accesses():
             self.remove_access(access.network_id, delete_port=False)
             removed.append(access.namespace)

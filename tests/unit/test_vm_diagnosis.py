@@ -39,7 +39,7 @@ FINAL = ("[  48.1] cloud-init[412]: Cloud-init v. 22.4.2 finished at Wed, 02 Dec
 
 def facts(**kw: Any) -> VmFacts:
     base = VmFacts(
-        name="vm1", instance_id=VM, port_id=VM_PORT, network_id=NET, mac=MAC, ip=VM_IP, tap=TAP, qemu_pid=4242,
+        name="vm1", port_id=VM_PORT, network_id=NET, mac=MAC, ip=VM_IP, tap=TAP, qemu_pid=4242,
         tap_master=BRIDGE, lease=DhcpLease(1796257022, MAC, VM_IP, "vm1"), cloud_init="DataSourceOpenStackLocal",
         uptime=48.1, access=(("network", NET, 42),), ssh="",
     )
