@@ -124,6 +124,11 @@ class Config:
     # Seconds without a heartbeat after which an agent is shown dead and its
     # networks move to another DHCP agent (Neutron: 75, twice report_interval and more).
     agent_down_time: float = 75.0
+    # Neutron's: move a network off a dead (or disabled) DHCP agent to another one.
+    allow_automatic_dhcp_failover: bool = True
+    # Neutron's: move a router off a dead (or disabled) L3 agent; off by default
+    # there too (a move interrupts the router's traffic; an admin decides).
+    allow_automatic_l3agent_failover: bool = False
     # Seconds between an agent's heartbeats (Neutron [agent] report_interval).
     report_interval: float = 30.0
     # Several API servers sharing one PostgreSQL, comma-separated URLs: the

@@ -155,7 +155,7 @@ async def list_resources(request: web.Request) -> web.Response:
         if caller.sees_all:
             return bodies
         networks = load_bodies(conn, "networks") if kind in ("subnets", "ports") else []
-        return policy.visible_bodies(caller, kind, bodies, networks)
+        return policy.hide_admin_fields_raw(caller, kind, policy.visible_bodies(caller, kind, bodies, networks))
 
     bodies = await ctx(request).db.read(read)
     if not wanted and not controls:
@@ -185,6 +185,7 @@ async def show_resource(request: web.Request) -> web.Response:
         return obj
 
     obj = await ctx(request).db.read(read)
+    obj = policy.hide_admin_fields(caller, kind, obj)
     return dump({SINGULAR[kind]: filters.select_fields(obj, filters.field_list(controls))})
 
 
@@ -206,7 +207,7 @@ async def create_resource(request: web.Request) -> web.Response:
         return create(txn, body, caller)
 
     obj = await server.write(write)
-    return dump({SINGULAR[kind]: obj}, status=201)
+    return dump({SINGULAR[kind]: policy.hide_admin_fields(caller, kind, obj)}, status=201)
 
 
 async def update_resource(request: web.Request) -> web.Response:
@@ -220,7 +221,7 @@ async def update_resource(request: web.Request) -> web.Response:
         return UPDATE[kind](txn, obj_id, body)
 
     obj = await ctx(request).write(write)
-    return dump({SINGULAR[kind]: obj})
+    return dump({SINGULAR[kind]: policy.hide_admin_fields(caller, kind, obj)})
 
 
 async def delete_resource(request: web.Request) -> web.Response:

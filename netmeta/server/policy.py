@@ -42,6 +42,28 @@ SINGULAR = {"networks": "network", "subnets": "subnet", "ports": "port", "router
             "security_group_rules": "security_group_rule"}
 
 
+# Attributes Neutron shows only to admins (get_network:provider:*, get_port:binding:*):
+# they name the cloud's hosts and segments. The agents' service role sees them too.
+ADMIN_ONLY_FIELDS = {
+    "networks": ("provider:network_type", "provider:physical_network", "provider:segmentation_id"),
+    "ports": ("binding:host_id", "binding:profile", "binding:vif_type", "binding:vif_details"),
+}
+
+
+def hide_admin_fields(caller: Caller, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    hidden = ADMIN_ONLY_FIELDS.get(kind)
+    if caller.sees_all or not hidden:
+        return obj
+    return {k: v for k, v in obj.items() if k not in hidden}
+
+
+def hide_admin_fields_raw(caller: Caller, kind: str, bodies: list[str]) -> list[str]:
+    """The same on stored documents (parsed only for callers who may not see them)."""
+    if caller.sees_all or kind not in ADMIN_ONLY_FIELDS:
+        return bodies
+    return [json.dumps(hide_admin_fields(caller, kind, json.loads(b)), separators=(",", ":")) for b in bodies]
+
+
 def denied(rule: str) -> Forbidden:
     return Forbidden(f"({rule}) is disallowed by policy", "PolicyNotAuthorized")
 

@@ -26,8 +26,10 @@ seconds by every server): a network moves off a DHCP agent that is dead or
 admin down whenever another eligible agent exists (Neutron's
 ``allow_automatic_dhcp_failover``; with no eligible agent at all it stays,
 as Neutron's "no DHCP agents available, skipping rescheduling"). Routers
-are not moved automatically (Neutron's ``allow_automatic_l3agent_failover``
-is off by default): ``openstack network agent remove/add router`` moves one.
+move the same way only with ``allow_automatic_l3agent_failover`` (off by
+default, as in Neutron); otherwise ``openstack network agent remove/add
+router`` moves one. ``allow_automatic_dhcp_failover`` (on) turns the
+networks' moves off.
 
 Before any DHCP agent has ever registered (a server alone, as the
 functional tests run it) there are no bindings and the network keeps one
@@ -270,26 +272,50 @@ def on_agent_removed(txn: Txn, agent: dict[str, Any]) -> None:
 
 
 def check_agents(txn: Txn, at: float | None = None) -> None:
-    """The periodic check: move networks off dead or admin-down DHCP agents; host what has no host."""
+    """The periodic check: move work off dead or admin-down agents; host what has no host."""
     at = now() if at is None else at
-    beats = txn.column_values("agents", "heartbeat_at")
-    limit = down_time(txn)
     good = eligible(txn, AGENT_DHCP, at)
     if good:
-        load = _load(txn, True)
-        for agent in agents_of(txn, AGENT_DHCP):
-            if agent in good:
-                continue
-            for binding in sorted(agent_bindings(txn, agent["id"]), key=lambda b: b["id"]):
-                network_id = binding.get("network_id")
-                if not network_id:
-                    continue
-                taken = {b["agent_id"] for b in network_bindings(txn, network_id)}
-                target = _pick([a for a in good if a["id"] not in taken], load)
-                if target is None:
-                    continue
-                move_network(txn, binding, target)
-                load[target["id"]] = load.get(target["id"], 0) + 1
+        if _settings(txn, "allow_automatic_dhcp_failover", True):
+            _move_networks(txn, good)
         auto_schedule_networks(txn, only_unhosted=True)
-    if any(is_alive(beats.get(a["id"]), at, limit) for a in agents_of(txn, AGENT_L3)):
+    good_l3 = eligible(txn, AGENT_L3, at)
+    if good_l3:
+        if _settings(txn, "allow_automatic_l3agent_failover", False):
+            _move_routers(txn, good_l3)
         auto_schedule_routers(txn)
+
+
+def _move_networks(txn: Txn, good: list[dict[str, Any]]) -> None:
+    load = _load(txn, True)
+    good_ids = {a["id"] for a in good}
+    for agent in agents_of(txn, AGENT_DHCP):
+        if agent["id"] in good_ids:
+            continue
+        for binding in sorted(agent_bindings(txn, agent["id"]), key=lambda b: b["id"]):
+            network_id = binding.get("network_id")
+            if not network_id:
+                continue
+            taken = {b["agent_id"] for b in network_bindings(txn, network_id)}
+            target = _pick([a for a in good if a["id"] not in taken], load)
+            if target is None:
+                continue
+            move_network(txn, binding, target)
+            load[target["id"]] = load.get(target["id"], 0) + 1
+
+
+def _move_routers(txn: Txn, good: list[dict[str, Any]]) -> None:
+    load = _load(txn, False)
+    good_ids = {a["id"] for a in good}
+    for agent in agents_of(txn, AGENT_L3):
+        if agent["id"] in good_ids:
+            continue
+        for binding in sorted(agent_bindings(txn, agent["id"]), key=lambda b: b["id"]):
+            router_id = binding.get("router_id")
+            target = _pick(good, load) if router_id else None
+            if router_id is None or target is None:
+                continue
+            unbind(txn, binding)
+            bind(txn, target, router_id=router_id)
+            set_router_ports_host(txn, router_id)
+            load[target["id"]] = load.get(target["id"], 0) + 1

@@ -289,3 +289,39 @@ def test_port_binding_host_is_settable_by_admin_only(server: ServerProcess, host
     assert port["binding:host_id"] == host
     shown = cli_json(server, "port", "show", port["id"])
     assert shown["binding_host_id"] == host
+
+
+def test_provider_and_binding_attributes_are_the_admins(server_factory: Callable[..., ServerProcess]) -> None:
+    server = server_factory("--vni-ranges", "10:20")
+    alice = server.user_api("alice", "alpha", ["member"])
+    status, body = alice.call("POST", "/v2.0/networks", {"network": {"name": "mine"}})
+    assert status == 201 and "provider:network_type" not in body["network"]
+    net = body["network"]
+    assert server.api.get(f"/v2.0/networks/{net['id']}")["network"]["provider:segmentation_id"] == 10
+    for seen in (alice.get(f"/v2.0/networks/{net['id']}")["network"], alice.get("/v2.0/networks")["networks"][0]):
+        assert not {k for k in seen if k.startswith("provider:")}
+    status, body = alice.call("POST", "/v2.0/ports", {"port": {"network_id": net["id"]}})
+    assert status == 201 and "binding:host_id" not in body["port"]
+    server.api.ok("PUT", f"/v2.0/ports/{body['port']['id']}", {"port": {"binding:host_id": "secret-host"}})
+    assert "binding:host_id" not in alice.get(f"/v2.0/ports/{body['port']['id']}")["port"]
+    assert alice.get("/v2.0/ports?binding:host_id=secret-host")["ports"] == []  # no probing by filter either
+    assert server.api.get(f"/v2.0/ports/{body['port']['id']}")["port"]["binding:host_id"] == "secret-host"
+
+
+def test_routers_move_off_a_dead_l3_agent_only_when_allowed(
+    server_factory: Callable[..., ServerProcess], tmp_path: Any
+) -> None:
+    ini = tmp_path / "netmeta.ini"
+    ini.write_text("[DEFAULT]\nallow_automatic_l3agent_failover = true\n")
+    server = server_factory("--agent-down-time", "3", "--config", str(ini))
+    api = server.api
+    report(api, "a-host", "L3 agent")
+    router = api.router("r")
+    assert api.state()["bindings"][0]["host"] == "a-host"
+    report(api, "b-host", "L3 agent")
+
+    def moved() -> bool:
+        report(api, "b-host", "L3 agent")
+        return [b["host"] for b in api.state()["bindings"] if b["router_id"] == router["id"]] == ["b-host"]
+
+    assert wait_for(moved, timeout=15)
