@@ -259,6 +259,21 @@ class MetadataApp:
             return None
         return port.id
 
+    def over_rate_limit(self, context: ListenerContext, ip: str, port_id: str | None) -> bool:
+        """Whether a new connection from this caller comes while it is over its rate limit.
+
+        Its request then waits a second before it is read (see
+        :class:`~netmeta.metadata.http.HttpProtocol`), as after a 429 on a
+        kept-alive connection: a flood of short connections slows to one
+        request per connection per second instead of one per round trip.
+        Nothing is counted here; the request is, when it is read.
+        """
+        if context.kind == "signed" or not self.limiter.config.rate_limit_enabled:
+            return False
+        key = (context.kind, context.id, "port", port_id) if port_id is not None else (
+            context.kind, context.id, "address", ip)
+        return not self.limiter.check(key, ip, record=False).allowed
+
     def _check_method(self, request: Request, tokens: list[str]) -> Response | None:
         if request.method in _READ:
             return None

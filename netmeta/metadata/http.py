@@ -120,8 +120,9 @@ class Caps:
 
 
 # Who holds a connection: the listener, and the guest (its resolved port, or
-# every caller on that listener that resolves to no port, together).
-Admission = tuple[tuple[str, str], tuple[str, ...] | None]
+# every caller on that listener that resolves to no port, together); and
+# whether the guest was over its rate limit when it connected.
+Admission = tuple[tuple[str, str], tuple[str, ...] | None, bool]
 
 
 class ConnectionCaps:
@@ -133,6 +134,10 @@ class ConnectionCaps:
     signed listener (a Neutron proxy in front, one address for many guests)
     is held to the listener and process caps only.
 
+    ``limited(listener, caller, port)`` says the caller is over its request
+    rate limit: its new connection is then not read for ``refusal_pause``,
+    as after a 429 on a kept-alive one (see :class:`HttpProtocol`).
+
     The per-port and per-listener counts are ``shared``: with workers, one
     table in shared memory (:mod:`netmeta.model.metadata.conncount`), so a
     guest's cap holds across all of them. The process cap stays this
@@ -141,9 +146,11 @@ class ConnectionCaps:
 
     def __init__(self, caps: Caps | None = None,
                  port_of: Callable[[ListenerContext, str], str | None] | None = None,
-                 refusals: RateLimitedLog | None = None, shared: SharedCounts | None = None) -> None:
+                 refusals: RateLimitedLog | None = None, shared: SharedCounts | None = None,
+                 limited: Callable[[ListenerContext, str, str | None], bool] | None = None) -> None:
         self.caps = caps if caps is not None else Caps()
         self.port_of = port_of
+        self.limited = limited
         self.refusals = refusals if refusals is not None else RateLimitedLog(
             logging.getLogger("netmeta.metadata.refused"), burst=20, interval=10.0, what="refused connections")
         self.counts = shared if shared is not None else SharedCounts()
@@ -155,6 +162,7 @@ class ConnectionCaps:
         """What to release later, or None when a cap is reached (refuse the connection)."""
         listener = (context.kind, context.id)
         guest: tuple[str, ...] | None = None
+        port: str | None = None
         if context.kind != "signed":
             port = self.port_of(context, peer_ip) if self.port_of is not None else None
             guest = ("port", port) if port is not None else ("unknown", context.kind, context.id)
@@ -171,7 +179,8 @@ class ConnectionCaps:
             if guest is not None:
                 counts.add(guest, 1)
             metrics.CONNECTIONS_OPEN.inc()
-            return listener, guest
+            slow = self.limited is not None and self.limited(context, peer_ip, port)
+            return listener, guest, slow
         self.refused[why] += 1
         counter = self._refused_metric.get(why)
         if counter is None:
@@ -183,7 +192,7 @@ class ConnectionCaps:
         return None
 
     def release(self, admission: Admission) -> None:
-        listener, guest = admission
+        listener, guest, _ = admission
         self.total -= 1
         self.counts.add(listener, -1)
         if guest is not None:
@@ -260,7 +269,15 @@ class HttpProtocol(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        self.conn = Connection(peer_ip, self.context, self.shared.limits, self.loop.time(), self.shared.date)
+        now = self.loop.time()
+        self.conn = conn = Connection(peer_ip, self.context, self.shared.limits, now, self.shared.date)
+        if self.admitted[2]:
+            # The guest is over its rate limit: its request waits, unread, as
+            # after a 429. A reset instead would only make a flooding client
+            # (wrk, a retry loop) reconnect at once: a storm of accepts.
+            conn.hold_until = now + self.shared.limits.refusal_pause
+            self._settle()
+            return
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -318,7 +335,10 @@ class HttpProtocol(asyncio.Protocol):
             interim = b""
         if interim:
             self.transport.write(interim)
-        self._kick()
+        if conn.hold_until <= self.loop.time():
+            self._kick()
+        else:  # held (see connection_made): answered when the pause is over
+            self._settle()
 
     # --- answers out ---------------------------------------------------------
     def _kick(self) -> None:
@@ -400,14 +420,16 @@ class HttpProtocol(asyncio.Protocol):
         if reading and self.paused:
             self.paused = False
             transport.resume_reading()
-        elif not reading and not self.paused:
+        elif not reading and (not self.paused or conn.hold_until > now):
+            # Also when already paused but held: uvloop starts reading after
+            # connection_made, undoing a pause made there.
             self.paused = True
             transport.pause_reading()
         self._arm()
 
     def _resume(self) -> None:
         self.resume = None
-        self._settle()
+        self._kick()  # what arrived while held, then _settle
 
     def _close_now(self) -> None:
         """Send the FIN now, with the last answer if it is still in the socket.

@@ -119,7 +119,8 @@ class MetadataService:
         if slot is not None and slot.connections is not None:
             shared = SharedCounts(slot.connections, workers=slot.count, worker=slot.index)
             shared.clear()  # a dead worker's connections in this slot died with it
-        self.http = HttpShared(caps=ConnectionCaps(caps, port_of=self.app.port_of, shared=shared))
+        self.http = HttpShared(caps=ConnectionCaps(caps, port_of=self.app.port_of, shared=shared,
+                                                         limited=self.app.over_rate_limit))
         self.open: dict[tuple[str, str], _Open] = {}
         self._wake = asyncio.Event()
         self._status_written: object = None

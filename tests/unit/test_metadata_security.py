@@ -155,3 +155,15 @@ def test_sign_matches_neutron_definition() -> None:
 @pytest.mark.parametrize("signature", [None, "", "0" * 64, sign("other", "uuid-1"), sign("secret", "uuid-2"), "é" * 64])
 def test_verify_refuses(signature: str | None) -> None:
     assert not verify("secret", "uuid-1", signature)
+
+
+def test_asking_whether_a_guest_is_over_its_limit_counts_nothing() -> None:
+    clock = Clock()
+    config = RateLimitConfig(rate_limit_enabled=True, base_query_rate_limit=3, burst_query_rate_limit=3)
+    rl = RateLimiter(config, clock)
+    for _ in range(3):
+        assert rl.check("g", "10.0.0.5", record=False).allowed  # one more would pass
+        assert rl.check("g", "10.0.0.5").allowed
+    assert not rl.check("g", "10.0.0.5", record=False).allowed  # the next would be refused ...
+    assert not rl.check("g", "10.0.0.5", record=False).allowed  # ... and asking did not count:
+    assert not rl.check("g", "10.0.0.5").allowed  # the 4th request is the first refused

@@ -71,8 +71,12 @@ class RateLimiter:
     def applies_to(self, ip: str) -> bool:
         return self.config.rate_limit_enabled and ip_version(ip) in self.config.ip_versions
 
-    def check(self, key: Hashable, ip: str) -> Decision:
-        """Record one request from ``ip`` under ``key`` and decide on it."""
+    def check(self, key: Hashable, ip: str, record: bool = True) -> Decision:
+        """Record one request from ``ip`` under ``key`` and decide on it.
+
+        ``record=False`` only asks whether the key is over its limit now (one
+        more request would be refused), counting nothing.
+        """
         if not self.applies_to(ip):
             return ALLOW
         now = self.clock()
@@ -87,11 +91,12 @@ class RateLimiter:
         for w, period in enumerate(periods):
             at = 1 + 3 * w
             if cell[at] == period:
-                cell[at + 1] = min(_MAX, cell[at + 1] + 1)
+                cell[at + 1] = min(_MAX, cell[at + 1] + record)
             else:
                 cell[at + 2] = cell[at + 1] if cell[at] == period - 1 else 0
-                cell[at], cell[at + 1] = period, 1
-        _CELL.pack_into(self.table, mine, *cell)
+                cell[at], cell[at + 1] = period, int(record)
+        if record:
+            _CELL.pack_into(self.table, mine, *cell)
         current = [0, 0]
         previous = [0, 0]
         for column in range(self.workers):
@@ -109,7 +114,7 @@ class RateLimiter:
         for w, (duration, limit) in enumerate(self.windows):
             start = periods[w] * duration
             rate = current[w] + previous[w] * (1 - (now - start) / duration)
-            if rate <= limit:
+            if rate + (not record) <= limit:
                 continue
             denied = True
             # When the rate, with no more requests, is back at the limit.
