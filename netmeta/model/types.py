@@ -263,8 +263,22 @@ class Snapshot:
     local_host: str = ""
 
     def for_host(self, host: str) -> "Snapshot":
-        """The same data, seen from one host: only its networks and routers are built there."""
-        return self if host == self.local_host else dataclasses.replace(self, local_host=host)
+        """The same data, seen from one host: only its networks and routers are built there.
+
+        Made once per snapshot and host, and sharing the indexes already
+        built (they do not depend on the point of view): the agent asks on
+        every pass, and a pass on an unchanged snapshot must stay cheap.
+        """
+        if host == self.local_host:
+            return self
+        views: dict[str, Snapshot] = self.__dict__.setdefault("_views", {})
+        view = views.get(host)
+        if view is None:
+            view = views[host] = dataclasses.replace(self, local_host=host)
+            for name in _SHARED_INDEXES:
+                if name in self.__dict__:
+                    view.__dict__[name] = self.__dict__[name]
+        return view
 
     # Indexes, built once per snapshot on first use: the agent asks these
     # questions several times per network on every pass, and a scan of every
@@ -333,6 +347,10 @@ class Snapshot:
     def hosts_with_ports(self, network_id: NetworkId) -> set[str]:
         """The hosts that hold a port of the network (what l2population sends FDB entries for)."""
         return {p.binding_host_id for p in self.ports_of(network_id) if p.binding_host_id}
+
+
+# Snapshot's cached indexes that do not depend on local_host (for_host shares them).
+_SHARED_INDEXES = ("_subnets_by_network", "_ports_by_network", "_ports_by_device", "_router_hosts", "_agent_types")
 
 
 # --- parsing the server's JSON -------------------------------------------
