@@ -234,8 +234,10 @@ async def update_agent(request: web.Request) -> web.Response:
             changed["description"] = as_str(body["description"], "description", allow_none=True)
         if changed != obj:
             txn.update("agents", changed)
-            # A disabled DHCP agent's networks move to another agent, an enabled one takes the unhosted.
+            # A disabled agent's networks move to another agent; an enabled one takes what has no host.
             scheduling.check_agents(txn)
+            if changed["admin_state_up"] and not obj.get("admin_state_up", True):
+                scheduling.on_agent_available(txn, changed)
         return changed
 
     obj = await server.write(write)

@@ -272,18 +272,20 @@ def on_agent_removed(txn: Txn, agent: dict[str, Any]) -> None:
 
 
 def check_agents(txn: Txn, at: float | None = None) -> None:
-    """The periodic check: move work off dead or admin-down agents; host what has no host."""
+    """The periodic check: move work off dead or admin-down agents; host the networks that have no host."""
     at = now() if at is None else at
     good = eligible(txn, AGENT_DHCP, at)
     if good:
         if _settings(txn, "allow_automatic_dhcp_failover", True):
             _move_networks(txn, good)
         auto_schedule_networks(txn, only_unhosted=True)
+    # Routers without a host are scheduled when they are made and when an L3
+    # agent registers, restarts, comes back or is enabled — never here: a
+    # router an admin just took off one agent (remove, then add elsewhere)
+    # must not be handed back in between.
     good_l3 = eligible(txn, AGENT_L3, at)
-    if good_l3:
-        if _settings(txn, "allow_automatic_l3agent_failover", False):
-            _move_routers(txn, good_l3)
-        auto_schedule_routers(txn)
+    if good_l3 and _settings(txn, "allow_automatic_l3agent_failover", False):
+        _move_routers(txn, good_l3)
 
 
 def _move_networks(txn: Txn, good: list[dict[str, Any]]) -> None:
