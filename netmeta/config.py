@@ -290,7 +290,7 @@ class Config:
 
     @property
     def db_url(self) -> str:
-        return self.db or f"sqlite:///{os.path.join(self.state_dir, 'netmeta.sqlite')}"
+        return self.db or f"sqlite:///{self.paths.store}"
 
     @property
     def embedded_identity(self) -> bool:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 import urllib.error
@@ -31,7 +30,6 @@ from typing import Any, Callable
 
 from netmeta.config import Config
 
-CLOUDS_FILE = "clouds.yaml"
 ADMIN_CLOUD, SERVICE_CLOUD = "netmeta", "netmeta-service"
 EARLY = 60.0
 
@@ -56,7 +54,7 @@ class Credentials:
 
 
 def clouds_path(config: Config) -> str:
-    return os.path.join(config.state_dir, CLOUDS_FILE)
+    return config.paths.clouds_file
 
 
 def cloud_credentials(config: Config, cloud: str) -> Credentials:

@@ -69,31 +69,27 @@ if [ $with_tests -eq 1 ] && [ ! -d .cache/cloud-init/usr/lib/python3/dist-packag
   rm -rf .cache/cloud-init
   dpkg-deb -x .cache/debs/cloud-init_*.deb .cache/cloud-init
 fi
-# The differential tests (tests/upstream) run OpenStack's own code, from PyPI,
-# in a virtualenv of its own: Neutron's and Nova's pins clash with the
-# openstack CLI's in .venv. A marker names the releases, so a second setup
-# is instant and changing UPSTREAM rebuilds it.
-UPSTREAM="neutron==29.0.0 nova==34.0.0"
-marker=".cache/upstream-venv/.installed-$(echo "$UPSTREAM" | tr ' =' '_-')"
-if [ $with_tests -eq 1 ] && [ ! -e "$marker" ]; then
-  echo "setup: installing $UPSTREAM into .cache/upstream-venv (for tests/upstream)"
-  rm -rf .cache/upstream-venv
-  "$python" -m venv .cache/upstream-venv
-  .cache/upstream-venv/bin/pip install -q --upgrade pip >/dev/null
-  # shellcheck disable=SC2086
-  .cache/upstream-venv/bin/pip install -q $UPSTREAM >/dev/null
+# OpenStack's own code, from PyPI, each in a virtualenv of its own under
+# .cache: their pins clash with the openstack CLI's in .venv (and Neutron's
+# with Keystone's). A marker names the releases, so a second setup is
+# instant and changing a pin rebuilds that venv.
+cached_venv() {  # DIR WHY PACKAGE...
+  local dir=$1 why=$2
+  shift 2
+  local marker
+  marker="$dir/.installed-$(echo "$*" | tr ' =' '_-')"
+  [ -e "$marker" ] && return 0
+  echo "setup: installing $* into $dir ($why)"
+  rm -rf "$dir"
+  "$python" -m venv "$dir"
+  "$dir/bin/pip" install -q --upgrade pip >/dev/null
+  "$dir/bin/pip" install -q "$@" >/dev/null
   touch "$marker"
-fi
-# tests/upstream/test_keystone.py runs netmeta behind a real Keystone, from
-# PyPI, in a virtualenv of its own for the same reason (~3 min once).
-KEYSTONE="keystone==30.0.0"
-marker=".cache/keystone-venv/.installed-$(echo "$KEYSTONE" | tr ' =' '_-')"
-if [ $with_tests -eq 1 ] && [ ! -e "$marker" ]; then
-  echo "setup: installing $KEYSTONE into .cache/keystone-venv (for tests/upstream/test_keystone.py)"
-  rm -rf .cache/keystone-venv
-  "$python" -m venv .cache/keystone-venv
-  .cache/keystone-venv/bin/pip install -q --upgrade pip >/dev/null
-  .cache/keystone-venv/bin/pip install -q "$KEYSTONE" >/dev/null
-  touch "$marker"
+}
+if [ $with_tests -eq 1 ]; then
+  # The differential tests (tests/upstream/test_differential.py), ~4 min once.
+  cached_venv .cache/upstream-venv "for tests/upstream" neutron==29.0.0 nova==34.0.0
+  # netmeta behind a real Keystone (tests/upstream/test_keystone.py), ~3 min once.
+  cached_venv .cache/keystone-venv "for tests/upstream/test_keystone.py" keystone==30.0.0
 fi
 echo "setup: done (.venv/bin/netmeta)"

@@ -178,7 +178,7 @@ def cmd_up(args: argparse.Namespace, config: Config) -> int:
     if shown:
         print("  health   the same addresses at /healthz; `netmeta status` shows it all on one screen")
     if config.embedded_identity:
-        clouds = os.path.join(config.state_dir, "clouds.yaml")
+        clouds = config.paths.clouds_file
         print(f"  export OS_CLIENT_CONFIG_FILE={clouds} OS_CLOUD=netmeta; openstack network list")
     elif config.auth_strategy == "keystone":
         print(f"  tokens from {config.keystone_authtoken.auth_url}; openstack --os-cloud <yours> network list")

@@ -46,8 +46,35 @@ def ensure_dir(path: str, mode: int = 0o755) -> None:
         raise translate(exc, f"create directory {path}") from exc
 
 
+def replace_file(path: str, data: bytes, mode: int) -> None:
+    """Write ``path`` atomically, with ``mode`` from its first byte.
+
+    The one atomic write: a temporary file in the same directory, made 0600
+    by mkstemp (``O_EXCL``, so no one else can open it first) and given
+    ``mode`` before it holds anything, fsync'd, then rename(2) over ``path``.
+    A reader sees the old file or the new one, never half of one, and a
+    private file (0600) is never readable by others, not even for a moment.
+    Raises ``OSError``; callers translate it for their own layer.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if mode != 0o600:
+                os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
 def write_file_atomic(path: str, text: str, mode: int = 0o644) -> bool:
-    """Write ``text`` to ``path`` atomically; True if the content changed.
+    """Write ``text`` to ``path`` atomically (:func:`replace_file`); True if the content changed.
 
     Unchanged content leaves the file (and its mtime) alone so the caller can
     skip the SIGHUP; the mode is still corrected.
@@ -62,21 +89,7 @@ def write_file_atomic(path: str, text: str, mode: int = 0o644) -> bool:
                     return False
         except FileNotFoundError:
             pass
-        directory = os.path.dirname(path) or "."
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, mode)  # mkstemp makes 0600: nobody could not read it
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        replace_file(path, data, mode)
     except OSError as exc:
         raise translate(exc, f"write {path}") from exc
     return True

@@ -5,6 +5,8 @@ dnsmasq's files, which must stay where dnsmasq's unprivileged user can read them
 
     <state_dir>/
         netmeta.sqlite             the server's SQLite store (unless --db says otherwise)
+        identity.json token.key    the embedded identity's users and token key (0600)
+        clouds.yaml                its credentials for people and components (0600)
         dhcp -> <dhcp_root>        a symbolic link (for the operator) to dnsmasq's files
         agent/ledger.json          what the agent created (it deletes nothing else)
         <component>/status.json    what the agent / metadata process did last
@@ -60,6 +62,29 @@ class StatePaths:
     def dhcp_file(self, network_id: str, name: str) -> str:
         """``opts``, ``host``, ``addn_hosts``, ``pid``, ``leases`` or ``loaded`` of a network."""
         return f"{self.dhcp_dir(network_id)}/{name}"
+
+    # --- the server's private files (0600) ---------------------------------------
+    @property
+    def store(self) -> str:
+        """The embedded SQLite store (unless ``--db`` names another database)."""
+        return self._under("netmeta.sqlite")
+
+    @property
+    def identity_file(self) -> str:
+        return self._under("identity.json")
+
+    @property
+    def token_key(self) -> str:
+        return self._under("token.key")
+
+    @property
+    def clouds_file(self) -> str:
+        """The embedded identity's clouds.yaml: the admin's and the service user's credentials."""
+        return self._under("clouds.yaml")
+
+    @property
+    def private_files(self) -> tuple[str, ...]:
+        return (self.store, self.identity_file, self.token_key, self.clouds_file)
 
     # --- the components --------------------------------------------------------
     def component_dir(self, component: str) -> str:

@@ -74,9 +74,6 @@ async def neutron_errors(request: web.Request, handler: Handler) -> web.StreamRe
         return dump(body, status=500)
 
 
-PRIVATE_FILES = ("netmeta.sqlite", identity.IDENTITY_FILE, identity.KEY_FILE, identity.CLOUDS_FILE)
-
-
 def check_private_files(config: Config) -> None:
     """Refuse to start on secrets other users can read (they were made elsewhere).
 
@@ -92,8 +89,7 @@ def check_private_files(config: Config) -> None:
     if mode & 0o077:
         raise ConfigError(f"state directory {config.state_dir} is mode {mode:04o}: other users could look inside; "
                           f"run `chmod 700 {config.state_dir}`")
-    for name in PRIVATE_FILES:
-        path = os.path.join(config.state_dir, name)
+    for path in config.paths.private_files:
         try:
             mode = os.stat(path).st_mode & 0o777
         except FileNotFoundError:

@@ -40,9 +40,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-IDENTITY_FILE = "identity.json"
-KEY_FILE = "token.key"
-CLOUDS_FILE = "clouds.yaml"
+from netmeta.drivers.files import replace_file
+from netmeta.model.paths import StatePaths
+
 DEFAULT_DOMAIN = {"id": "default", "name": "Default"}
 TOKEN_TTL = 3600.0
 IMPLIED = {"admin": ("member", "reader"), "member": ("reader",)}
@@ -58,20 +58,7 @@ class IdentityError(Exception):
 
 def write_private(path: str, data: bytes) -> None:
     """Write ``path`` as 0600 from its first byte, atomically."""
-    tmp = f"{path}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    replace_file(path, data, 0o600)
 
 
 def hash_secret(secret: str) -> str:
@@ -106,7 +93,7 @@ def _save_json(path: str, data: dict[str, Any]) -> None:
 def add_user(state_dir: str, name: str, password: str, project: str, roles: list[str],
              project_id: str | None = None) -> dict[str, Any]:
     """Add (or reset) a user with ``roles`` on ``project`` (created if new, with ``project_id`` if given)."""
-    path = os.path.join(state_dir, IDENTITY_FILE)
+    path = StatePaths(state_dir).identity_file
     data = _load_json(path)
     projects = data.setdefault("projects", [])
     proj = next((p for p in projects if p["name"] == project), None)
@@ -127,7 +114,7 @@ def add_user(state_dir: str, name: str, password: str, project: str, roles: list
 def add_application_credential(state_dir: str, user: str, project: str, name: str, secret: str,
                                roles: list[str] | None = None) -> str:
     """Give ``user`` an application credential on ``project``; returns its id."""
-    path = os.path.join(state_dir, IDENTITY_FILE)
+    path = StatePaths(state_dir).identity_file
     data = _load_json(path)
     found = next(u for u in data["users"] if u["name"] == user)
     proj = next(p for p in data["projects"] if p["name"] == project)
@@ -151,8 +138,8 @@ def cloud_entry(auth_url: str, user: str, password: str, project: str) -> dict[s
 
 def bootstrap(state_dir: str, api_url: str) -> bool:
     """Create the identity files once: an admin and a service user. True if created."""
-    path = os.path.join(state_dir, IDENTITY_FILE)
-    key = os.path.join(state_dir, KEY_FILE)
+    path = StatePaths(state_dir).identity_file
+    key = StatePaths(state_dir).token_key
     if not os.path.exists(key):
         write_private(key, secrets.token_bytes(32))
     if os.path.exists(path):
@@ -164,13 +151,13 @@ def bootstrap(state_dir: str, api_url: str) -> bool:
     auth_url = f"{api_url.rstrip('/')}/identity/v3"
     clouds = {"clouds": {ADMIN_CLOUD: cloud_entry(auth_url, "admin", admin_pw, "admin"),
                          SERVICE_CLOUD: cloud_entry(auth_url, "netmeta", service_pw, "service")}}
-    _save_json(os.path.join(state_dir, CLOUDS_FILE), clouds)
+    _save_json(StatePaths(state_dir).clouds_file, clouds)
     return True
 
 
 def refresh_auth_url(state_dir: str, api_url: str) -> None:
     """Point clouds.yaml at where the API listens now (port 0 picks a new one)."""
-    path = os.path.join(state_dir, CLOUDS_FILE)
+    path = StatePaths(state_dir).clouds_file
     try:
         data = _load_json(path)
     except (OSError, ValueError):
@@ -229,13 +216,13 @@ class Identity:
     _seen: dict[str, TokenInfo] = field(default_factory=dict)
 
     def load(self) -> "Identity":
-        with open(os.path.join(self.state_dir, KEY_FILE), "rb") as handle:
+        with open(StatePaths(self.state_dir).token_key, "rb") as handle:
             self.key = handle.read()
         self._reload()
         return self
 
     def _reload(self) -> None:
-        path = os.path.join(self.state_dir, IDENTITY_FILE)
+        path = StatePaths(self.state_dir).identity_file
         mtime = os.stat(path).st_mtime
         if mtime != self._mtime:
             self.data = _load_json(path)
