@@ -158,6 +158,10 @@ class Config:
     # Namespace holding the brq bridges; empty puts them in the root namespace
     # (only for plugging real VM taps: tests and demos never do that).
     fabric_namespace: str = "netmeta-fabric"
+    # Neutron linuxbridge [vxlan] udp_dstport: VXLAN's UDP port on the
+    # underlay; 0 keeps the kernel's default (8472), as Neutron's unset does
+    # (set 4789, IANA's, when other VTEPs use it).
+    udp_dstport: int = 0
 
     # --- real VMs (``netmeta image``, ``netmeta vm boot --image``) ---
     # Where built cloud images are cached; empty: <state_dir>/images. A

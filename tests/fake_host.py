@@ -26,6 +26,7 @@ MUTATING = (
     "remember", "forget", "ensure_fabric", "ensure_namespace", "delete_namespace", "ensure_bridge",
     "ensure_veth", "delete_link", "set_sysctl", "write_files", "write_file", "remove_files",
     "start_dnsmasq", "reload_dnsmasq", "stop_dnsmasq", "restore_iptables", "replace_nftables",
+    "ensure_vxlan", "replace_fdb",
 )
 
 
@@ -39,7 +40,8 @@ class FakeHost:
         self.links: dict[str, dict[str, dict[str, Any]]] = {}
         self.iptables: dict[str, str] = {}
         self.routes: dict[str, tuple[tuple[str, tuple[str, ...], str | None], ...]] = {}
-        self.nftables: tuple[str | None, bool] = (None, False)  # (digest, any netmeta table)
+        self.nftables: tuple[str | None, bool] = (None, False)
+        self.fdb: dict[str, set[tuple[str, str]]] = {}  # VXLAN device → (MAC, VTEP)  # (digest, any netmeta table)
         self.ledger_namespaces: set[str] = set()
         self.ledger_links: set[str] = set()
         self.fail: dict[tuple[str, Any], BaseException | list[BaseException]] = {}
@@ -176,6 +178,8 @@ class FakeHost:
     def delete_link(self, namespace: str | None, device: str) -> None:
         self._call("delete_link", namespace, device)
         self.links.get(namespace or self.fabric, {}).pop(device, None)
+        if namespace is None:
+            self.fdb.pop(device, None)
 
     def set_sysctl(self, namespace: str, key: str, value: str) -> None:
         self._call("set_sysctl", namespace, key, value)
@@ -222,6 +226,27 @@ class FakeHost:
     def ensure_routes(self, namespace: str, routes: Sequence[tuple[str, tuple[str, ...], str | None]]) -> None:
         self._call("ensure_routes", namespace, tuple(routes))
         self.routes[namespace] = tuple(routes)
+
+    def observe_vxlan(self, device: str) -> tuple[dict[str, Any] | None, frozenset[tuple[str, str]] | None]:
+        self.transcript.append(("observe_vxlan", device))
+        link = self.links.get(self.fabric, {}).get(device)
+        if not link or link.get("kind") != "vxlan":
+            return None, None
+        return dict(link), frozenset(self.fdb.get(device, ()))
+
+    def ensure_vxlan(self, device: str, vni: int, local_ip: str, bridge: str, mtu: int, port: int) -> None:
+        self._call("ensure_vxlan", device, vni, local_ip, bridge, mtu, port)
+        if bridge not in self.links.get(self.fabric, {}):
+            raise TemporaryDriverError(f"bridge {bridge} missing")
+        self.links.setdefault(self.fabric, {})[device] = {
+            "kind": "vxlan", "vni": vni, "local": local_ip, "port": port or 8472, "learning": False,
+            "mtu": mtu, "up": True, "master": bridge, "index": next(self._index)}
+
+    def replace_fdb(self, device: str, entries: Sequence[tuple[str, str]]) -> None:
+        self._call("replace_fdb", device, tuple(entries))
+        if device not in self.links.get(self.fabric, {}):
+            raise TemporaryDriverError(f"{device} missing")
+        self.fdb[device] = set(entries)
 
     def observe_nftables(self) -> tuple[str | None, bool]:
         return self.nftables

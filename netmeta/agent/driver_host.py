@@ -6,11 +6,12 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from netmeta.agent.host import LinkView
 from netmeta.agent.ledger import Ledger
-from netmeta.drivers import dnsmasq, files, iptables, links, netns, nftables, processes
+from netmeta.drivers import dnsmasq, files, iptables, links, netns, nftables, processes, vxlan
 from netmeta.drivers.errors import translate
 from netmeta.model.names import ROUTER_PORT_PREFIX
 from netmeta.model.paths import StatePaths
@@ -144,6 +145,21 @@ class DriverHost:
         if failed:
             # Neutron's L3 agent skips a route the kernel refuses the same way.
             log.warning("%s: routes not installed (nexthop on no link): %s", namespace, ", ".join(failed))
+
+    # VXLAN: the device is made from this process's own namespace, where the
+    # underlay address (local_ip) is, and lives in the fabric (drivers.vxlan).
+    def observe_vxlan(self, device: str) -> tuple[Mapping[str, Any] | None, frozenset[tuple[str, str]] | None]:
+        seen = vxlan.get_vxlan(self.fabric, device)
+        if seen is None:
+            return None, None
+        entries = vxlan.observe_fdb(self.fabric, device)
+        return seen, frozenset(entries) if entries is not None else None
+
+    def ensure_vxlan(self, device: str, vni: int, local_ip: str, bridge: str, mtu: int, port: int) -> None:
+        vxlan.ensure_vxlan(None, self.fabric, device, vni, local_ip, bridge, mtu, port)
+
+    def replace_fdb(self, device: str, entries: Sequence[tuple[str, str]]) -> None:
+        vxlan.ensure_fdb(self.fabric, device, entries)
 
     # Port security lives in the fabric namespace only; with bridges in the
     # host's own namespace the reconciler plans none (the driver refuses it too).

@@ -31,6 +31,7 @@ from typing import ClassVar
 from netmeta.agent.host import Host, LinkView
 from netmeta.model import names
 from netmeta.model.dhcp import FILE_KINDS, DhcpNetworkSpec
+from netmeta.model.l2 import VxlanSpec
 from netmeta.model.l3 import RouterSpec, normalize_saved
 from netmeta.model.portsec import Ruleset
 
@@ -287,7 +288,45 @@ class ReplaceNftables(Action):
         host.replace_nftables(self.payload, self.tables_wanted)
 
 
+@dataclass(frozen=True)
+class EnsureVxlan(Action):
+    """A network's VXLAN device on its bridge, its socket on the underlay address (see drivers.vxlan)."""
+
+    device: str
+    vni: int
+    local_ip: str
+    bridge: str
+    mtu: int
+    port: int
+
+    @property
+    def subject(self) -> str:
+        return self.device
+
+    def apply(self, host: Host) -> None:
+        host.ensure_vxlan(self.device, self.vni, self.local_ip, self.bridge, self.mtu, self.port)
+
+
+@dataclass(frozen=True)
+class ReplaceFdb(Action):
+    """The device's remote forwarding entries, exactly (l2population's flood and per-port entries)."""
+
+    device: str
+    entries: tuple[tuple[str, str], ...]
+
+    def apply(self, host: Host) -> None:
+        host.replace_fdb(self.device, self.entries)
+
+
 # --- observations ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VxlanSeen:
+    """A VXLAN device in the fabric as the host shows it (None: absent or not VXLAN)."""
+
+    device: Mapping[str, object] | None  # vni, local, port, learning, mtu, up, master
+    fdb: frozenset[tuple[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -331,6 +370,40 @@ def plan_bridge(network_id: str, mtu: int, recorded: int | None, fabric: LinkVie
     actions: list[Action] = [Remember(fabric_link=bridge)]
     if not (seen and seen["kind"] == "bridge" and seen["up"] and seen["mtu"] == mtu):
         actions.append(EnsureBridge(bridge, mtu))
+    return actions
+
+
+def _vxlan_in_sync(seen: Mapping[str, object] | None, want: VxlanSpec) -> bool:
+    return bool(
+        seen
+        and seen.get("vni") == want.vni
+        and seen.get("local") == want.local_ip
+        and (not want.port or seen.get("port") == want.port)
+        and not seen.get("learning")
+        and seen.get("mtu") == want.mtu
+        and seen.get("up")
+        and seen.get("master") == want.bridge
+    )
+
+
+def plan_vxlan(want: VxlanSpec, recorded: VxlanSpec | None, seen: VxlanSeen) -> list[Action]:
+    """A network's VXLAN device and its forwarding entries; recorded equal → nothing.
+
+    A port coming or going on another host changes only ``fdb``: then only
+    the entries are replaced, the device (and traffic through it) stays.
+    """
+    if recorded == want:
+        return []
+    actions: list[Action] = []
+    made = False
+    if recorded is None or (recorded.device, recorded.vni, recorded.local_ip, recorded.bridge, recorded.mtu,
+                            recorded.port) != (want.device, want.vni, want.local_ip, want.bridge, want.mtu, want.port):
+        actions.append(Remember(fabric_link=want.device))
+        if not _vxlan_in_sync(seen.device, want):
+            actions.append(EnsureVxlan(want.device, want.vni, want.local_ip, want.bridge, want.mtu, want.port))
+            made = True
+    if made or seen.fdb is None or seen.fdb != frozenset(want.fdb):
+        actions.append(ReplaceFdb(want.device, want.fdb))
     return actions
 
 

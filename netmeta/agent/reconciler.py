@@ -52,6 +52,7 @@ from netmeta.agent.plan import (
     DhcpSeen,
     RouterSeen,
     StartDnsmasq,
+    VxlanSeen,
     plan_bridge,
     plan_dhcp,
     plan_gone_files,
@@ -59,11 +60,13 @@ from netmeta.agent.plan import (
     plan_gone_namespace,
     plan_portsec,
     plan_router,
+    plan_vxlan,
 )
 from netmeta.config import Config
 from netmeta.drivers.errors import PermanentDriverError, TemporaryDriverError
 from netmeta.model import names
 from netmeta.model.dhcp import DhcpNetworkSpec, desired_dhcp
+from netmeta.model.l2 import VxlanSpec, desired_vxlan, local_networks
 from netmeta.model.l3 import RouterSpec, desired_routers
 from netmeta.model.portsec import Ruleset, ruleset
 from netmeta.model.types import NetworkId, RouterId, Snapshot
@@ -148,6 +151,7 @@ class Reconciler:
         self.applied_dhcp: dict[str, DhcpNetworkSpec] = {}
         self.applied_routers: dict[str, RouterSpec] = {}
         self.bridges: dict[str, int] = {}
+        self.applied_vxlan: dict[str, VxlanSpec] = {}
         # The port security digest last applied (False: none yet; None: "no tables").
         self.applied_portsec: str | None | bool = False
         self._ruleset: tuple[Snapshot, Ruleset] | None = None  # rendered once per snapshot
@@ -173,28 +177,32 @@ class Reconciler:
                 self.applied_dhcp.clear()
                 self.applied_routers.clear()
                 self.bridges.clear()
+                self.applied_vxlan.clear()
                 self.applied_portsec = False
         self.host.ensure_fabric()
         fabric = self.host.observe_links(None) if full else None
         wanted_dhcp = desired_dhcp(snapshot, self.config, self.paths)
         wanted_routers = desired_routers(snapshot, self.config)
+        local = local_networks(snapshot, self.config.host)
+        wanted_vxlan = desired_vxlan(snapshot, self.config)
 
         # Bridges first and inline: every veth below plugs into one, and
         # creating a bridge is a single quick netlink call.
-        for net_id, network in snapshot.networks.items():
-            self._run_inline(self._bridge_unit(net_id, network.mtu, fabric), report)
-        units = [self._dhcp_unit(spec, fabric, full) for spec in wanted_dhcp.values()]
+        for net_id in local:
+            self._run_inline(self._bridge_unit(net_id, snapshot.networks[net_id].mtu, fabric), report)
+        units = [self._vxlan_unit(spec) for spec in wanted_vxlan.values()]
+        units += [self._dhcp_unit(spec, fabric, full) for spec in wanted_dhcp.values()]
         units += [self._router_unit(spec, fabric, full) for spec in wanted_routers.values()]
         if self.fabric:
             units.append(self._portsec_unit(snapshot))
-        units += self._removal_units(wanted_dhcp, wanted_routers, snapshot)
+        units += self._removal_units(wanted_dhcp, wanted_routers, local, wanted_vxlan)
         deadline = None if wait is None else time.monotonic() + wait
         # A unit still running from an earlier pass works on an older spec:
         # its object is submitted again once that unit is done.
         behind = [unit for unit in units if not self._submit(unit)]
         with self._lock:
             # Retries of objects nothing wants any more (a deleted network's bridge).
-            live = {u.key for u in units} | {("bridge", n) for n in snapshot.networks}
+            live = {u.key for u in units} | {("bridge", n) for n in local}
             for key in [k for k in self.retries if k not in live]:
                 del self.retries[key]
         self._wait(deadline)
@@ -331,6 +339,22 @@ class Reconciler:
 
         return _Unit(("bridge", net_id), f"bridge of {net_id}", mtu, plan, record, names.bridge_name(net_id))
 
+    def _vxlan_unit(self, spec: VxlanSpec) -> _Unit:
+        """A VXLAN network's device on its bridge and l2population's entries (after the bridges)."""
+
+        def plan() -> list[Action]:
+            with self._lock:
+                recorded = self.applied_vxlan.get(spec.network_id)
+            if recorded == spec:
+                return []
+            device, fdb = self.host.observe_vxlan(spec.device)
+            return plan_vxlan(spec, recorded, VxlanSeen(device, fdb))
+
+        def record() -> None:
+            self.applied_vxlan[spec.network_id] = spec
+
+        return _Unit(("vxlan", spec.network_id), f"VXLAN of {spec.network_id}", spec, plan, record, spec.device)
+
     def _dhcp_unit(self, spec: DhcpNetworkSpec, fabric: LinkView | None, full: bool) -> _Unit:
         def plan() -> list[Action]:
             with self._lock:
@@ -411,7 +435,8 @@ class Reconciler:
         self,
         wanted_dhcp: Mapping[NetworkId, DhcpNetworkSpec],
         wanted_routers: Mapping[RouterId, RouterSpec],
-        snapshot: Snapshot,
+        local: list[NetworkId],
+        wanted_vxlan: Mapping[NetworkId, VxlanSpec],
     ) -> list[_Unit]:
         """Whatever the ledger or the state directory holds that nothing wants.
 
@@ -432,14 +457,17 @@ class Reconciler:
                 del self.applied_dhcp[net_id]
             for router_id in [r for r in self.applied_routers if r not in wanted_routers]:
                 del self.applied_routers[router_id]
-            for net_id in [n for n in self.bridges if n not in snapshot.networks]:
+            for net_id in [n for n in self.bridges if n not in local]:
                 del self.bridges[net_id]
+            for net_id in [n for n in self.applied_vxlan if n not in wanted_vxlan]:
+                del self.applied_vxlan[net_id]
         for net_id in self.host.list_dirs(self.paths.dhcp_root):
             if net_id not in wanted_dhcp:
                 gone.setdefault(("network", net_id), []).extend(
                     plan_gone_files(net_id, self.paths.dhcp_dir(net_id), self.paths.dhcp_file(net_id, "pid"))
                 )
-        keep_links = {names.bridge_name(n) for n in snapshot.networks}
+        keep_links = {names.bridge_name(n) for n in local}
+        keep_links |= {s.device for s in wanted_vxlan.values()}
         keep_links |= {names.dhcp_outer_name(s.port_id) for s in wanted_dhcp.values()}
         keep_links |= {names.router_outer_name(i.port_id) for s in wanted_routers.values() for i in s.interfaces}
         for link in sorted(fabric_links - keep_links):
