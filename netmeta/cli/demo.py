@@ -73,6 +73,10 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     from netmeta.drivers.supervise import stop_all
     from netmeta.vm.guests import Guests
 
+    if getattr(args, "hosts", 1) > 1:
+        from netmeta.cli import demo_hosts
+
+        return demo_hosts.cmd_demo_hosts(args, config)
     tag = secrets.token_hex(3)
     state_dir_given = bool(args.state_dir)
     state_dir = args.state_dir or tempfile.mkdtemp(prefix="netmeta-demo-")  # 0700, as netmeta makes it

@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = add("demo", demo.cmd_demo, "replay the seed report for real, narrated", (*COMPONENTS, GUESTS, EXPLAIN))
     d.add_argument("--keep", action="store_true", help="leave the demo's namespaces running at the end")
     d.add_argument("--vm", action="store_true", help="the same story with real VMs (QEMU, cloud-init)")
+    d.add_argument("--hosts", type=int, default=1, metavar="N",
+                   help="the seed on N simulated controllers (own namespaces, agents, VXLAN between them)")
     return parser
 
 

@@ -303,3 +303,24 @@ def test_router_moves_between_l3_agents(cloud3: tuple[MultiHost, Client]) -> Non
                "the qrouter to move", timeout=30)
     assert [h.name for h in multi.hosts if qrouter in h.sim.inner_namespaces()] == [target]
     assert json.loads(wait_until(fetch, "metadata through the moved router", timeout=30))["uuid"] == vm["instance"]
+
+
+@pytest.mark.slow
+def test_demo_on_three_controllers() -> None:
+    """``netmeta demo --hosts 3``: the seed on three controllers, consistent after controller-1's agent restarts."""
+    import re
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "netmeta", "demo", "--hosts", "3"], capture_output=True, text=True,
+                          timeout=900)
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
+    line = re.search(r"option:dns-server,(\S+)$", out, re.M)
+    assert line and len(line.group(1).split(",")) == 3  # three DHCP ports, as in the seed
+    assert out.count(":-)") == 12  # four agents on each of the three controllers
+    assert "controller-1: has qrouter-" in out and out.count(": no qrouter-") == 2
+    assert "CHANGED" not in out and out.count("(same)") >= 14
+    assert "cleaned up" in out
+    prefixes = set(re.findall(r"\b(nmdemo[0-9a-f]{6}-)", out))
+    assert prefixes and not [n for n in netns.list_namespaces() if any(n.startswith(p) for p in prefixes)]
