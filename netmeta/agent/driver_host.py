@@ -149,10 +149,7 @@ class DriverHost:
     # VXLAN: the device is made from this process's own namespace, where the
     # underlay address (local_ip) is, and lives in the fabric (drivers.vxlan).
     def observe_vxlan(self, device: str) -> tuple[Mapping[str, Any] | None, frozenset[tuple[str, str]] | None]:
-        seen = vxlan.get_vxlan(self.fabric, device)
-        if seen is None:
-            return None, None
-        entries = vxlan.observe_fdb(self.fabric, device)
+        seen, entries = vxlan.observe(self.fabric, device)
         return seen, frozenset(entries) if entries is not None else None
 
     def ensure_vxlan(self, device: str, vni: int, local_ip: str, bridge: str, mtu: int, port: int) -> None:

@@ -58,19 +58,38 @@ def describe_vxlan(msg: Any) -> dict[str, Any]:
     }
 
 
+def _device(ipr: Any, msg: Any) -> dict[str, Any]:
+    master = msg.get_attr("IFLA_MASTER")
+    names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.link("dump")} if master else {}
+    return {**describe_vxlan(msg), "mtu": msg.get_attr("IFLA_MTU"), "up": bool(msg["flags"] & 1),
+            "master": names.get(master), "index": msg["index"]}
+
+
+def _entries(ipr: Any, index: int) -> set[FdbEntry]:
+    entries = set()
+    for entry in ipr.fdb("dump", ifindex=index):
+        dst = entry.get_attr("NDA_DST")
+        mac = entry.get_attr("NDA_LLADDR")
+        if entry["ifindex"] == index and dst and mac and entry["flags"] & NTF_SELF:
+            entries.add((mac.lower(), dst))
+    return entries
+
+
 def get_vxlan(fabric_ns: str | None, name: str) -> dict[str, Any] | None:
     """The device's VXLAN settings and link state (None if absent or not VXLAN)."""
+    return observe(fabric_ns, name)[0]
+
+
+def observe(fabric_ns: str | None, name: str) -> tuple[dict[str, Any] | None, set[FdbEntry] | None]:
+    """The device (as :func:`get_vxlan`) and its remote entries, in one netlink session; (None, None) if absent."""
     with netlink(fabric_ns) as ipr:
         try:
             msg = _lookup(ipr, check_ifname(name))
+            if msg is None or _kind(msg) != "vxlan":
+                return None, None
+            return _device(ipr, msg), _entries(ipr, msg["index"])
         except NetlinkError as exc:
             raise translate(exc, f"look up {name} in {fabric_ns}") from exc
-        if msg is None or _kind(msg) != "vxlan":
-            return None
-        master = msg.get_attr("IFLA_MASTER")
-        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.link("dump")} if master else {}
-        return {**describe_vxlan(msg), "mtu": msg.get_attr("IFLA_MTU"), "up": bool(msg["flags"] & 1),
-                "master": names.get(master), "index": msg["index"]}
 
 
 def ensure_vxlan(
@@ -171,15 +190,7 @@ def observe_fdb(fabric_ns: str | None, name: str) -> set[FdbEntry] | None:
     with netlink(fabric_ns) as ipr:
         try:
             msg = _lookup(ipr, check_ifname(name))
-            if msg is None:
-                return None
-            entries = set()
-            for entry in ipr.fdb("dump", ifindex=msg["index"]):
-                dst = entry.get_attr("NDA_DST")
-                mac = entry.get_attr("NDA_LLADDR")
-                if entry["ifindex"] == msg["index"] and dst and mac and entry["flags"] & NTF_SELF:
-                    entries.add((mac.lower(), dst))
-            return entries
+            return None if msg is None else _entries(ipr, msg["index"])
         except NetlinkError as exc:
             raise translate(exc, f"forwarding entries of {name} in {fabric_ns}") from exc
 
