@@ -144,6 +144,13 @@ class MultiHost:
                 return host
         raise KeyError(name)
 
+    def openstack_env(self, cloud: str = "netmeta") -> dict[str, str]:
+        """Environment for the real ``openstack`` CLI on this machine: the server's clouds.yaml (admin)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        env.update(PYTHONWARNINGS="ignore", OS_CLOUD=cloud,
+                   OS_CLIENT_CONFIG_FILE=os.path.join(self.config.state_dir, "clouds.yaml"))
+        return env
+
     def close(self, *, keep_logs: str | None = None) -> list[str]:
         """Stop and remove everything; the problems (empty: all gone)."""
         problems: list[str] = []

@@ -241,6 +241,10 @@ def test_three_dhcp_servers_and_one_host_down(cloud3_ha: tuple[MultiHost, Client
     meta = guest_host.in_namespace(vm["namespace"], *CURL, "http://169.254.169.254/openstack/latest/meta_data.json")
     assert meta.returncode == 0 and json.loads(meta.stdout)["uuid"] == vm["instance"]
 
+    # `openstack network agent list`: four agents per host, every one alive.
+    rows = _agent_list(multi)
+    assert len(rows) == 4 * len(multi.hosts) and all(r["Alive"] for r in rows), rows
+
     # The answering host loses its agent and its dnsmasq: the others carry on.
     down = next(h for h in multi.hosts
                 if next(p for p in dhcp if p["binding:host_id"] == h.name)["fixed_ips"][0]["ip_address"] == server)
@@ -263,6 +267,20 @@ def test_three_dhcp_servers_and_one_host_down(cloud3_ha: tuple[MultiHost, Client
     wait_until(lambda: alive().get((down.name, "DHCP agent")) is False, "the stopped agent to turn dead", timeout=30)
     states = alive()
     assert all(states[(h.name, "DHCP agent")] for h in multi.hosts if h is not down)
+    rows = {r["Agent Type"]: r["Alive"] for r in _agent_list(multi, "--host", down.name)}
+    assert rows["DHCP agent"] is False and rows["Metadata agent"] is True  # its metadata process still runs
+
+
+def _agent_list(multi: MultiHost, *args: str) -> list[dict[str, Any]]:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = str(Path(sys.executable).with_name("openstack"))  # the venv's python-openstackclient
+    done = subprocess.run([cli, "network", "agent", "list", *args, "-f", "json"], capture_output=True,
+                          text=True, env=multi.openstack_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
 def _read(path: str) -> str:
