@@ -11,9 +11,13 @@ accepted.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 
+# Memoised: every request asks several times (accept, identity, rate limit, views) about
+# the same few addresses, and ipaddress parses one in microseconds.
+@functools.lru_cache(maxsize=8192)
 def canonical_ip(text: str) -> str:
     """``text`` as Python's ``ipaddress`` prints it, IPv4-mapped as plain IPv4.
 
@@ -34,6 +38,7 @@ def canonical_ip(text: str) -> str:
     return str(address)
 
 
+@functools.lru_cache(maxsize=8192)
 def ip_version(text: str) -> int | None:
     """4 or 6 for an address in any spelling (mapped forms are 4); None if none."""
     try:

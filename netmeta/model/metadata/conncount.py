@@ -28,6 +28,7 @@ Pure: the table (a ``bytearray``, or a shared mmap made by the caller) is inject
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import struct
 from typing import Hashable, Union
@@ -44,6 +45,7 @@ def table_size(workers: int, slots: int = SLOTS) -> int:
     return slots * workers * _CELL.size
 
 
+@functools.lru_cache(maxsize=8192)  # a hash per connection otherwise
 def _tag(key: Hashable) -> int:
     return int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "little") | 1
 
