@@ -49,9 +49,23 @@ pytestmark = [pytest.mark.privileged, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_DIR = os.environ.get("NETMETA_IMAGE_DIR") or str(REPO / ".cache" / "images")
-# Each boot's bound. On an idle 2-core machine both VMs are done in about a
-# minute; a machine shared with other heavy work may need more (the variable).
-BOOT_SECONDS = float(os.environ.get("NETMETA_VM_BOOT_SECONDS", "300"))
+
+
+def boot_bound(base: float = 300.0, cap: float = 1200.0) -> float:
+    """Each boot's bound: 300 s, stretched by how busy the machine is when the module starts.
+
+    On a quiet 2-core machine (CI) both VMs are done in about a minute, so
+    300 s is a wide margin and stays the bound. An emulated vCPU is one busy
+    host thread, so on a machine shared with other work a boot takes longer
+    in proportion to the load per core (measured here: the pair took 573 s
+    at a load of 10-13 on 2 cores); the bound follows that, up to ``cap``.
+    ``NETMETA_VM_BOOT_SECONDS`` sets it outright.
+    """
+    if os.environ.get("NETMETA_VM_BOOT_SECONDS"):
+        return float(os.environ["NETMETA_VM_BOOT_SECONDS"])
+    busy = os.getloadavg()[0] / (os.cpu_count() or 1)
+    return min(cap, base * max(1.0, busy))
+
 USER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVzZXJzLW93bi1rZXktZm9yLXRlc3RzLW9ubHk= user@laptop"
 
 
@@ -106,6 +120,8 @@ def test_two_vms_read_netmeta_through_qdhcp_and_qrouter(vm_stack: Stack) -> None
     dhcp_ip = stack.dhcp_port(iso_net["id"])["fixed_ips"][0]["ip_address"]
     gateway = rtd_sub["gateway_ip"]
 
+    bound = boot_bound()
+    print(f"each boot bounded at {bound:.0f} s (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     marks = {name: f"NMT-{secrets.token_hex(4)}" for name in ("iso", "rtd")}
     vms: dict[str, Machine] = {}
     started = time.monotonic()
@@ -123,7 +139,7 @@ def test_two_vms_read_netmeta_through_qdhcp_and_qrouter(vm_stack: Stack) -> None
             assert vm.tap == names.guest_outer_name(vm.port_id)
         finished = {}
         for name in vms:
-            remaining = BOOT_SECONDS - (time.monotonic() - started)
+            remaining = bound - (time.monotonic() - started)
             finished[name] = machines.wait_ready(name, timeout=max(remaining, 1.0))
         boot_seconds = time.monotonic() - started
         print(f"both VMs: cloud-init done {boot_seconds:.0f} s after boot; "
@@ -290,7 +306,7 @@ def test_root_namespace_bridges_inside_a_stand_in_host(netns_scope: Any, image_d
         record = json.loads(Path(state, "machines", "rootvm", "machine.json").read_text())
         leases = Path(Config(state_dir=state).paths.dhcp_file(net["id"], "leases"))
         wait_until(lambda: leases.exists() and record["mac"] in leases.read_text(), "the VM's DHCP lease",
-                   timeout=BOOT_SECONDS, poll=1.0)
+                   timeout=boot_bound(), poll=1.0)
         listing = cli("vm", "list", *vm_args)
         assert re.search(r"rootvm\s+\S+\s+\S+\s+vm\s+(booting|ready)", listing.stdout), listing.stdout
         shown = cli("vm", "console", "rootvm", *vm_args)
