@@ -31,7 +31,7 @@ if [ $with_tests -eq 1 ]; then
   packages+=(postgresql haproxy wrk iputils-ping)
 fi
 if [ $with_vm -eq 1 ]; then
-  packages+=(qemu-system-x86 qemu-utils mmdebstrap gpg debian-archive-keyring e2fsprogs openssh-client)
+  packages+=(qemu-system-x86 qemu-utils mmdebstrap gpg debian-archive-keyring e2fsprogs openssh-client dnsmasq-utils)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -143,3 +143,33 @@ def adopt_layout(link: str, root: str) -> list[str]:
     except OSError as exc:
         raise translate(exc, f"move dnsmasq's files from {link} to {root}") from exc
     return sorted(stopped)
+
+
+def release_argv(interface: str, ip: str, mac: str, client_id: str = "") -> list[str]:
+    """dnsmasq-utils' ``dhcp_release``: a DHCPRELEASE for ``ip`` as the client would send it.
+
+    The client id is the lease's (dnsmasq finds a lease that has one by it);
+    "*" in the leases file means none.
+    """
+    argv = ["dhcp_release", interface, ip, mac]
+    if client_id and client_id != "*":
+        argv.append(client_id)
+    return argv
+
+
+def release(namespace: str, interface: str, ip: str, mac: str, client_id: str = "") -> bool:
+    """Make dnsmasq forget a lease whose client is gone (Neutron's DHCP agent does this for a deleted port).
+
+    A client that dies without releasing keeps its address leased to its MAC,
+    and dnsmasq will not hand that address to the next port that is given it
+    (with static host entries it answers "no address available"). False when
+    ``dhcp_release`` is not installed or the namespace is gone.
+    """
+    if shutil.which("dhcp_release") is None or not namespace_exists(namespace):
+        return False
+    try:
+        done = subprocess.run(namespace_argv(namespace, release_argv(interface, ip, mac, client_id)),
+                              capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise translate(exc, "dhcp_release") from exc
+    return done.returncode == 0

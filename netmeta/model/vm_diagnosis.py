@@ -60,6 +60,7 @@ class DhcpLease:
     mac: str
     ip: str
     hostname: str
+    client_id: str = ""  # "*": none
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ def parse_dnsmasq_leases(text: str) -> list[DhcpLease]:
         fields = line.split()
         if len(fields) < 4 or not fields[0].isdigit() or ":" in fields[2]:
             continue
-        found.append(DhcpLease(int(fields[0]), fields[1].lower(), fields[2], fields[3]))
+        found.append(DhcpLease(int(fields[0]), fields[1].lower(), fields[2], fields[3],
+                               fields[4] if len(fields) > 4 else ""))
     return found
 
 

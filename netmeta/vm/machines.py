@@ -33,7 +33,7 @@ from typing import Callable, Mapping, Sequence
 
 from netmeta.client import ApiError, Client
 from netmeta.config import Config
-from netmeta.drivers import images, links, netns, processes, qemu, ssh
+from netmeta.drivers import dnsmasq, images, links, netns, processes, qemu, ssh
 from netmeta.drivers.errors import DriverError
 from netmeta.model import names
 from netmeta.model.vm_diagnosis import DhcpLease, lease_for
@@ -241,6 +241,7 @@ class Machines(Records[Machine]):
     def delete(self, name: str) -> None:
         machine = self.get(name)
         self._teardown_local(name)
+        self._release_lease(machine)
         try:
             self.client.delete_instance(machine.instance_id)
         except ApiError as exc:
@@ -383,6 +384,25 @@ class Machines(Records[Machine]):
                             if line.strip() and "unable to resolve host" not in line)
             raise MachineError(f"{name}: the lease was not renewed (exit {done.returncode}): {said[-400:]}")
         return self.lease(machine)
+
+    def _release_lease(self, machine: Machine) -> None:
+        """Release the stopped VM's lease in this host's qdhcp namespace.
+
+        A namespace guest's dhclient releases its lease when it is deleted; a
+        VM's QEMU is just stopped, so netmeta releases for it — otherwise the
+        next port given the same address would get no lease from dnsmasq
+        until this one expired (a day by default).
+        """
+        lease = self.lease(machine)
+        if lease is None:
+            return
+        namespace = names.dhcp_namespace(machine.network_id)
+        try:
+            taps = [t for t in links.list_links(namespace) if t.startswith(names.TAP_PREFIX)]
+            for tap in taps:
+                dnsmasq.release(namespace, tap, lease.ip, lease.mac, lease.client_id)
+        except DriverError:
+            pass  # the network's DHCP namespace is gone: so is its lease
 
     def lease(self, machine: Machine) -> DhcpLease | None:
         """dnsmasq's lease for the VM's MAC, if it holds one."""

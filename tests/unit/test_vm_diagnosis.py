@@ -120,7 +120,7 @@ def test_lease_files() -> None:
             "duid 00:01:00:01:2e:aa\n"
             "1796257099 FA:16:3E:00:00:05 172.31.0.5 host-172-31-0-5 ff:3e:00\n")
     assert [l.ip for l in parse_dnsmasq_leases(text)] == ["172.31.0.9", "172.31.0.5"]
-    assert lease_for(text, MAC) == DhcpLease(1796257099, MAC, VM_IP, "host-172-31-0-5")
+    assert lease_for(text, MAC) == DhcpLease(1796257099, MAC, VM_IP, "host-172-31-0-5", "ff:3e:00")
     assert lease_for(text, "fa:16:3e:00:00:01") is None
     dhclient = ("lease {\n  interface \"ens2\";\n  option rfc3442-classless-static-routes 32,169,254,169,254,1,2,3,4;\n}\n"
                 "lease {\n  interface \"ens2\";\n  option rfc3442-classless-static-routes 32,169,254,169,254,172,31,0,2;\n}\n")
@@ -213,3 +213,11 @@ def test_the_vm_s_own_view_over_ssh_joins_the_guest_chain(tmp_path: Any, monkeyp
     assert inside.dhcp_routes == "32,169,254,169,254,172,31,0,2"
     result = explain_vm(snapshot(routed=False), seen, inside, opts_lines=opts(DHCP_IP))
     assert result.consistent and result.path == "dhcp" and "fetch" in codes(result, "ok")
+
+
+def test_a_stopped_vm_s_lease_is_released_as_its_client_would() -> None:
+    from netmeta.drivers.dnsmasq import release_argv
+
+    assert release_argv("tapdhcpport-0", VM_IP, MAC, "ff:3e:00") == ["dhcp_release", "tapdhcpport-0", VM_IP, MAC,
+                                                                     "ff:3e:00"]
+    assert release_argv("tapdhcpport-0", VM_IP, MAC, "*") == ["dhcp_release", "tapdhcpport-0", VM_IP, MAC]
