@@ -26,7 +26,7 @@ from netmeta.config import Config
 from netmeta.model import names
 from netmeta.model.diagnosis import NOTE, OK, Explanation, NamespaceFacts, Observations, explain
 from netmeta.model.types import DEVICE_OWNER_DHCP, METADATA_IPV4, Port, Snapshot, snapshot_from_state
-from netmeta.model.vm_diagnosis import VmFacts, dhclient_lease_routes, explain_vm, lease_for
+from netmeta.model.vm_diagnosis import VmFacts, dhclient_lease_routes, explain_vm, lease_for, parse_dnsmasq_leases
 
 if TYPE_CHECKING:
     from netmeta.agent.host import Host
@@ -158,14 +158,17 @@ def observe_vm(config: Config, machine: Machine, snapshot: Snapshot, host: Host,
     except DriverError:
         tap = None
     done = console.finished(host.read_file(machine.console_log) or "")
-    lease = lease_for(host.read_file(config.paths.dhcp_file(machine.network_id, "leases")) or "", machine.mac)
+    leases = host.read_file(config.paths.dhcp_file(machine.network_id, "leases")) or ""
+    lease = lease_for(leases, machine.mac)
+    held = [other for other in parse_dnsmasq_leases(leases)
+            if other.ip == machine.ip and other.mac != machine.mac.lower()]
     counts = tuple((str(a["kind"]), str(a["id"]), int(a["count"])) for a in access if a.get("peer") == machine.ip)
     facts = VmFacts(
         name=machine.name, port_id=machine.port_id, network_id=machine.network_id,
         mac=machine.mac, ip=machine.ip, tap=machine.tap, qemu_pid=pid, qemu_in_fabric=in_fabric,
         tap_master=None if tap is None else str(tap.get("master") or ""),
         tap_up=bool(tap.get("up", True)) if tap is not None else False,
-        lease=lease, cloud_init=done.datasource if done else None, uptime=done.uptime if done else None,
+        lease=lease, address_held_by=held[-1] if held else None, cloud_init=done.datasource if done else None, uptime=done.uptime if done else None,
         access=counts, qemu_log="\n".join((host.read_file(machine.qemu_log) or "").splitlines()[-5:]),
     )
     if pid is None or tap is None:

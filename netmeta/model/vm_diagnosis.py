@@ -78,6 +78,8 @@ class VmFacts:
     tap_master: str | None = None  # None: the tap does not exist; "": on no bridge
     tap_up: bool = True
     lease: DhcpLease | None = None
+    # Another MAC's lease on the VM's address (a client gone without releasing it).
+    address_held_by: DhcpLease | None = None
     cloud_init: str | None = None  # the datasource of cloud-init's final message; None: not finished
     uptime: float | None = None  # the guest's uptime in that message
     access: tuple[tuple[str, str, int], ...] = ()  # (listener kind, id, connections) from the VM's address
@@ -173,7 +175,13 @@ def explain_vm(snapshot: Snapshot, vm: VmFacts, inside: Observations | None, *, 
     out.add(OK, "tap", f"tap {vm.tap} is up on bridge {bridge}")
 
     booting = vm.cloud_init is None
-    if vm.lease is None:
+    held = vm.address_held_by
+    if vm.lease is None and held is not None:
+        out.add(PROBLEM, "address-leased-elsewhere",
+                f"dnsmasq still leases {vm.ip} to {held.mac} (hostname {held.hostname}), a client that went away "
+                f"without releasing it: it will not give the address to {vm.mac} until that lease expires "
+                "(`netmeta vm delete` releases a VM's lease; `dhcp_release` in the qdhcp namespace does it by hand)")
+    elif vm.lease is None:
         if booting:
             out.add(NOTE, "no-lease-yet", f"dnsmasq has no lease for {vm.mac} yet: the VM is still booting "
                                           f"(`netmeta vm console {vm.name} --follow`)")
@@ -225,7 +233,8 @@ def _cloud_init(out: Explanation, vm: VmFacts, path: str) -> None:
         out.add(OK, "datasource", f"cloud-init finished{up} from {vm.cloud_init}: it read netmeta")
         return
     if vm.lease is None:
-        why = "it never got a DHCP lease"
+        why = "it never got a DHCP lease" + (f" ({vm.ip} is still leased to {vm.address_held_by.mac})"
+                                             if vm.address_held_by else "")
     elif path == "none":
         why = "DHCP offers it no route to 169.254.169.254 (metadata is off for this network)"
     elif not any(count for _kind, _id, count in vm.access):

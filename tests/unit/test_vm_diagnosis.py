@@ -73,6 +73,11 @@ def test_without_ssh_the_offered_route_stands_in_and_says_why() -> None:
     (dict(tap_master=""), "tap-not-on-bridge", "no bridge"),
     (dict(tap_up=False), "tap-not-on-bridge", "down"),
     (dict(lease=None), "no-lease", "never got an address"),
+    (dict(lease=None, address_held_by=DhcpLease(1, "fa:16:3e:00:00:77", VM_IP, "old")), "address-leased-elsewhere",
+     "still leases 172.31.0.5 to fa:16:3e:00:00:77"),
+    (dict(lease=None, cloud_init="DataSourceNone", access=(),
+          address_held_by=DhcpLease(1, "fa:16:3e:00:00:77", VM_IP, "old")), "datasource-none",
+     "still leased to fa:16:3e:00:00:77"),
     (dict(lease=DhcpLease(1, MAC, "172.31.0.99", "x")), "lease-address", "172.31.0.99"),
     (dict(cloud_init="DataSourceNone", access=()), "datasource-none", "no listener ever answered"),
     (dict(cloud_init="DataSourceNone", lease=None), "datasource-none", "never got a DHCP lease"),
@@ -178,6 +183,13 @@ def test_observing_a_vm_through_the_host(tmp_path: Any) -> None:
     assert seen.lease is not None and seen.lease.ip == VM_IP
     assert seen.cloud_init == "DataSourceOpenStackLocal" and seen.uptime == 48.1
     assert seen.access == (("network", NET, 42),)
+
+
+def test_an_address_another_mac_still_holds_is_seen(tmp_path: Any) -> None:
+    config, vm, host = fake_world(str(tmp_path))
+    host.files[config.paths.dhcp_file(NET, "leases")] = f"1796257022 fa:16:3e:00:00:77 {VM_IP} gone *\n"
+    seen, _ = observe_vm(config, vm, snapshot(routed=False), host, ACCESS, no_ssh)
+    assert seen.lease is None and seen.address_held_by is not None and seen.address_held_by.hostname == "gone"
 
 
 def test_a_pid_file_naming_another_process_is_a_dead_qemu(tmp_path: Any) -> None:
