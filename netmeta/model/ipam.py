@@ -62,6 +62,18 @@ class InvalidIpForSubnet(IpamError):
     kind = "InvalidIpForSubnet"
 
 
+class InvalidAttributeValue(IpamError):
+    """An attribute outside its allowed values; the text is already Neutron's whole message."""
+
+    kind = "InvalidInput"
+
+
+class AllocationOnAutoAddressSubnet(IpamError):
+    """A fixed IP other than the port's EUI-64 one on a SLAAC/stateless subnet (400)."""
+
+    kind = "AllocationOnAutoAddressSubnet"
+
+
 @dataclass(frozen=True)
 class Pool:
     """An inclusive range of addresses, as Neutron's ``{"start", "end"}``."""
@@ -305,3 +317,89 @@ def validate_mac(value: object) -> str:
     if int(parts[0], 16) & 1 or value.lower() == "00:00:00:00:00:00":
         raise IpamError(f"'{value}' is not a valid unicast MAC address")
     return value.lower()
+
+
+# --- IPv6: address modes and EUI-64 --------------------------------------------
+
+IPV6_SLAAC = "slaac"
+DHCPV6_STATEFUL = "dhcpv6-stateful"
+DHCPV6_STATELESS = "dhcpv6-stateless"
+# neutron-lib IPV6_MODES, in its order (the API's error lists no values).
+IPV6_MODES: tuple[str, ...] = (DHCPV6_STATEFUL, DHCPV6_STATELESS, IPV6_SLAAC)
+# Subnets whose hosts pick their own address from the prefix and their MAC.
+AUTO_ADDRESS_MODES = frozenset({IPV6_SLAAC, DHCPV6_STATELESS})
+
+
+def is_auto_address(ra_mode: str | None, address_mode: str | None) -> bool:
+    """Neutron's ``is_auto_address_subnet``: either mode is slaac or dhcpv6-stateless."""
+    return ra_mode in AUTO_ADDRESS_MODES or address_mode in AUTO_ADDRESS_MODES
+
+
+def eui64_address(cidr: str, mac: str) -> str:
+    """The modified EUI-64 address of ``mac`` in the /64 ``cidr`` (RFC 4291 appendix A).
+
+    The MAC's universal/local bit is flipped and ``ff:fe`` goes in its middle;
+    the result is what a SLAAC guest forms itself, and what Neutron's
+    ``get_ipv6_addr_by_EUI64`` records for the port.
+    """
+    net = ipaddress.ip_network(cidr, strict=False)
+    if net.version != 6:
+        raise InvalidCidr(f"'{cidr}' is not an IPv6 prefix")
+    octets = [int(part, 16) for part in validate_mac(mac).split(":")]
+    octets[0] ^= 0x02
+    iid = bytes(octets[:3] + [0xFF, 0xFE] + octets[3:])
+    host = int.from_bytes(iid, "big")
+    return str(ipaddress.IPv6Address(int(net.network_address) | host))
+
+
+def link_local_address(mac: str) -> str:
+    """``fe80::/64`` plus the MAC's modified EUI-64 interface id: a guest's own link-local address."""
+    return eui64_address("fe80::/64", mac)
+
+
+def is_eui64(ip: str) -> bool:
+    """Neutron's ``is_eui64_address``: an IPv6 address with ``ff:fe`` in the middle of its interface id."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return addr.version == 6 and (int(addr) & 0xFFFF000000) == 0xFFFE000000
+
+
+def validate_ipv6_modes(
+    ip_version: int, ra_mode: object, address_mode: object, enable_dhcp: bool, cidr: str
+) -> None:
+    """Neutron's checks of a new subnet's ``ipv6_ra_mode``/``ipv6_address_mode``.
+
+    Each mode is one of :data:`IPV6_MODES` or None; neither may be set on an
+    IPv4 subnet, nor with DHCP disabled; both set must be equal; an
+    auto-address subnet must be a /64 (EUI-64 fills the other 64 bits).
+    Raises :class:`IpamError` (400 ``InvalidInput``) with Neutron's text.
+    """
+    if ra_mode is None and address_mode is None and ip_version == 4:
+        return
+    for name, value in (("ipv6_ra_mode", ra_mode), ("ipv6_address_mode", address_mode)):
+        if value is not None and value not in IPV6_MODES:
+            raise InvalidAttributeValue(f"Invalid input for {name}. Reason: {value} is not in valid_values.")
+    if ip_version == 4:
+        if ra_mode is not None:
+            raise IpamError("ipv6_ra_mode is not valid when ip_version is 4")
+        if address_mode is not None:
+            raise IpamError("ipv6_address_mode is not valid when ip_version is 4")
+        return
+    if (ra_mode is not None or address_mode is not None) and not enable_dhcp:
+        raise IpamError("ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp is set to False")
+    if ra_mode is not None and address_mode is not None and ra_mode != address_mode:
+        raise IpamError(
+            f"ipv6_ra_mode set to '{ra_mode}' with ipv6_address_mode set to '{address_mode}' is not valid. "
+            "If both attributes are set, they must be the same value"
+        )
+    if is_auto_address(_mode(ra_mode), _mode(address_mode)) and ipaddress.ip_network(cidr).prefixlen != 64:
+        raise IpamError(
+            f"Invalid CIDR {cidr} for IPv6 address mode. OpenStack uses the EUI-64 address format, "
+            "which requires the prefix to be /64"
+        )
+
+
+def _mode(value: object) -> str | None:
+    return value if isinstance(value, str) else None

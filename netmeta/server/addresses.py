@@ -11,6 +11,14 @@ The rules (all Neutron's):
   lie outside the pools (it must be a host address of the subnet) —
   ``IpAddressInUse`` (409) if another port holds it.
 
+IPv6 subnets in ``slaac`` or ``dhcpv6-stateless`` mode (*auto-address*
+subnets) are different: every port that is not a router interface gets the
+EUI-64 address of its MAC on *every* such subnet of its network, asked for or
+not; a requested address there must be exactly that one
+(``AllocationOnAutoAddressSubnet``, 400), and a MAC change moves it. A router
+interface takes what it is given (the gateway). Creating an auto-address
+subnet gives the existing ports their EUI-64 address on it.
+
 The arithmetic is :mod:`netmeta.model.ipam`; this module only asks the store
 what is taken and records the choice.
 """
@@ -21,6 +29,7 @@ import ipaddress
 from typing import Any
 
 from netmeta.model import ipam
+from netmeta.model.types import ROUTER_INTERFACE_OWNERS
 from netmeta.server.errors import BadRequest, Conflict, NeutronError, invalid, not_found
 from netmeta.store.database import AddressTaken, Txn
 
@@ -30,6 +39,8 @@ OFFSET_CEILING = 2**62 - 1  # what the offset column can hold; see store.schema
 def ipam_error(exc: ipam.IpamError) -> NeutronError:
     if isinstance(exc, (ipam.GatewayConflictWithAllocationPools, ipam.OverlappingAllocationPools)):
         return Conflict(str(exc), exc.kind)
+    if isinstance(exc, ipam.InvalidAttributeValue):
+        return BadRequest(str(exc), exc.kind)
     if exc.kind == "InvalidInput":
         return invalid(str(exc))
     return BadRequest(str(exc), exc.kind)
@@ -79,6 +90,44 @@ def claim_exact(txn: Txn, subnet: dict[str, Any], port_id: str, ip: str) -> str:
     return ip
 
 
+def is_auto(subnet: dict[str, Any]) -> bool:
+    return subnet["ip_version"] == 6 and ipam.is_auto_address(subnet.get("ipv6_ra_mode"),
+                                                                subnet.get("ipv6_address_mode"))
+
+
+def takes_eui64(device_owner: str) -> bool:
+    """Every port but a router interface gets its EUI-64 address on auto-address subnets."""
+    return device_owner not in ROUTER_INTERFACE_OWNERS
+
+
+def add_auto_addresses(txn: Txn, port: dict[str, Any], subnets: list[dict[str, Any]],
+                       fixed: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``fixed`` plus the port's EUI-64 address on each auto-address subnet it has none on."""
+    if not takes_eui64(port.get("device_owner") or ""):
+        return fixed
+    have = {f["subnet_id"] for f in fixed}
+    out = list(fixed)
+    for subnet in subnets:
+        if is_auto(subnet) and subnet["id"] not in have:
+            ip = ipam.eui64_address(subnet["cidr"], port["mac_address"])
+            out.append({"subnet_id": subnet["id"], "ip_address": claim_exact(txn, subnet, port["id"], ip)})
+    return out
+
+
+def move_eui64(txn: Txn, port: dict[str, Any], old_mac: str, subnets: list[dict[str, Any]]) -> None:
+    """After a MAC change: every EUI-64 address of the old MAC becomes the new MAC's (Neutron's update_port)."""
+    by_id = {s["id"]: s for s in subnets}
+    out: list[dict[str, str]] = []
+    for fixed in port["fixed_ips"]:
+        subnet = by_id.get(fixed["subnet_id"])
+        if subnet is not None and is_auto(subnet) and fixed["ip_address"] == ipam.eui64_address(subnet["cidr"], old_mac):
+            txn.release(port["id"], subnet["id"], fixed["ip_address"])
+            ip = ipam.eui64_address(subnet["cidr"], port["mac_address"])
+            fixed = {"subnet_id": subnet["id"], "ip_address": claim_exact(txn, subnet, port["id"], ip)}
+        out.append(fixed)
+    port["fixed_ips"] = out
+
+
 def _subnet_for_ip(subnets: list[dict[str, Any]], ip: str, network_id: str) -> dict[str, Any]:
     try:
         addr = ipaddress.ip_address(ip)
@@ -93,8 +142,14 @@ def _subnet_for_ip(subnets: list[dict[str, Any]], ip: str, network_id: str) -> d
     )
 
 
-def parse_requests(raw: object, subnets: list[dict[str, Any]], txn: Txn, network_id: str) -> list[tuple[dict[str, Any], str | None]]:
-    """Validate a ``fixed_ips`` list into (subnet, wanted address or None) pairs."""
+def parse_requests(raw: object, subnets: list[dict[str, Any]], txn: Txn, network_id: str,
+                   mac: str = "", device_owner: str = "") -> list[tuple[dict[str, Any], str | None]]:
+    """Validate a ``fixed_ips`` list into (subnet, wanted address or None) pairs.
+
+    On an auto-address subnet a port (not a router interface) may ask only
+    for its own EUI-64 address, and a bare ``subnet_id`` there is dropped:
+    :func:`add_auto_addresses` gives it that address anyway.
+    """
     if not isinstance(raw, list):
         raise invalid(f"Invalid data format for fixed IP: '{raw}'")
     by_id = {s["id"]: s for s in subnets}
@@ -125,6 +180,15 @@ def parse_requests(raw: object, subnets: list[dict[str, Any]], txn: Txn, network
                 ip = ipam.validate_fixed_ip(network_of(subnet), ip)
             except ipam.IpamError as exc:
                 raise ipam_error(exc) from exc
+        if is_auto(subnet) and takes_eui64(device_owner):
+            if ip is None:
+                continue
+            if mac and ip != ipam.eui64_address(subnet["cidr"], mac):
+                raise BadRequest(
+                    f"IPv6 address {ip} cannot be directly assigned to a port on subnet {subnet['id']} as the "
+                    "subnet is configured for automatic addresses",
+                    "AllocationOnAutoAddressSubnet",
+                )
         out.append((subnet, ip))
     wanted = [(s["id"], ip) for s, ip in out if ip is not None]
     if len(set(wanted)) != len(wanted):
@@ -148,10 +212,13 @@ def assign(txn: Txn, port_id: str, requests: list[tuple[dict[str, Any], str | No
 
 
 def assign_default(txn: Txn, port_id: str, subnets: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """One address per IP version, from the first subnet with room."""
+    """One IPv4 and one stateful IPv6 address, each from the first subnet with room.
+
+    (Auto-address subnets are :func:`add_auto_addresses`' business.)
+    """
     fixed: list[dict[str, str]] = []
     for version in (4, 6):
-        candidates = [s for s in subnets if s["ip_version"] == version]
+        candidates = [s for s in subnets if s["ip_version"] == version and not is_auto(s)]
         if not candidates:
             continue
         for subnet in candidates:

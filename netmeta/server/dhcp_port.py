@@ -2,8 +2,9 @@
 
 Neutron's DHCP agent creates this port; netmeta's server does it in the same
 transaction as the change that calls for it: a network with at least one
-DHCP-enabled IPv4 subnet has exactly one ``network:dhcp`` port holding one
-address on each such subnet. Networks (subnet create, update, delete) and
+DHCP-enabled subnet has exactly one ``network:dhcp`` port holding one
+address on each such subnet (on a SLAAC or DHCPv6-stateless subnet, the
+EUI-64 address of its MAC, as Neutron's DHCP port gets). Networks (subnet create, update, delete) and
 ports (deleting the DHCP port directly, which Neutron allows) both build on
 this module, and it builds on :func:`netmeta.server.ports.new_port` — so the
 two resource modules no longer import each other.
@@ -15,6 +16,7 @@ import random
 import uuid
 from typing import Any
 
+from netmeta.model import ipam
 from netmeta.model.types import AGENT_DHCP, DEVICE_OWNER_DHCP
 from netmeta.server import addresses, ports, scheduling
 from netmeta.server.ports import RandBytes, new_port
@@ -36,16 +38,15 @@ def dhcp_device_id(network_id: str, host: str = "") -> str:
 
 
 def sync_dhcp_port(txn: Txn, network: dict[str, Any], randbytes: RandBytes, *, schedule: bool = True) -> None:
-    """Make the network's DHCP ports match its DHCP-enabled IPv4 subnets and its DHCP agents.
+    """Make the network's DHCP ports match its DHCP-enabled subnets (IPv4 first) and its DHCP agents.
 
     One port per DHCP agent bound to the network (:mod:`.scheduling`), or a
     single unbound one while no DHCP agent has ever registered. A port whose
     agent left is handed to an agent that has none yet, addresses and all.
     ``schedule=False`` only follows the bindings (an admin just removed one).
     """
-    wanted = [
-        s for s in txn.select("subnets", network_id=network["id"]) if s["enable_dhcp"] and s["ip_version"] == 4
-    ]
+    wanted = sorted((s for s in txn.select("subnets", network_id=network["id"]) if s["enable_dhcp"]),
+                    key=lambda s: s["ip_version"])
     existing = [p for p in txn.select("ports", network_id=network["id"]) if p["device_owner"] == DEVICE_OWNER_DHCP]
     if not wanted:
         for old in existing:
@@ -70,14 +71,14 @@ def sync_dhcp_port(txn: Txn, network: dict[str, Any], randbytes: RandBytes, *, s
             port_id = new_id()
             obj = new_port(port_id, network, txn.now, randbytes)
             obj.update({"device_owner": DEVICE_OWNER_DHCP, "device_id": device_id, "binding:host_id": host,
-                        "fixed_ips": _dhcp_addresses(txn, port_id, wanted, [])})
+                        "fixed_ips": _dhcp_addresses(txn, port_id, wanted, [], obj["mac_address"])})
             create(txn, "ports", obj)
             continue
         kept = [f for f in port["fixed_ips"] if f["subnet_id"] in wanted_ids]
         for gone in port["fixed_ips"]:
             if gone not in kept:
                 txn.release(port["id"], gone["subnet_id"], gone["ip_address"])
-        fixed = _dhcp_addresses(txn, port["id"], wanted, kept)
+        fixed = _dhcp_addresses(txn, port["id"], wanted, kept, port["mac_address"])
         if (fixed, device_id, host) != (port["fixed_ips"], port["device_id"], port.get("binding:host_id", "")):
             port.update({"fixed_ips": fixed, "device_id": device_id, "binding:host_id": host})
             save(txn, "ports", port)
@@ -86,13 +87,17 @@ def sync_dhcp_port(txn: Txn, network: dict[str, Any], randbytes: RandBytes, *, s
 
 
 def _dhcp_addresses(
-    txn: Txn, port_id: str, wanted: list[dict[str, Any]], kept: list[dict[str, str]]
+    txn: Txn, port_id: str, wanted: list[dict[str, Any]], kept: list[dict[str, str]], mac: str
 ) -> list[dict[str, str]]:
     have = {f["subnet_id"]: f for f in kept}
     out: list[dict[str, str]] = []
     for subnet in wanted:
         if subnet["id"] in have:
             out.append(have[subnet["id"]])
+            continue
+        if addresses.is_auto(subnet):
+            eui64 = ipam.eui64_address(subnet["cidr"], mac)
+            out.append({"subnet_id": subnet["id"], "ip_address": addresses.claim_exact(txn, subnet, port_id, eui64)})
             continue
         ip = addresses.allocate_next(txn, subnet, port_id)
         if ip is None:

@@ -193,16 +193,37 @@ def create_subnet(txn: Txn, body: dict[str, Any], caller: Caller) -> dict[str, A
         }
     )
     subnet_attrs(obj, body, net)
+    try:
+        ipam.validate_ipv6_modes(version, obj["ipv6_ra_mode"], obj["ipv6_address_mode"], obj["enable_dhcp"], str(net))
+    except ipam.IpamError as exc:
+        raise addresses.ipam_error(exc) from exc
     create(txn, "subnets", obj)
     network["subnets"] = network["subnets"] + [obj["id"]]
     save(txn, "networks", network)
     sync_dhcp_port(txn, network, random.randbytes)
+    if addresses.is_auto(obj):
+        _add_auto_addresses(txn, obj)
     return obj
+
+
+def _add_auto_addresses(txn: Txn, subnet: dict[str, Any]) -> None:
+    """A new SLAAC/stateless subnet: every port already there gets its EUI-64 address on it (Neutron's
+    ``add_auto_addrs_on_network_ports``; router interfaces excepted)."""
+    for port in txn.select("ports", network_id=subnet["network_id"]):
+        if any(f["subnet_id"] == subnet["id"] for f in port["fixed_ips"]):
+            continue  # the DHCP port, just synced
+        fixed = addresses.add_auto_addresses(txn, port, [subnet], port["fixed_ips"])
+        if fixed != port["fixed_ips"]:
+            port["fixed_ips"] = fixed
+            save(txn, "ports", port)
 
 
 def update_subnet(txn: Txn, subnet_id: str, body: dict[str, Any]) -> dict[str, Any]:
     obj = get_or_404(txn, "subnets", subnet_id)
     net = ipaddress.ip_network(obj["cidr"])
+    if "enable_dhcp" in body and not as_bool(body["enable_dhcp"], "enable_dhcp") and (
+            obj["ipv6_ra_mode"] is not None or obj["ipv6_address_mode"] is not None):
+        raise invalid("Cannot disable enable_dhcp with ipv6 attributes set")
     gateway = _gateway(net, body, obj["gateway_ip"], creating=False)
     try:
         if "allocation_pools" in body:

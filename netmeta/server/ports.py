@@ -111,23 +111,43 @@ def create_port(txn: Txn, body: dict[str, Any], caller: Caller) -> dict[str, Any
     _port_attrs(txn, obj, body)
     subnets = txn.select("subnets", network_id=network["id"])
     if "fixed_ips" in body:
-        requests = addresses.parse_requests(body["fixed_ips"], subnets, txn, network["id"])
+        requests = addresses.parse_requests(body["fixed_ips"], subnets, txn, network["id"],
+                                            obj["mac_address"], obj["device_owner"])
         obj["fixed_ips"] = addresses.assign(txn, obj["id"], requests)
     else:
         obj["fixed_ips"] = addresses.assign_default(txn, obj["id"], subnets)
+    obj["fixed_ips"] = addresses.add_auto_addresses(txn, obj, subnets, obj["fixed_ips"])
     portsec.apply(txn, obj, body, creating=True)
     return create(txn, "ports", obj)
 
 
 def update_port(txn: Txn, port_id: str, body: dict[str, Any]) -> dict[str, Any]:
     obj = get_or_404(txn, "ports", port_id)
+    old_mac = obj["mac_address"]
     _port_attrs(txn, obj, body)
+    subnets = txn.select("subnets", network_id=obj["network_id"])
+    if obj["mac_address"] != old_mac:
+        addresses.move_eui64(txn, obj, old_mac, subnets)
     if "fixed_ips" in body:
-        subnets = txn.select("subnets", network_id=obj["network_id"])
-        requests = addresses.parse_requests(body["fixed_ips"], subnets, txn, obj["network_id"])
-        obj["fixed_ips"] = addresses.reassign(txn, obj, requests)
+        requests = addresses.parse_requests(body["fixed_ips"], subnets, txn, obj["network_id"],
+                                            obj["mac_address"], obj["device_owner"])
+        if addresses.takes_eui64(obj["device_owner"]):
+            # EUI-64 addresses are not the caller's to change: they stay (a
+            # request for one was checked to be exactly it) and missing ones
+            # are added, as Neutron's update_port does.
+            auto = [f for f in obj["fixed_ips"] if addresses.is_auto(_subnet(subnets, f["subnet_id"]))]
+            obj["fixed_ips"] = [f for f in obj["fixed_ips"] if f not in auto]
+            requests = [(s, ip) for s, ip in requests if not addresses.is_auto(s)]
+            obj["fixed_ips"] = addresses.reassign(txn, obj, requests) + auto
+            obj["fixed_ips"] = addresses.add_auto_addresses(txn, obj, subnets, obj["fixed_ips"])
+        else:
+            obj["fixed_ips"] = addresses.reassign(txn, obj, requests)
     portsec.apply(txn, obj, body, creating=False)
     return save(txn, "ports", obj)
+
+
+def _subnet(subnets: list[dict[str, Any]], subnet_id: str) -> dict[str, Any]:
+    return next((s for s in subnets if s["id"] == subnet_id), {"ip_version": 4})
 
 
 def delete_port(txn: Txn, port_id: str) -> None:

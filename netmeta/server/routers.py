@@ -185,6 +185,11 @@ def _interface_body(raw: object) -> tuple[str | None, str | None]:
 
 
 def _check_duplicate_subnets(txn: Txn, router_id: str, new_subnets: list[dict[str, Any]]) -> None:
+    for new in new_subnets:
+        # Neutron's _validate_subnet_address_mode: such a subnet's RAs come from another router.
+        if new["ip_version"] == 6 and new.get("ipv6_ra_mode") is None and new.get("ipv6_address_mode") is not None:
+            raise BadRequest(f"Bad router request: IPv6 subnet {new['id']} configured to receive RAs from an "
+                             "external router cannot be added to Neutron Router.", "BadRequest")
     held: list[dict[str, Any]] = []
     for port in interface_ports(txn, router_id):
         for fixed in port["fixed_ips"]:

@@ -185,3 +185,92 @@ def test_validate_host_routes(routes: object, ok: bool) -> None:
     else:
         with pytest.raises(ipam.IpamError):
             ipam.validate_host_routes(routes)
+
+
+# --- IPv6: EUI-64 and the address-mode rules ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cidr,mac,expected",
+    [
+        # RFC 4291 appendix A: flip the U/L bit, ff:fe in the middle.
+        ("2001:db8::/64", "fa:16:3e:12:34:56", "2001:db8::f816:3eff:fe12:3456"),
+        ("fd00:1:2:3::/64", "00:00:5e:00:53:01", "fd00:1:2:3:200:5eff:fe00:5301"),
+        ("fe80::/64", "02:42:ac:11:00:02", "fe80::42:acff:fe11:2"),
+    ],
+)
+def test_eui64_address(cidr: str, mac: str, expected: str) -> None:
+    assert ipam.eui64_address(cidr, mac) == expected
+    assert ipam.is_eui64(expected)
+
+
+def test_link_local_is_eui64_in_fe80() -> None:
+    assert ipam.link_local_address("FA:16:3E:00:00:01") == "fe80::f816:3eff:fe00:1"
+
+
+@given(st.binary(min_size=6, max_size=6))
+def test_eui64_keeps_the_mac_recoverable(raw: bytes) -> None:
+    octets = bytearray(raw)
+    octets[0] &= 0xFE  # unicast
+    mac = ":".join(f"{b:02x}" for b in octets)
+    if mac == "00:00:00:00:00:00":
+        return
+    ip = ipaddress.IPv6Address(ipam.eui64_address("2001:db8:0:1::/64", mac))
+    iid = ip.packed[8:]
+    assert iid[3:5] == b"\xff\xfe"
+    assert bytes([iid[0] ^ 2]) + iid[1:3] + iid[5:] == bytes(octets)
+    assert ip in ipaddress.ip_network("2001:db8:0:1::/64")
+
+
+def test_not_eui64() -> None:
+    assert not ipam.is_eui64("2001:db8::5")
+    assert not ipam.is_eui64("10.0.0.1")
+    assert not ipam.is_eui64("garbage")
+
+
+@pytest.mark.parametrize(
+    "version,ra,addr,dhcp,cidr,message",
+    [
+        (6, "slaac", "slaac", True, "2001:db8::/64", None),
+        (6, "dhcpv6-stateful", "dhcpv6-stateful", True, "2001:db8::/64", None),
+        (6, "dhcpv6-stateless", None, True, "2001:db8::/64", None),
+        (6, None, "dhcpv6-stateless", True, "2001:db8::/64", None),
+        (6, None, None, False, "2001:db8::/64", None),
+        (6, "dhcpv6-stateful", None, True, "2001:db8::/80", None),  # stateful needs no /64
+        (4, None, None, True, "10.0.0.0/24", None),
+        (6, "slaac", "dhcpv6-stateful", True, "2001:db8::/64",
+         "ipv6_ra_mode set to 'slaac' with ipv6_address_mode set to 'dhcpv6-stateful' is not valid. "
+         "If both attributes are set, they must be the same value"),
+        (6, "slaac", None, False, "2001:db8::/64",
+         "ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp is set to False"),
+        (6, "slaac", None, True, "2001:db8::/80",
+         "Invalid CIDR 2001:db8::/80 for IPv6 address mode. OpenStack uses the EUI-64 address format, "
+         "which requires the prefix to be /64"),
+        (6, None, "dhcpv6-stateless", True, "2001:db8::/56",
+         "Invalid CIDR 2001:db8::/56 for IPv6 address mode. OpenStack uses the EUI-64 address format, "
+         "which requires the prefix to be /64"),
+        (4, "slaac", None, True, "10.0.0.0/24", "ipv6_ra_mode is not valid when ip_version is 4"),
+        (4, None, "slaac", True, "10.0.0.0/24", "ipv6_address_mode is not valid when ip_version is 4"),
+        (6, "dhcpv6", None, True, "2001:db8::/64",
+         "Invalid input for ipv6_ra_mode. Reason: dhcpv6 is not in valid_values."),
+        (6, None, 7, True, "2001:db8::/64",
+         "Invalid input for ipv6_address_mode. Reason: 7 is not in valid_values."),
+    ],
+)
+def test_ipv6_mode_combinations(version: int, ra: object, addr: object, dhcp: bool, cidr: str,
+                                message: str | None) -> None:
+    if message is None:
+        ipam.validate_ipv6_modes(version, ra, addr, dhcp, cidr)
+        return
+    with pytest.raises(ipam.IpamError) as info:
+        ipam.validate_ipv6_modes(version, ra, addr, dhcp, cidr)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "ra,addr,auto",
+    [("slaac", "slaac", True), ("dhcpv6-stateless", None, True), (None, "slaac", True),
+     ("dhcpv6-stateful", "dhcpv6-stateful", False), (None, None, False)],
+)
+def test_is_auto_address(ra: str | None, addr: str | None, auto: bool) -> None:
+    assert ipam.is_auto_address(ra, addr) is auto
