@@ -153,6 +153,11 @@ class Config:
     metadata_port: int = 9697
     # The fwmark that tags metadata traffic inside a router.
     metadata_access_mark: str = "0x1"
+    # radvd's MinRtrAdvInterval/MaxRtrAdvInterval in each qrouter (Neutron's
+    # defaults 30/100 s; radvd also answers router solicitations at once, so
+    # only a guest that never solicits waits that long).
+    min_rtr_adv_interval: int = 30
+    max_rtr_adv_interval: int = 100
 
     # --- where bridges live ---
     # Namespace holding the brq bridges; empty puts them in the root namespace
@@ -258,6 +263,8 @@ class Config:
             raise ConfigError("metadata_workers must be 0 (one per CPU) or a number of processes")
         if not 1 <= self.metadata_listen_port <= 65535:
             raise ConfigError("metadata_listen_port must be a TCP port number")
+        if not 3 <= self.min_rtr_adv_interval < self.max_rtr_adv_interval or self.max_rtr_adv_interval < 4:
+            raise ConfigError("min_rtr_adv_interval must be at least 3 and below max_rtr_adv_interval (at least 4)")
         if self.dhcp_lease_duration <= 0 and self.dhcp_lease_duration != -1:
             raise ConfigError("dhcp_lease_duration must be positive or -1 (infinite)")
         if not 1 <= self.metadata_port <= 65535:

@@ -27,6 +27,7 @@ MUTATING = (
     "ensure_veth", "delete_link", "set_sysctl", "write_files", "write_file", "remove_files",
     "start_dnsmasq", "reload_dnsmasq", "stop_dnsmasq", "restore_iptables", "replace_nftables",
     "ensure_vxlan", "replace_fdb",
+    "restore_ip6tables", "start_radvd", "reload_radvd", "stop_radvd",
 )
 
 
@@ -39,6 +40,7 @@ class FakeHost:
         self.files: dict[str, str] = {}
         self.links: dict[str, dict[str, dict[str, Any]]] = {}
         self.iptables: dict[str, str] = {}
+        self.ip6tables: dict[str, str] = {}
         self.routes: dict[str, tuple[tuple[str, tuple[str, ...], str | None], ...]] = {}
         self.nftables: tuple[str | None, bool] = (None, False)
         self.fdb: dict[str, set[tuple[str, str]]] = {}  # VXLAN device → (MAC, VTEP)  # (digest, any netmeta table)
@@ -133,6 +135,17 @@ class FakeHost:
     def save_iptables(self, namespace: str) -> str:
         return self.iptables.get(namespace, "")
 
+    def save_ip6tables(self, namespace: str) -> str:
+        return self.ip6tables.get(namespace, "")
+
+    def radvd_pid(self, pid_file: str, router_id: str) -> int | None:
+        text = self.files.get(pid_file, "")
+        if not text.isdigit():
+            return None
+        pid = int(text)
+        argv = self.processes.get(pid, ((), 0))[0]
+        return pid if any(pid_file in a for a in argv) else None
+
     # --- actions -------------------------------------------------------------------
     def ensure_fabric(self) -> None:
         if self.fabric not in self.namespaces:
@@ -222,6 +235,30 @@ class FakeHost:
     def restore_iptables(self, namespace: str, payload: str) -> None:
         self._call("restore_iptables", namespace)
         self.iptables[namespace] = payload
+
+    def restore_ip6tables(self, namespace: str, payload: str) -> None:
+        self._call("restore_ip6tables", namespace)
+        self.ip6tables[namespace] = payload
+
+    def start_radvd(self, namespace: str, argv: Sequence[str], pid_file: str) -> None:
+        self._call("start_radvd", namespace)
+        if namespace not in self.namespaces:
+            raise TemporaryDriverError(f"namespace {namespace} does not exist")
+        pid = next(self._pids)
+        self.processes[pid] = (tuple(argv), self.namespaces[namespace])
+        self.files[pid_file] = str(pid)
+
+    def reload_radvd(self, pid: int) -> None:
+        self._call("reload_radvd", pid)
+        if pid not in self.processes:
+            raise ProcessGone(f"pid {pid} has exited")
+
+    def stop_radvd(self, pid_file: str, router_id: str, pid: int | None) -> None:
+        if pid is None:
+            pid = self.radvd_pid(pid_file, router_id)
+        if pid is not None:
+            self._call("stop_radvd", pid)
+            self.processes.pop(pid, None)
 
     def ensure_routes(self, namespace: str, routes: Sequence[tuple[str, tuple[str, ...], str | None]]) -> None:
         self._call("ensure_routes", namespace, tuple(routes))

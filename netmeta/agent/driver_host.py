@@ -11,7 +11,7 @@ from typing import Any
 
 from netmeta.agent.host import LinkView
 from netmeta.agent.ledger import Ledger
-from netmeta.drivers import dnsmasq, files, iptables, links, netns, nftables, processes, vxlan
+from netmeta.drivers import dnsmasq, files, iptables, links, netns, nftables, processes, radvd, vxlan
 from netmeta.drivers.errors import translate
 from netmeta.model.names import ROUTER_PORT_PREFIX
 from netmeta.model.paths import StatePaths
@@ -83,6 +83,12 @@ class DriverHost:
     def save_iptables(self, namespace: str) -> str:
         return iptables.save(namespace)
 
+    def save_ip6tables(self, namespace: str) -> str:
+        return iptables.save(namespace, family=6)
+
+    def radvd_pid(self, pid_file: str, router_id: str) -> int | None:
+        return radvd.running_pid(pid_file, pid_file)
+
     # --- actions -------------------------------------------------------------
     def ensure_fabric(self) -> None:
         if self.fabric:
@@ -139,6 +145,22 @@ class DriverHost:
 
     def restore_iptables(self, namespace: str, payload: str) -> None:
         iptables.restore(namespace, payload)
+
+    def restore_ip6tables(self, namespace: str, payload: str) -> None:
+        iptables.restore(namespace, payload, family=6)
+
+    def start_radvd(self, namespace: str, argv: Sequence[str], pid_file: str) -> None:
+        os.makedirs(os.path.dirname(pid_file), mode=0o755, exist_ok=True)
+        radvd.start(namespace, argv, pid_file)
+
+    def reload_radvd(self, pid: int) -> None:
+        radvd.reload(pid)
+
+    def stop_radvd(self, pid_file: str, router_id: str, pid: int | None) -> None:
+        if pid is None:
+            pid = radvd.running_pid(pid_file, pid_file)
+        if pid is not None:
+            radvd.stop(pid)
 
     def ensure_routes(self, namespace: str, routes: Sequence[tuple[str, tuple[str, ...], str | None]]) -> None:
         failed = links.ensure_routes(namespace, list(routes))

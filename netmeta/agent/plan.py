@@ -243,6 +243,61 @@ class RestoreIptables(Action):
         host.restore_iptables(self.namespace, self.payload)
 
 
+@dataclass(frozen=True)
+class RestoreIp6tables(Action):
+    namespace: str
+    payload: str
+
+    def apply(self, host: Host) -> None:
+        host.restore_ip6tables(self.namespace, self.payload)
+
+
+@dataclass(frozen=True)
+class StartRadvd(Action):
+    """Start a router's radvd (its configuration is written first, by WriteFiles)."""
+
+    router_id: str
+    namespace: str
+    argv: tuple[str, ...]
+    pid_file: str
+    outcome: ClassVar[str | None] = "spawned"
+
+    @property
+    def subject(self) -> str:
+        return f"radvd {self.router_id}"
+
+    def apply(self, host: Host) -> None:
+        host.start_radvd(self.namespace, self.argv, self.pid_file)
+
+
+@dataclass(frozen=True)
+class ReloadRadvd(Action):
+    """SIGHUP: radvd re-reads its configuration (a prefix or mode changed)."""
+
+    router_id: str
+    pid: int
+    outcome: ClassVar[str | None] = "signalled"
+
+    @property
+    def subject(self) -> str:
+        return f"radvd {self.router_id}"
+
+    def apply(self, host: Host) -> None:
+        host.reload_radvd(self.pid)
+
+
+@dataclass(frozen=True)
+class StopRadvd(Action):
+    """Stop ``pid``, or (pid None) whatever radvd the pid file names, if ours."""
+
+    router_id: str
+    pid_file: str
+    pid: int | None = None
+
+    def apply(self, host: Host) -> None:
+        host.stop_radvd(self.pid_file, self.router_id, self.pid)
+
+
 # A route as the host takes it: (destination CIDR, nexthops, device or None).
 Route = tuple[str, tuple[str, ...], "str | None"]
 
@@ -356,6 +411,13 @@ class RouterSeen:
     devices: tuple[str, ...] = ()  # its qr- devices, when there is no link view
     iptables: str | None = None  # iptables-save, when the rules may need applying
     fabric: LinkView | None = None
+    ip6tables: str | None = None  # ip6tables-save, likewise
+    radvd_pid: int | None = None  # the radvd the pid file names, if it runs and is ours
+    radvd_in_namespace: bool = False  # ... in the namespace of that name (not an old one)
+
+    @property
+    def radvd_intact(self) -> bool:
+        return self.radvd_pid is not None and self.radvd_in_namespace
 
 
 # --- planners --------------------------------------------------------------------
@@ -471,7 +533,7 @@ def plan_router(want: RouterSpec, recorded: RouterSpec | None, seen: RouterSeen)
     with many interfaces must not re-verify all of them per change. The rules
     are restored only when the kernel's differ from the payload.
     """
-    if recorded == want:
+    if recorded == want and (seen.radvd_intact or not want.radvd):
         return []
     actions: list[Action] = []
     if recorded is None:
@@ -479,6 +541,8 @@ def plan_router(want: RouterSpec, recorded: RouterSpec | None, seen: RouterSeen)
         if seen.links is None:
             actions.append(EnsureNamespace(want.namespace))
         actions.append(SetSysctl(want.namespace, "net.ipv4.ip_forward", "1"))
+        # IPv6 forwarding in this namespace only (Neutron's configure_ipv6_forwarding on 'all').
+        actions.append(SetSysctl(want.namespace, "net.ipv6.conf.all.forwarding", "1"))
     before = {i.port_id: i for i in recorded.interfaces} if recorded else {}
     for intf in want.interfaces:
         if before.get(intf.port_id) == intf:
@@ -505,14 +569,44 @@ def plan_router(want: RouterSpec, recorded: RouterSpec | None, seen: RouterSeen)
     if recorded is None or recorded.iptables != want.iptables:
         if normalize_saved(seen.iptables or "") != normalize_saved(want.iptables):
             actions.append(RestoreIptables(want.namespace, want.iptables))
+    if want.ip6tables and (recorded is None or recorded.ip6tables != want.ip6tables):
+        if normalize_saved(seen.ip6tables or "") != normalize_saved(want.ip6tables):
+            actions.append(RestoreIp6tables(want.namespace, want.ip6tables))
+    actions.extend(_plan_radvd(want, recorded, seen))
+    return actions
+
+
+def _plan_radvd(want: RouterSpec, recorded: RouterSpec | None, seen: RouterSeen) -> list[Action]:
+    """radvd last, once the qr- devices carry their addresses: written, then started or signalled.
+
+    Supervised like dnsmasq: a dead radvd, or one left in a namespace that
+    was made again, is started again on the next pass.
+    """
+    pid_file = want.radvd_path("pid")
+    pid = seen.radvd_pid
+    if not want.radvd:
+        return [StopRadvd(want.router_id, pid_file, pid)] if pid is not None else []
+    actions: list[Action] = []
+    changed = recorded is None or recorded.radvd != want.radvd
+    if changed or not seen.radvd_intact:
+        actions.append(WriteFiles(want.ra_dir, ((f"{want.router_id}.radvd.conf", want.radvd),)))
+    if pid is not None and not seen.radvd_in_namespace:
+        actions.append(StopRadvd(want.router_id, pid_file, pid))
+        pid = None
+    if pid is None:
+        actions.append(StartRadvd(want.router_id, want.namespace, want.radvd_argv, pid_file))
+    elif changed:
+        actions.append(ReloadRadvd(want.router_id, pid))
     return actions
 
 
 def plan_gone_namespace(namespace: str, pid_file: str | None) -> list[Action]:
-    """A recorded namespace nothing wants: its dnsmasq (qdhcp) first, then it."""
+    """A recorded namespace nothing wants: its dnsmasq (qdhcp) or radvd (qrouter) first, then it."""
     actions: list[Action] = []
     if namespace.startswith(names.DHCP_NS_PREFIX) and pid_file:
         actions.append(StopDnsmasq(namespace[len(names.DHCP_NS_PREFIX):], pid_file))
+    if namespace.startswith(names.ROUTER_NS_PREFIX) and pid_file:
+        actions.append(StopRadvd(namespace[len(names.ROUTER_NS_PREFIX):], pid_file))
     return actions + [DeleteNamespace(namespace), Forget(namespace=namespace)]
 
 

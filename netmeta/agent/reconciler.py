@@ -182,7 +182,7 @@ class Reconciler:
         self.host.ensure_fabric()
         fabric = self.host.observe_links(None) if full else None
         wanted_dhcp = desired_dhcp(snapshot, self.config, self.paths)
-        wanted_routers = desired_routers(snapshot, self.config)
+        wanted_routers = desired_routers(snapshot, self.config, self.paths)
         local = local_networks(snapshot, self.config.host)
         wanted_vxlan = desired_vxlan(snapshot, self.config)
 
@@ -396,8 +396,10 @@ class Reconciler:
         def plan() -> list[Action]:
             with self._lock:
                 recorded = self.applied_routers.get(spec.router_id)
-            if recorded == spec:
+            if recorded == spec and (not spec.radvd or self._radvd_seen(spec) == (True, True)):
                 return []
+            if recorded == spec:
+                log.warning("router %s: radvd is gone; starting it again", spec.router_id)
             return plan_router(spec, recorded, self._observe_router(spec, recorded, fabric if full else None))
 
         def record() -> None:
@@ -429,7 +431,19 @@ class Reconciler:
         devices = host.router_devices(spec.namespace) if exists and recorded is None and links is None else ()
         rules_may_change = recorded is None or recorded.iptables != spec.iptables
         saved = host.save_iptables(spec.namespace) if exists and rules_may_change else None
-        return RouterSeen(exists, links, devices, saved, fabric)
+        rules6_may_change = bool(spec.ip6tables) and (recorded is None or recorded.ip6tables != spec.ip6tables)
+        saved6 = host.save_ip6tables(spec.namespace) if exists and rules6_may_change else None
+        pid = host.radvd_pid(spec.radvd_path("pid"), spec.router_id)
+        in_namespace = pid is not None and host.process_namespace_inode(pid) == host.namespace_inode(spec.namespace)
+        return RouterSeen(exists, links, devices, saved, fabric, saved6, pid, in_namespace)
+
+    def _radvd_seen(self, spec: RouterSpec) -> tuple[bool, bool]:
+        """(radvd runs, in the namespace of that name): every pass's check, two reads of /proc."""
+        pid = self.host.radvd_pid(spec.radvd_path("pid"), spec.router_id)
+        if pid is None:
+            return (False, False)
+        inode = self.host.namespace_inode(spec.namespace)
+        return (True, inode is not None and self.host.process_namespace_inode(pid) == inode)
 
     def _removal_units(
         self,
@@ -450,7 +464,8 @@ class Reconciler:
             keep_ns.add(self.fabric)
         for ns in sorted(namespaces - keep_ns):
             key = _owner(ns)
-            pid_file = self.paths.dhcp_file(key[1], "pid") if key[0] == "network" else None
+            pid_file = (self.paths.dhcp_file(key[1], "pid") if key[0] == "network"
+                        else self.paths.radvd_file(key[1], "pid") if key[0] == "router" else None)
             gone.setdefault(key, []).extend(plan_gone_namespace(ns, pid_file))
         with self._lock:
             for net_id in [n for n in self.applied_dhcp if n not in wanted_dhcp]:

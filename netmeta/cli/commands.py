@@ -293,6 +293,9 @@ def teardown(config: Config, *, purge: bool = False) -> Teardown:
     for root in sorted(dhcp_roots):
         for pid in processes.pids_mentioning("dnsmasq", root):
             done.attempt(f"dnsmasq {pid}", dnsmasq.stop, pid, 5.0, root)
+    ra_root = config.paths.ra_dir + os.sep
+    for pid in processes.pids_mentioning("radvd", ra_root):
+        done.attempt(f"radvd {pid}", processes.stop_pid, pid, ra_root)
     ledger = Ledger.load(config.state_dir)
     if fabric is None:
         # Bridges and veth ends in the host's own namespace: deleting namespaces

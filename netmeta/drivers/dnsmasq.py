@@ -22,15 +22,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import tempfile
-import time
 from collections.abc import Sequence
 
 from netmeta.drivers import processes
-from netmeta.drivers.errors import PermanentDriverError, TemporaryDriverError, translate
+from netmeta.drivers.daemons import start_daemon
+from netmeta.drivers.errors import translate
 from netmeta.drivers.files import ensure_dir, write_file_atomic
-from netmeta.drivers.netns import namespace_argv, namespace_exists
 from netmeta.drivers.processes import cmdline, running_pid
 
 __all__ = [
@@ -41,52 +38,10 @@ __all__ = [
 def start(namespace: str, argv: Sequence[str], pid_file: str, *, timeout: float = 10.0) -> int:
     """Start dnsmasq (``argv[0]`` is the binary) in ``namespace``; its pid.
 
-    ``argv`` must make dnsmasq write ``pid_file`` (``--pid-file=…``) and must
-    not keep it in the foreground. Raises :class:`PermanentDriverError` with
-    dnsmasq's own message when it refuses to start (bad option, address in
-    use …), :class:`TemporaryDriverError` when the namespace is missing or
-    start-up is too slow.
+    dnsmasq's launcher exits only once the daemon is ready (0) or has failed
+    (non-zero, the reason on stderr): see :func:`netmeta.drivers.daemons.start_daemon`.
     """
-    if not any(pid_file in arg for arg in argv):
-        raise PermanentDriverError(f"dnsmasq argv does not name its pid file {pid_file}")
-    if any(a in ("-d", "-k", "--keep-in-foreground", "--no-daemon") for a in argv):
-        raise PermanentDriverError("dnsmasq must daemonize for start() to see readiness")
-    if not namespace_exists(namespace):
-        raise TemporaryDriverError(f"namespace {namespace} does not exist")
-    try:
-        os.unlink(pid_file)  # a stale file would make us report a dead pid
-    except FileNotFoundError:
-        pass
-    full = namespace_argv(namespace, argv)
-    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C"}
-    # stderr goes to a file, not a pipe: the daemon inherits the descriptor and
-    # a pipe would then never reach EOF while it lives.
-    with tempfile.TemporaryFile() as err:
-        try:
-            launcher = subprocess.Popen(
-                full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=err, env=env, close_fds=True,
-            )
-        except OSError as exc:
-            raise translate(exc, f"run {' '.join(full)}") from exc
-        try:
-            code = launcher.wait(timeout)
-        except subprocess.TimeoutExpired as exc:
-            launcher.kill()
-            launcher.wait()
-            raise TemporaryDriverError(f"dnsmasq in {namespace} not ready after {timeout}s") from exc
-        err.seek(0)
-        message = err.read().decode(errors="replace").strip()
-    if code != 0:
-        raise PermanentDriverError(f"dnsmasq in {namespace} exited {code}: {message}")
-    deadline = time.monotonic() + timeout
-    while True:
-        pid = running_pid(pid_file, pid_file)
-        if pid is not None:
-            return pid
-        if time.monotonic() >= deadline:
-            raise TemporaryDriverError(f"dnsmasq in {namespace} reported ready but {pid_file} names no live dnsmasq")
-        time.sleep(0.01)
+    return start_daemon(namespace, argv, pid_file, what="dnsmasq", timeout=timeout)
 
 
 def reload(pid: int, expected_cmdline_substr: str | None = None) -> None:

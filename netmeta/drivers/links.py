@@ -105,19 +105,19 @@ def describe_links(ns: str | None) -> list[dict[str, Any]]:
 
 
 def observe(ns: str | None) -> dict[str, dict[str, Any]]:
-    """Every link of a namespace with its IPv4 addresses, in one netlink session.
+    """Every link of a namespace with its addresses, in one netlink session.
 
     The agent's full pass compares this with the desired state and calls the
     ``ensure_*`` functions only where something differs: opening a netlink
     socket inside a namespace costs a fork in pyroute2, so one observation
     instead of four ensures is what keeps a 200-network resync short.
     Each value is :func:`describe_links`'s dict plus ``addresses`` (a set of
-    ``"a.b.c.d/len"``).
+    ``"a.b.c.d/len"`` and ``"2001:db8::1/64"``, those :func:`ensure_addresses` manages).
     """
     with netlink(ns) as ipr:
         try:
             msgs = list(ipr.link("dump"))
-            addrs = list(ipr.addr("dump", family=socket.AF_INET))
+            addrs = [a for a in ipr.addr("dump") if a["family"] in (socket.AF_INET, socket.AF_INET6) and _managed(a)]
         except NetlinkError as exc:
             raise translate(exc, f"observe links in {ns}") from exc
     names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in msgs}
@@ -129,8 +129,7 @@ def observe(ns: str | None) -> dict[str, dict[str, Any]]:
     for a in addrs:
         name = names.get(a["index"])
         if name in links:
-            local = a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")
-            links[name]["addresses"].add(f"{local}/{a['prefixlen']}")
+            links[name]["addresses"].add(_cidr(a))
     return links
 
 
@@ -278,17 +277,43 @@ def _converge(ipr: Any, msg: Any, wanted: dict[str, Any]) -> None:
         ipr.link("set", index=msg["index"], **changes)
 
 
-def _ipv4_interfaces(cidrs: set[str]) -> set[ipaddress.IPv4Interface]:
-    out = set()
+Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+# IFA_F_NODAD: an address netmeta sets is usable at once, not "tentative" for
+# a second of duplicate address detection (the addresses are the API's; two
+# ports never hold one).
+IFA_F_NODAD = 0x02
+IFA_F_PERMANENT = 0x80
+
+
+def _interfaces(cidrs: set[str]) -> set[Interface]:
+    out: set[Interface] = set()
     for cidr in cidrs:
         try:
-            iface = ipaddress.ip_interface(cidr)
+            out.add(ipaddress.ip_interface(cidr))
         except ValueError as exc:
             raise PermanentDriverError(f"invalid address {cidr!r}") from exc
-        if not isinstance(iface, ipaddress.IPv4Interface):
-            raise PermanentDriverError(f"ensure_addresses handles IPv4 only, got {cidr!r}")
-        out.add(iface)
     return out
+
+
+def _managed(msg: Any) -> bool:
+    """Addresses netmeta owns on a device: all IPv4, and IPv6 that the kernel did not make itself.
+
+    The kernel's own link-local (fe80::/64 from the MAC) and SLAAC addresses
+    are not permanent; everything netmeta adds is (``fe80::a9fe:a9fe/128``
+    included), so only those are compared and removed.
+    """
+    if msg["family"] == socket.AF_INET:
+        return True
+    flags = msg.get_attr("IFA_FLAGS")
+    if flags is None:
+        flags = msg["flags"]
+    return bool(flags & IFA_F_PERMANENT) and not (
+        msg["prefixlen"] == 64 and str(msg.get_attr("IFA_ADDRESS") or "").startswith("fe80:"))
+
+
+def _cidr(msg: Any) -> str:
+    local = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+    return f"{ipaddress.ip_address(local)}/{msg['prefixlen']}"
 
 
 def _index(ipr: Any, ns: str, ifname: str) -> int:
@@ -299,38 +324,31 @@ def _index(ipr: Any, ns: str, ifname: str) -> int:
 
 
 def get_addresses(ns: str, ifname: str) -> set[str]:
-    """The IPv4 addresses on ``ifname`` as ``"a.b.c.d/len"`` strings."""
+    """The addresses netmeta manages on ``ifname`` (IPv4, and IPv6 but the kernel's own) as CIDR strings."""
     with netlink(ns) as ipr:
         try:
             index = _index(ipr, ns, ifname)
-            return {
-                f"{m.get_attr('IFA_LOCAL') or m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}"
-                for m in ipr.addr("dump", index=index, family=socket.AF_INET)
-            }
+            return {_cidr(m) for m in ipr.addr("dump", index=index) if _managed(m)}
         except NetlinkError as exc:
             raise translate(exc, f"addresses of {ifname} in {ns}") from exc
 
 
 def ensure_addresses(ns: str, ifname: str, cidrs: set[str]) -> bool:
-    """Make the IPv4 addresses on ``ifname`` exactly ``cidrs``; True if changed.
+    """Make the managed addresses on ``ifname`` exactly ``cidrs``; True if changed.
 
-    Missing ones are added (with the subnet broadcast, as ``ip addr add brd +``
-    would), extra ones removed. IPv6 (link-local included) is left alone.
+    Missing ones are added (IPv4 with the subnet broadcast, as ``ip addr add
+    brd +`` would; IPv6 with ``nodad``), extra ones removed. The kernel's own
+    IPv6 addresses (the link-local from the MAC) are left alone.
     ``"10.0.0.2/24"`` and ``"10.0.0.2/32"`` are different addresses: a prefix
     change removes and re-adds.
     """
-    wanted = _ipv4_interfaces(cidrs)
+    wanted = _interfaces(cidrs)
     with netlink(ns) as ipr:
         try:
             index = _index(ipr, ns, ifname)
-            present = {
-                ipaddress.IPv4Interface(
-                    f"{m.get_attr('IFA_LOCAL') or m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}"
-                )
-                for m in ipr.addr("dump", index=index, family=socket.AF_INET)
-            }
+            present = {ipaddress.ip_interface(_cidr(m)) for m in ipr.addr("dump", index=index) if _managed(m)}
             changed = False
-            for iface in sorted(present - wanted):
+            for iface in sorted(present - wanted, key=str):
                 try:
                     ipr.addr("del", index=index, address=str(iface.ip),
                              prefixlen=iface.network.prefixlen)
@@ -338,9 +356,11 @@ def ensure_addresses(ns: str, ifname: str, cidrs: set[str]) -> bool:
                 except NetlinkError as exc:
                     if exc.code not in _GONE:
                         raise
-            for iface in sorted(wanted - present):
+            for iface in sorted(wanted - present, key=str):
                 extra: dict[str, Any] = {}
-                if iface.network.prefixlen < 31:
+                if iface.version == 6:
+                    extra["flags"] = IFA_F_NODAD
+                elif iface.network.prefixlen < 31:
                     extra["broadcast"] = str(iface.network.broadcast_address)
                 try:
                     ipr.addr("add", index=index, address=str(iface.ip),

@@ -55,6 +55,7 @@ class ListenerSpec:
     namespace: str
     host: str
     port: int
+    device: str = ""  # the scope of a link-local host (the qdhcp tap)
 
 
 def desired_listeners(snapshot: Snapshot, config: Config) -> dict[tuple[str, str], ListenerSpec]:
@@ -64,7 +65,7 @@ def desired_listeners(snapshot: Snapshot, config: Config) -> dict[tuple[str, str
     """
     snapshot = snapshot.for_host(config.host)
     return {
-        key: ListenerSpec(ListenerContext(want.kind, want.id), want.namespace, want.host, want.port)
+        key: ListenerSpec(ListenerContext(want.kind, want.id), want.namespace, want.host, want.port, want.device)
         for key, want in model_listeners(snapshot, config).items()
     }
 
@@ -194,7 +195,7 @@ class MetadataService:
 
     def _count_listeners(self) -> None:
         for kind in ("network", "router"):
-            metrics.LISTENERS.labels(kind).set(sum(1 for k in self.open if k[0] == kind))
+            metrics.LISTENERS.labels(kind).set(sum(1 for o in self.open.values() if o.spec.context.kind == kind))
 
     async def sync_listeners(self) -> None:
         snapshot = self.follower.snapshot
@@ -224,7 +225,8 @@ class MetadataService:
         try:
             # Every worker opens its own (SO_REUSEPORT): see run().
             sock: socket.socket = await asyncio.to_thread(
-                sockets.listening_socket_in_namespace, spec.namespace, spec.host, spec.port, reuseport=True
+                sockets.listening_socket_in_namespace, spec.namespace, spec.host, spec.port, reuseport=True,
+                device=spec.device,
             )
         except Exception as exc:  # noqa: BLE001 - retried on the next tick
             message = f"cannot listen in {spec.namespace} on {spec.host}:{spec.port}: {exc}"

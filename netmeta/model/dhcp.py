@@ -11,8 +11,16 @@ metadata route vanished from the opts file only after a restart.
 
 The rules follow Neutron's DHCP agent (``neutron/agent/linux/dhcp.py``, the
 ``Dnsmasq`` driver) and its unit tests; where netmeta deliberately differs
-the function says so and why. Only IPv4 is served: netmeta runs no DHCPv6,
-so IPv6 subnets never produce options or ranges.
+the function says so and why.
+
+IPv6 subnets follow their ``ipv6_address_mode``, as in Neutron: ``slaac``
+gets no range, no hosts line and no options (the guest never asks);
+``dhcpv6-stateful`` gets a static range, ``<mac>,tag:dhcpv6,<fqdn>,[<ip>]``
+hosts lines and ``option6:`` options; ``dhcpv6-stateless`` a static range
+and options, but no address (the guest forms it from the router
+advertisement). A subnet with neither mode is served like a stateful one.
+With IPv6 and either metadata option, ``fe80::a9fe:a9fe/128`` goes on the
+tap beside ``169.254.169.254/32``.
 
 Ordering: subnets are taken sorted by id (``Snapshot.subnets_of``), which is
 also the order Neutron's server hands them to its agent
@@ -25,12 +33,14 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from netmeta.model import hosting, names
+from netmeta.model import hosting, ipam, names
 from netmeta.model.settings import DataPlaneSettings
 from netmeta.model.paths import StatePaths
 from netmeta.model.types import (
     DEVICE_OWNER_DHCP,
+    FixedIP,
     METADATA_CIDR,
+    METADATA_V6_CIDR,
     ROUTER_INTERFACE_OWNERS,
     NetworkId,
     Port,
@@ -70,6 +80,23 @@ def _dhcp_subnets(snapshot: Snapshot, network_id: NetworkId) -> list[Subnet]:
     return [s for s in snapshot.subnets_of(network_id) if s.enable_dhcp and s.ip_version == 4]
 
 
+def _served_subnets(snapshot: Snapshot, network_id: NetworkId) -> list[Subnet]:
+    """DHCP-enabled subnets of both versions, sorted by id: what dnsmasq and the tap are for."""
+    return [s for s in snapshot.subnets_of(network_id) if s.enable_dhcp]
+
+
+def dhcpv6_served(subnet: Subnet) -> bool:
+    """Whether dnsmasq has a DHCPv6 range for an IPv6 subnet (``_build_cmdline_callback``).
+
+    Stateful and stateless yes, and a subnet with neither mode (Neutron keeps
+    its older "static" behaviour); ``slaac`` no, and never a prefix shorter
+    than /64 (Neutron skips those).
+    """
+    mode = subnet.ipv6_address_mode
+    served = mode in (ipam.DHCPV6_STATEFUL, ipam.DHCPV6_STATELESS) or (mode is None and subnet.ipv6_ra_mode is None)
+    return served and ipaddress.ip_network(subnet.cidr, strict=False).prefixlen >= 64
+
+
 def _same_ip(a: str, b: str) -> bool:
     try:
         return ipaddress.ip_address(a) == ipaddress.ip_address(b)
@@ -99,7 +126,7 @@ def is_isolated(snapshot: Snapshot, subnet: Subnet) -> bool:
 
 
 def has_qdhcp(snapshot: Snapshot, network_id: NetworkId) -> bool:
-    """Whether the agent makes ``qdhcp-<net>``: admin up, a DHCP port, a DHCP-enabled IPv4 subnet.
+    """Whether the agent makes ``qdhcp-<net>``: admin up, a DHCP port, a DHCP-enabled subnet (either version).
 
     Neutron's agent skips admin-down networks; without a DHCP port or subnet
     there is nothing for dnsmasq to serve.
@@ -109,7 +136,7 @@ def has_qdhcp(snapshot: Snapshot, network_id: NetworkId) -> bool:
         network is not None
         and network.admin_state_up
         and dhcp_port(snapshot, network_id) is not None
-        and _dhcp_subnets(snapshot, network_id)
+        and _served_subnets(snapshot, network_id)
     )
 
 
@@ -129,7 +156,7 @@ def dhcp_listener_wanted(snapshot: Snapshot, network_id: NetworkId, config: Data
     """Whether a metadata listener belongs in ``qdhcp-<net>`` (the behaviour table in docs/architecture.md).
 
     True whenever ``force_metadata`` or ``enable_isolated_metadata`` is on and
-    the network has a DHCP-enabled IPv4 subnet — isolated or not. This
+    the network has a DHCP-enabled subnet — isolated or not. This
     differs from Neutron (``Dnsmasq.should_enable_metadata``, which wants an
     isolated subnet unless ``force_metadata``) in one row: a router on the
     gateway with ``enable_isolated_metadata``. Neutron stops its proxy
@@ -141,7 +168,7 @@ def dhcp_listener_wanted(snapshot: Snapshot, network_id: NetworkId, config: Data
     """
     if not (config.force_metadata or config.enable_isolated_metadata):
         return False
-    return bool(_dhcp_subnets(snapshot, network_id))
+    return bool(_served_subnets(snapshot, network_id))
 
 
 def metadata_address_on_tap(config: DataPlaneSettings) -> bool:
@@ -272,6 +299,29 @@ def _subnet_opts(
     return lines
 
 
+def _literal(ip: str) -> str:
+    """dnsmasq's spelling of an IPv6 address in an option: in brackets (``_convert_to_literal_addrs``)."""
+    return f"[{ip}]" if ":" in ip else ip
+
+
+def _subnet_opts_v6(subnet: Subnet, config: DataPlaneSettings) -> list[str]:
+    """The lines of one DHCP-enabled IPv6 subnet that is not ``slaac``: DNS servers, domain search.
+
+    IPv6 carries no routes in DHCPv6 (the router advertisement does), so no
+    route or router lines — Neutron's IPv6 branch of ``_generate_opts_per_subnet``.
+    """
+    tag = _tag(subnet.id)
+    lines: list[str] = []
+    if subnet.dns_nameservers:
+        if len(subnet.dns_nameservers) == 1 and _same_ip(subnet.dns_nameservers[0], "::"):
+            lines.append(f"{tag},option6:dns-server")
+        else:
+            lines.append(f"{tag},option6:dns-server,{','.join(_literal(ip) for ip in subnet.dns_nameservers)}")
+    if config.dns_domain:
+        lines.append(f"{tag},option6:domain-search,{config.dns_domain}")
+    return lines
+
+
 def format_option(ip_version: int, tag: str, option: str, *values: str) -> str:
     """One option line, Neutron's ``Dnsmasq._format_option``.
 
@@ -324,12 +374,17 @@ def opts_lines(snapshot: Snapshot, network_id: NetworkId, config: DataPlaneSetti
     port = dhcp_port(snapshot, network_id)
     lines: list[str] = []
     without_nameservers: list[SubnetId] = []
-    for subnet in _dhcp_subnets(snapshot, network_id):
-        # The metadata route goes via the DHCP port's address on the subnet;
-        # with several, the last one: Neutron reads the tap's addresses in
-        # order and keeps the last per subnet (_make_subnet_interface_ip_map).
-        dhcp_ip = port.last_ip_on(subnet.id) if port is not None else None
-        lines.extend(_subnet_opts(snapshot, subnet, all_subnets, dhcp_ip, config))
+    for subnet in _served_subnets(snapshot, network_id):
+        if subnet.ip_version == 6:
+            if subnet.ipv6_address_mode == ipam.IPV6_SLAAC:
+                continue  # the guest never asks a DHCP server anything
+            lines.extend(_subnet_opts_v6(subnet, config))
+        else:
+            # The metadata route goes via the DHCP port's address on the subnet;
+            # with several, the last one: Neutron reads the tap's addresses in
+            # order and keeps the last per subnet (_make_subnet_interface_ip_map).
+            dhcp_ip = port.last_ip_on(subnet.id) if port is not None else None
+            lines.extend(_subnet_opts(snapshot, subnet, all_subnets, dhcp_ip, config))
         if not subnet.dns_nameservers:
             without_nameservers.append(subnet.id)
 
@@ -342,8 +397,10 @@ def opts_lines(snapshot: Snapshot, network_id: NetworkId, config: DataPlaneSetti
             if fixed.subnet_id in without_nameservers:
                 dhcp_ips.setdefault(fixed.subnet_id, []).append(fixed.ip_address)
     for subnet_id, ips in dhcp_ips.items():
-        if len(ips) > 1:
-            lines.append(f"{_tag(subnet_id)},option:dns-server,{','.join(ips)}")
+        for version, option in ((4, "option"), (6, "option6")):
+            same = [ip for ip in ips if (":" in ip) == (version == 6)]
+            if len(same) > 1:
+                lines.append(f"{_tag(subnet_id)},{option}:dns-server,{','.join(_literal(ip) for ip in same)}")
     return lines
 
 
@@ -391,6 +448,12 @@ def _client_id(port: Port) -> str | None:
 def hosts_lines(snapshot: Snapshot, network_id: NetworkId, domain: str) -> list[str]:
     """The dnsmasq ``--dhcp-hostsfile``: ``<mac>,<fqdn>,<ip>`` per lease.
 
+    IPv6 (Neutron's ``_iter_hosts``): a port's stateless addresses come
+    first; a ``dhcpv6-stateful`` (or mode-less) address is
+    ``<mac>,tag:dhcpv6,<fqdn>,[<ip>]`` (the tag keeps the line out of DHCPv4);
+    a stateless one has no address to hand out, so only a port with extra
+    options gets ``<mac>,tag:dhcpv6,set:port-<id>``; ``slaac`` nothing.
+
     One line per IPv4 fixed IP on a DHCP-enabled subnet, for every port that
     asks for DHCP (ports sorted by id, fixed IPs in the port's order), named
     by :func:`_names`. A port with extra DHCP options ends its lines with
@@ -399,22 +462,38 @@ def hosts_lines(snapshot: Snapshot, network_id: NetworkId, domain: str) -> list[
     when it is the only option, no tag is set) — Neutron's
     ``_output_hosts_file``.
     """
-    dhcp_ids = {s.id for s in _dhcp_subnets(snapshot, network_id)}
+    served = {s.id: s for s in _served_subnets(snapshot, network_id)}
+    v6 = {s.id: s for s in snapshot.subnets_of(network_id) if s.ip_version == 6}
     lines: list[str] = []
     for port in snapshot.ports_of(network_id):
         if not _needs_dhcp_entry(port):
             continue
         client_id = _client_id(port)
-        for fixed in port.fixed_ips:
-            if fixed.subnet_id not in dhcp_ids:
+        for fixed in _stateless_first(port, v6):
+            tag = ""
+            if fixed.subnet_id in v6:
+                mode = v6[fixed.subnet_id].ipv6_address_mode
+                tag = "tag:dhcpv6,"
+                if mode in (ipam.IPV6_SLAAC, ipam.DHCPV6_STATELESS):
+                    if mode == ipam.DHCPV6_STATELESS and port.extra_dhcp_opts:
+                        lines.append(f"{port.mac_address},{tag}set:{_port_tag(port.id)}")
+                    continue
+            if fixed.subnet_id not in served:
                 continue
             _, fqdn = _names(port, fixed.ip_address, domain)
-            head = f"{port.mac_address},id:{client_id}" if client_id else port.mac_address
-            line = f"{head},{fqdn},{fixed.ip_address}"
+            head = f"{port.mac_address},{tag}id:{client_id}" if client_id else f"{port.mac_address},{tag}".rstrip(",")
+            line = f"{head},{fqdn},{_literal(fixed.ip_address)}"
             if port.extra_dhcp_opts and not (client_id and len(port.extra_dhcp_opts) == 1):
                 line += f",set:{_port_tag(port.id)}"
             lines.append(line)
     return lines
+
+
+def _stateless_first(port: Port, v6: Mapping[SubnetId, Subnet]) -> list[FixedIP]:
+    """A port's fixed IPs, DHCPv6-stateless ones first (Neutron's ``_sort_fixed_ips_for_dnsmasq``:
+    dnsmasq applies the first hosts line of a MAC, which must be the one that tags the port's options)."""
+    return sorted(port.fixed_ips, key=lambda f: not (
+        f.subnet_id in v6 and v6[f.subnet_id].ipv6_address_mode == ipam.DHCPV6_STATELESS))
 
 
 def addn_hosts_lines(snapshot: Snapshot, network_id: NetworkId, domain: str) -> list[str]:
@@ -424,11 +503,12 @@ def addn_hosts_lines(snapshot: Snapshot, network_id: NetworkId, domain: str) -> 
     DHCP-disabled subnets), as Neutron does: it is only for name resolution.
     The FQDN comes first so that PTR answers carry it.
     """
+    v6 = {s.id: s for s in snapshot.subnets_of(network_id) if s.ip_version == 6}
     lines: list[str] = []
     for port in snapshot.ports_of(network_id):
         if not _needs_dhcp_entry(port):
             continue
-        for fixed in port.fixed_ips:
+        for fixed in _stateless_first(port, v6):
             hostname, fqdn = _names(port, fixed.ip_address, domain)
             lines.append(f"{fixed.ip_address}\t{fqdn} {hostname}")
     return lines
@@ -451,8 +531,8 @@ class DhcpRange:
     """One ``--dhcp-range``: a subnet served with static leases only."""
 
     subnet_id: SubnetId
-    network_address: str  # "192.168.111.0"
-    netmask: str  # "255.255.255.0"
+    network_address: str  # "192.168.111.0" / "2001:db8::"
+    netmask: str  # "255.255.255.0"; for IPv6 the prefix length, "64"
 
 
 @dataclass(frozen=True)
@@ -487,14 +567,19 @@ def dnsmasq_spec(
     """
     network = snapshot.networks.get(network_id)
     port = dhcp_port(snapshot, network_id)
-    subnets = _dhcp_subnets(snapshot, network_id)
+    subnets = _served_subnets(snapshot, network_id)
     if network is None or port is None or not subnets:
         return None
     ranges: list[DhcpRange] = []
     possible = 0
-    for subnet in subnets:
+    for subnet in _served_subnets(snapshot, network_id):
         net = ipaddress.ip_network(subnet.cidr, strict=False)
-        ranges.append(DhcpRange(subnet.id, str(net.network_address), str(net.netmask)))
+        if net.version == 6:
+            if not dhcpv6_served(subnet):
+                continue
+            ranges.append(DhcpRange(subnet.id, str(net.network_address), str(net.prefixlen)))
+        else:
+            ranges.append(DhcpRange(subnet.id, str(net.network_address), str(net.netmask)))
         possible += net.num_addresses
     return DnsmasqSpec(
         network_id=network_id,
@@ -567,8 +652,9 @@ class DhcpNetworkSpec:
     tap: str  # tap<port_id[:11]>
     mac: str  # the DHCP port's MAC, set on the tap
     mtu: int
-    # CIDR strings on the tap, the DHCP port's IPv4 addresses in its
-    # fixed_ips order, then "169.254.169.254/32" when metadata_address.
+    # CIDR strings on the tap, the DHCP port's addresses (both versions) in
+    # its fixed_ips order, then "169.254.169.254/32" when metadata_address,
+    # and "fe80::a9fe:a9fe/128" too when the network has an IPv6 subnet.
     addresses: tuple[str, ...]
     metadata_address: bool
     dnsmasq: DnsmasqSpec
@@ -602,10 +688,8 @@ def desired_dhcp(
         port = dhcp_port(snapshot, network_id)
         if spec is None or port is None:
             continue
-        prefixes = {
-            s.id: ipaddress.ip_network(s.cidr, strict=False).prefixlen
-            for s in _dhcp_subnets(snapshot, network_id)
-        }
+        served = _served_subnets(snapshot, network_id)
+        prefixes = {s.id: ipaddress.ip_network(s.cidr, strict=False).prefixlen for s in served}
         addresses = [
             f"{fixed.ip_address}/{prefixes[fixed.subnet_id]}"
             for fixed in port.fixed_ips
@@ -614,6 +698,9 @@ def desired_dhcp(
         on_tap = metadata_address_on_tap(config)
         if on_tap:
             addresses.append(METADATA_CIDR)
+            # Neutron's need_ipv6_metadata: any IPv6 subnet on the network.
+            if any(s.ip_version == 6 for s in snapshot.subnets_of(network_id)):
+                addresses.append(METADATA_V6_CIDR)
         files = {
             "opts": render_file(opts_lines(snapshot, network_id, config)),
             "host": render_file(hosts_lines(snapshot, network_id, config.dns_domain)),

@@ -353,8 +353,9 @@ def _check_router(out: Explanation, obs: Observations, gw: str, port: int, snaps
         out.add(PROBLEM, "no-redirect",
                 f"no REDIRECT rule for {METADATA_IPV4}:80 in {out.namespace}'s nat table: requests are not "
                 f"sent to the listener on {port}")
-    if f"0.0.0.0:{port}" in facts.listening:
-        out.add(OK, "listener", f"a listener is live on 0.0.0.0:{port} in {out.namespace}")
+    live = [a for a in (f"0.0.0.0:{port}", f"*:{port}", f"[::]:{port}") if a in facts.listening]
+    if live:
+        out.add(OK, "listener", f"a listener is live on {live[0]} in {out.namespace}")
     else:
         out.add(PROBLEM, "no-listener",
                 f"the guest's route points to the router {out.next_hop} but nothing listens on "

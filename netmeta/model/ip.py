@@ -30,7 +30,9 @@ def canonical_ip(text: str) -> str:
     returned unchanged: no port holds it, so lookups simply find nothing.
     """
     try:
-        address = ipaddress.ip_address(text.strip())
+        # A link-local peer comes with its scope ("fe80::1%tap0"): the
+        # listener already says which link, the address alone is the key.
+        address = ipaddress.ip_address(text.strip().split("%", 1)[0])
     except ValueError:
         return text
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

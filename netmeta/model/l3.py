@@ -18,7 +18,11 @@ twice changes nothing. The payload is written in the exact canonical form
 ``iptables-save`` prints (tables in a fixed order, every built-in chain, user
 chains sorted, rules grouped by chain), so :func:`normalize_saved` of what
 the kernel holds equals the payload exactly when nothing needs applying.
-Only IPv4: netmeta routes no IPv6, so no ``ip6tables`` payload.
+IPv6 gets the same rules in an ``ip6tables-restore`` payload
+(:func:`ip6tables_payload`), with ``fe80::a9fe:a9fe/128`` in place of
+``169.254.169.254/32`` — Neutron's L3 agent adds exactly those to its
+``ipv6`` tables. A router with an IPv6 subnet also runs radvd
+(:mod:`netmeta.model.ra`) and forwards IPv6.
 """
 
 from __future__ import annotations
@@ -29,8 +33,12 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from netmeta.model import hosting, names
+from netmeta.model.paths import StatePaths
+from netmeta.model.ra import RaInterface, radvd_argv, radvd_config
 from netmeta.model.settings import DataPlaneSettings
-from netmeta.model.types import METADATA_CIDR, HostRoute, NetworkId, PortId, RouterId, Snapshot
+from netmeta.model.types import (
+    METADATA_CIDR, METADATA_V6_CIDR, HostRoute, NetworkId, PortId, RouterId, Snapshot, Subnet,
+)
 
 
 # The prefix of Neutron's L3 agent chains (binary name "neutron-l3-agent").
@@ -57,7 +65,7 @@ class RouterInterface:
     port_id: PortId
     device: str  # qr-<port_id[:11]>
     mac: str
-    # IPv4 CIDR strings, e.g. ("172.31.0.1/24",), in the port's fixed_ips order.
+    # CIDR strings, e.g. ("172.31.0.1/24", "2001:db8::1/64"), in the port's fixed_ips order.
     addresses: tuple[str, ...]
     network_id: NetworkId
     bridge: str  # brq<network_id[:11]>
@@ -82,6 +90,16 @@ class RouterSpec:
     iptables: str  # full iptables-restore payload, see iptables_payload()
     listener_wanted: bool  # a metadata listener on 0.0.0.0:<metadata_port>
     routes: tuple[RouterRoute, ...] = ()
+    ip6tables: str = ""  # the ip6tables-restore payload, see ip6tables_payload()
+    radvd: str = ""  # radvd.conf text; "" = no interface has an IPv6 subnet, no radvd
+    ra_dir: str = ""  # where radvd's conf, pid and log files live (StatePaths.ra_dir)
+
+    def radvd_path(self, suffix: str) -> str:
+        return f"{self.ra_dir}/{self.router_id}.radvd.{suffix}"
+
+    @property
+    def radvd_argv(self) -> tuple[str, ...]:
+        return tuple(radvd_argv(self.radvd_path("conf"), self.radvd_path("pid"), self.radvd_path("log")))
 
 
 # --- rules -------------------------------------------------------------------
@@ -103,7 +121,8 @@ NOSCOPE_MARK = f"{1024 << 16:#x}/0xffff0000"
 CONNMARK_MASKS = "--nfmask 0xffff0000 --ctmask 0xffff0000"
 
 
-def _rules(scope_devices: Sequence[str], config: DataPlaneSettings) -> dict[str, dict[str, list[str]]]:
+def _rules(scope_devices: Sequence[str], config: DataPlaneSettings,
+           metadata_cidr: str = METADATA_CIDR) -> dict[str, dict[str, list[str]]]:
     """table → chain → rule bodies (without ``-A <chain>``), in order.
 
     Neutron's steady state: what its L3 agent holds after the first
@@ -123,7 +142,7 @@ def _rules(scope_devices: Sequence[str], config: DataPlaneSettings) -> dict[str,
     """
     mark = _mark(config)
     port = config.metadata_port
-    match = f"-d {METADATA_CIDR} -i {INTERNAL_DEV_WILDCARD} -p tcp -m tcp --dport 80"
+    match = f"-d {metadata_cidr} -i {INTERNAL_DEV_WILDCARD} -p tcp -m tcp --dport 80"
     filter_input: list[str] = []
     nat_prerouting: list[str] = []
     if config.enable_metadata_proxy:
@@ -196,7 +215,8 @@ def _render(tables: dict[str, dict[str, tuple[str, list[str]]]]) -> str:
     return "".join(line + "\n" for line in out)
 
 
-def iptables_payload(scope_devices: Sequence[str], config: DataPlaneSettings) -> str:
+def iptables_payload(scope_devices: Sequence[str], config: DataPlaneSettings,
+                     metadata_cidr: str = METADATA_CIDR) -> str:
     """One ``iptables-restore`` payload for a router namespace (no ``--noflush``).
 
     It declares every built-in chain (policy ACCEPT) and Neutron's wrapper
@@ -206,13 +226,23 @@ def iptables_payload(scope_devices: Sequence[str], config: DataPlaneSettings) ->
     interface port (``scope_devices``, the ``qr-`` names by port id).
     """
     tables: dict[str, dict[str, tuple[str, list[str]]]] = {}
-    for table, chains in _rules(scope_devices, config).items():
+    for table, chains in _rules(scope_devices, config, metadata_cidr).items():
         decl: dict[str, tuple[str, list[str]]] = {c: ("ACCEPT", []) for c in BUILTIN_CHAINS[table]}
         for chain, rules in chains.items():
             policy = "ACCEPT" if chain in BUILTIN_CHAINS[table] else "-"
             decl[chain] = (policy, list(rules))
         tables[table] = decl
     return _render(tables)
+
+
+def ip6tables_payload(scope_devices: Sequence[str], config: DataPlaneSettings) -> str:
+    """The same payload for ``ip6tables-restore``: the metadata rules match ``fe80::a9fe:a9fe/128``.
+
+    A guest's request to ``http://[fe80::a9fe:a9fe%eth0]/`` reaches the router
+    (radvd advertises a route to that address through it), is marked, is
+    redirected to ``[::]:<metadata_port>`` and is never forwarded.
+    """
+    return iptables_payload(scope_devices, config, METADATA_V6_CIDR)
 
 
 _COUNTERS = re.compile(r"^\[\d+:\d+\]\s+")
@@ -266,7 +296,7 @@ def _interface(snapshot: Snapshot, port_id: PortId) -> RouterInterface:
     addresses: list[str] = []
     for fixed in port.fixed_ips:
         subnet = snapshot.subnets.get(fixed.subnet_id)
-        if subnet is None or subnet.ip_version != 4:
+        if subnet is None:
             continue
         prefix = ipaddress.ip_network(subnet.cidr, strict=False).prefixlen
         addresses.append(f"{fixed.ip_address}/{prefix}")
@@ -280,6 +310,13 @@ def _interface(snapshot: Snapshot, port_id: PortId) -> RouterInterface:
         bridge=names.bridge_name(port.network_id),
         mtu=network.mtu if network is not None else 1500,
     )
+
+
+def _v6_subnets(snapshot: Snapshot, port_id: PortId) -> tuple[Subnet, ...]:
+    """The IPv6 subnets a router port is on, by id (what its radvd stanza advertises)."""
+    ids = {f.subnet_id for f in snapshot.ports[port_id].fixed_ips}
+    found = [snapshot.subnets[i] for i in ids if i in snapshot.subnets and snapshot.subnets[i].ip_version == 6]
+    return tuple(sorted(found, key=lambda s: s.id))
 
 
 def router_interfaces(snapshot: Snapshot, router_id: RouterId) -> list[RouterInterface]:
@@ -315,7 +352,9 @@ def router_routes(routes: Sequence[HostRoute]) -> tuple[RouterRoute, ...]:
     return tuple(RouterRoute(dest, tuple(hops)) for dest, hops in grouped.items())
 
 
-def desired_routers(snapshot: Snapshot, config: DataPlaneSettings) -> dict[RouterId, RouterSpec]:
+def desired_routers(
+    snapshot: Snapshot, config: DataPlaneSettings, paths: StatePaths | None = None
+) -> dict[RouterId, RouterSpec]:
     """Every qrouter namespace that should exist, keyed by router id.
 
     A router gets one when it is administratively up (Neutron's server hands
@@ -332,13 +371,19 @@ def desired_routers(snapshot: Snapshot, config: DataPlaneSettings) -> dict[Route
         router = snapshot.routers[router_id]
         ports = snapshot.router_ports(router_id)
         interfaces = [_interface(snapshot, p.id) for p in ports if p.admin_state_up]
+        scope = [names.router_port_name(p.id) for p in ports]
+        ra = [RaInterface(names.router_port_name(p.id), i.mtu, _v6_subnets(snapshot, p.id))
+              for p, i in zip([p for p in ports if p.admin_state_up], interfaces)]
         out[router_id] = RouterSpec(
             router_id=router_id,
             namespace=names.router_namespace(router_id),
             interfaces=tuple(interfaces),
-            iptables=iptables_payload([names.router_port_name(p.id) for p in ports], config),
+            iptables=iptables_payload(scope, config),
             listener_wanted=config.enable_metadata_proxy,
             routes=router_routes(router.routes),
+            ip6tables=ip6tables_payload(scope, config),
+            radvd=radvd_config(ra, config.min_rtr_adv_interval, config.max_rtr_adv_interval),
+            ra_dir=paths.ra_dir if paths is not None else "",
         )
     return out
 

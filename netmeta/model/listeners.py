@@ -15,16 +15,21 @@ from dataclasses import dataclass
 
 from netmeta.model import names
 from netmeta.model.settings import DataPlaneSettings
-from netmeta.model.dhcp import dhcp_listener_wanted, has_qdhcp
+from netmeta.model.dhcp import dhcp_listener_wanted, dhcp_port, has_qdhcp
 from netmeta.model.l3 import has_qrouter
-from netmeta.model.types import METADATA_IPV4, Snapshot
+from netmeta.model.types import METADATA_IPV4, METADATA_IPV6, Snapshot
 
 
 NETWORK, ROUTER = "network", "router"
-# Guests reach a qdhcp listener directly at 169.254.169.254:80; a qrouter one
-# behind the REDIRECT to metadata_port, on any address of the namespace.
+# The key of a qdhcp's second, IPv6 listener (its guests are still the
+# network's: the listener's kind stays NETWORK).
+NETWORK_V6 = "network-v6"
+# Guests reach a qdhcp listener directly at 169.254.169.254:80 (and IPv6
+# guests at [fe80::a9fe:a9fe%tap]:80); a qrouter one behind the REDIRECT to
+# metadata_port, on any address of the namespace: "::" is one dual-stack
+# socket (Neutron's haproxy binds :::9697), IPv4 guests appear IPv4-mapped.
 DHCP_PORT = 80
-ROUTER_HOST = "0.0.0.0"
+ROUTER_HOST = "::"
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,8 @@ class Listener:
     namespace: str
     host: str
     port: int
+    # The device a link-local ``host`` is scoped to (the qdhcp tap); "" otherwise.
+    device: str = ""
 
 
 def desired_listeners(snapshot: Snapshot, config: DataPlaneSettings) -> dict[tuple[str, str], Listener]:
@@ -41,7 +48,13 @@ def desired_listeners(snapshot: Snapshot, config: DataPlaneSettings) -> dict[tup
     wanted: dict[tuple[str, str], Listener] = {}
     for net_id in sorted(snapshot.networks):
         if has_qdhcp(snapshot, net_id) and dhcp_listener_wanted(snapshot, net_id, config):
-            wanted[(NETWORK, net_id)] = Listener(NETWORK, net_id, names.dhcp_namespace(net_id), METADATA_IPV4, DHCP_PORT)
+            namespace = names.dhcp_namespace(net_id)
+            wanted[(NETWORK, net_id)] = Listener(NETWORK, net_id, namespace, METADATA_IPV4, DHCP_PORT)
+            port = dhcp_port(snapshot, net_id)
+            # Neutron's need_ipv6_metadata: any IPv6 subnet puts fe80::a9fe:a9fe/128 on the tap.
+            if port is not None and any(s.ip_version == 6 for s in snapshot.subnets_of(net_id)):
+                wanted[(NETWORK_V6, net_id)] = Listener(NETWORK, net_id, namespace, METADATA_IPV6, DHCP_PORT,
+                                                        device=names.tap_name(port.id))
     if config.enable_metadata_proxy:
         for router_id in sorted(snapshot.routers):
             if has_qrouter(snapshot, router_id):

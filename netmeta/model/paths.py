@@ -86,6 +86,15 @@ class StatePaths:
     def private_files(self) -> tuple[str, ...]:
         return (self.store, self.identity_file, self.token_key, self.clouds_file)
 
+    # --- radvd (Neutron's $ra_confs = $state_path/ra) ------------------------------
+    @property
+    def ra_dir(self) -> str:
+        return self._under("ra")
+
+    def radvd_file(self, router_id: str, suffix: str) -> str:
+        """``<router>.radvd.conf``, ``.pid`` or ``.log``: one radvd per qrouter."""
+        return f"{self.ra_dir}/{router_id}.radvd.{suffix}"
+
     # --- the components --------------------------------------------------------
     def component_dir(self, component: str) -> str:
         return self._under(component)

@@ -28,6 +28,9 @@ AgentId = NewType("AgentId", str)
 
 METADATA_IPV4 = "169.254.169.254"
 METADATA_CIDR = "169.254.169.254/32"
+# Neutron's METADATA_V6_IP / METADATA_V6_CIDR: the same service for IPv6 guests, on the link.
+METADATA_IPV6 = "fe80::a9fe:a9fe"
+METADATA_V6_CIDR = "fe80::a9fe:a9fe/128"
 
 DEVICE_OWNER_DHCP = "network:dhcp"
 DEVICE_OWNER_ROUTER_INTF = "network:router_interface"
@@ -106,6 +109,7 @@ class Subnet:
     name: str = ""
     project_id: str = ""
     ipv6_address_mode: str | None = None
+    ipv6_ra_mode: str | None = None
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -388,6 +392,7 @@ def subnet_from_api(d: Mapping[str, Any]) -> Subnet:
         name=d.get("name") or "",
         project_id=d.get("project_id") or "",
         ipv6_address_mode=d.get("ipv6_address_mode"),
+        ipv6_ra_mode=d.get("ipv6_ra_mode"),
     )
 
 

@@ -95,7 +95,7 @@ def test_routed_guest_is_explained_via_the_router(plain_stack: Stack) -> None:
     assert result["namespace"] == names.router_namespace(router["id"])
     found = by_code(result)
     assert "--to-ports 9697" in found["redirect"]["text"]
-    assert "0.0.0.0:9697" in found["listener"]["text"]
+    assert "*:9697" in found["listener"]["text"]  # the dual-stack [::]:9697
     assert found["fetch"]["text"].startswith("GET /openstack/latest/meta_data.json from the guest: 200")
 
 

@@ -132,7 +132,7 @@ def test_routed_guest_is_answered_by_the_router_and_9697_is_closed(plain_stack: 
     wait_until(lambda: ("router", router["id"]) in listeners(stack), "the router's listener")
     assert ("network", net["id"]) not in listeners(stack), "no qdhcp listener without the options"
     assert "169.254.169.254:80" not in in_ns(names.dhcp_namespace(net["id"]), "ss", "-Hntl").stdout
-    assert "0.0.0.0:9697" in in_ns(qrouter, "ss", "-Hntl").stdout
+    assert "*:9697" in in_ns(qrouter, "ss", "-Hntl").stdout  # [::]:9697, dual stack
 
     meta = fetch_counted(stack, vm, "router", router["id"])
     assert meta["uuid"] == vm.instance_id

@@ -89,6 +89,7 @@ def test_full_pass_on_a_converged_host_only_verifies(agent: Reconciler, host: Fa
     # (the driver writes only a different value); no link, process or rule is touched.
     assert sorted(host.calls()) == [
         ("set_sysctl", "qrouter-r1", "net.ipv4.ip_forward", "1"),
+        ("set_sysctl", "qrouter-r1", "net.ipv6.conf.all.forwarding", "1"),
         ("write_files", f"{DHCP}/net1", ()),
     ]
 
@@ -263,3 +264,64 @@ def test_router_extra_routes_reach_the_qrouter_and_leave_it(agent: Reconciler, h
     assert host.routes["qrouter-r1"] == (("192.168.9.0/24", ("10.1.0.7", "10.1.0.8"), None),)
     agent.converge(dataclasses.replace(snap, revision=snap.revision + 2))
     assert host.routes["qrouter-r1"] == ()
+
+
+# --- IPv6: radvd and ip6tables in the qrouter ------------------------------------------------
+
+
+def _ipv6_router(mode: str = "slaac", revision: int = 3) -> "object":
+    """net1 routed by r1, plus an IPv6 subnet on it whose gateway the router holds."""
+    from netmeta.model.types import FixedIP, NetworkId, PortId, Subnet, SubnetId
+
+    snap = attach(tenant_network(1), 1)
+    sub6 = Subnet(SubnetId("sub6"), NetworkId("net1"), "2001:db8:1::/64", ip_version=6, gateway_ip="2001:db8:1::1",
+                  ipv6_ra_mode=mode, ipv6_address_mode=mode)
+    rp = snap.ports[PortId("rp1")]
+    rp = dataclasses.replace(rp, fixed_ips=rp.fixed_ips + (FixedIP(SubnetId("sub6"), "2001:db8:1::1"),))
+    return dataclasses.replace(snap, subnets={**snap.subnets, sub6.id: sub6}, ports={**snap.ports, rp.id: rp},
+                               revision=revision)
+
+
+def test_ipv6_router_gets_radvd_ip6tables_and_forwarding(agent: Reconciler, host: FakeHost) -> None:
+    snap = _ipv6_router()
+    report = agent.converge(snap, full=True)  # type: ignore[arg-type]
+    assert report.failed == {}
+    calls = [c[:2] for c in host.calls()]
+    assert ("restore_ip6tables", "qrouter-r1") in calls
+    assert ("set_sysctl", "qrouter-r1") in calls
+    assert ("qrouter-r1", "net.ipv6.conf.all.forwarding", "1") in [c[1:] for c in host.calls("set_sysctl")]
+    # radvd after the interfaces, its configuration written first.
+    assert calls.index(("start_radvd", "qrouter-r1")) > calls.index(("ensure_veth", "qrouter-r1"))
+    conf = host.files[f"{STATE}/ra/r1.radvd.conf"]
+    assert "prefix 2001:db8:1::/64" in conf and "AdvAutonomous on;" in conf
+    assert "radvd r1" in report.spawned
+    host.clear()
+    agent.converge(snap)  # type: ignore[arg-type]
+    assert host.calls() == []
+
+
+def test_radvd_is_supervised_reloaded_and_stopped(agent: Reconciler, host: FakeHost) -> None:
+    snap = _ipv6_router()
+    agent.converge(snap, full=True)  # type: ignore[arg-type]
+    pid = host.radvd_pid(f"{STATE}/ra/r1.radvd.pid", "r1")
+    assert pid is not None
+    # Killed: started again on the next (cheap) pass.
+    host.processes.pop(pid)
+    host.clear()
+    agent.converge(snap)  # type: ignore[arg-type]
+    assert [c[0] for c in host.calls("start_radvd", "reload_radvd")] == ["start_radvd"]
+    pid = host.radvd_pid(f"{STATE}/ra/r1.radvd.pid", "r1")
+    # The mode changes: new configuration, SIGHUP, no restart.
+    host.clear()
+    agent.converge(_ipv6_router("dhcpv6-stateful", revision=4))  # type: ignore[arg-type]
+    assert host.calls("start_radvd", "reload_radvd", "stop_radvd") == [("reload_radvd", pid)]
+    assert "AdvManagedFlag on;" in host.files[f"{STATE}/ra/r1.radvd.conf"]
+    # The IPv6 subnet leaves the router: radvd stops; the router goes: nothing of it is left.
+    host.clear()
+    agent.converge(attach(tenant_network(1), 1, revision=5))
+    assert host.calls("stop_radvd") == [("stop_radvd", pid)]
+    agent.converge(_ipv6_router(revision=6))
+    pid = host.radvd_pid(f"{STATE}/ra/r1.radvd.pid", "r1")
+    host.clear()
+    agent.converge(tenant_network(1, revision=7))
+    assert ("stop_radvd", pid) in host.calls()

@@ -481,7 +481,8 @@ def test_force_metadata_without_dhcp_address_on_subnet_has_no_metadata_route() -
     assert dhcp.desired_dhcp(snap, FORCE, StatePaths("/s")) == {}
 
 
-def test_no_dhcp_and_ipv6_subnets_are_ignored() -> None:
+def test_dhcp_disabled_is_ignored_and_modeless_ipv6_is_served_statefully() -> None:
+    """A subnet with neither IPv6 mode is Neutron's old "static" DHCPv6 (tests/upstream checks the lines)."""
     v6 = SubnetId("66666666-0000-4000-8000-000000000006")
     off = SubnetId("00000000-0000-4000-8000-000000000000")
     snap = world(
@@ -494,24 +495,61 @@ def test_no_dhcp_and_ipv6_subnets_are_ignored() -> None:
         f"{T},option:classless-static-route,10.9.0.0/24,0.0.0.0,0.0.0.0/0,172.31.0.1",
         f"{T},249,10.9.0.0/24,0.0.0.0,0.0.0.0/0,172.31.0.1",
         f"{T},option:router,172.31.0.1",
+        f"tag:subnet-{v6},option6:domain-search,openstacklocal",
     ]
     assert dhcp.hosts_lines(snap, NET, "openstacklocal") == [
         "fa:16:3e:00:00:05,host-172-31-0-5.openstacklocal,172.31.0.5",
+        "fa:16:3e:00:00:05,tag:dhcpv6,host-fd00--5.openstacklocal,[fd00::5]",
     ]
     spec = dhcp.desired_dhcp(snap, NEITHER, StatePaths("/s"))[NET]
-    assert spec.addresses == ("172.31.0.2/24",)
+    assert spec.addresses == ("172.31.0.2/24", "fd00::2/64")
     assert [a for a in spec.argv if a.startswith("--dhcp-range")] == [
         f"--dhcp-range=set:subnet-{SUB},172.31.0.0,static,255.255.255.0,86400s",
+        f"--dhcp-range=set:subnet-{v6},fd00::,static,64,86400s",
     ]
+    # With metadata on, the IPv6 metadata address joins the IPv4 one on the tap.
+    spec = dhcp.desired_dhcp(snap, ISOLATED, StatePaths("/s"))[NET]
+    assert spec.addresses == ("172.31.0.2/24", "fd00::2/64", "169.254.169.254/32", "fe80::a9fe:a9fe/128")
 
 
-def test_only_dhcp_disabled_or_ipv6_means_no_namespace() -> None:
+SLAAC = SubnetId("5a5a5a5a-0000-4000-8000-00000000005a")
+STATEFUL = SubnetId("5f5f5f5f-0000-4000-8000-00000000005f")
+STATELESS = SubnetId("5e5e5e5e-0000-4000-8000-00000000005e")
+
+
+def test_ipv6_modes_ranges_hosts_and_options() -> None:
+    vm_mac = "fa:16:3e:00:00:05"
+    snap = world(
+        [subnet(SLAAC, "2001:db8:a::/64", "2001:db8:a::1", ip_version=6, ipv6_address_mode="slaac",
+                ipv6_ra_mode="slaac", dns_nameservers=("2001:db8::53",)),
+         subnet(STATEFUL, "2001:db8:f::/64", "2001:db8:f::1", ip_version=6, ipv6_address_mode="dhcpv6-stateful",
+                ipv6_ra_mode="dhcpv6-stateful", dns_nameservers=("2001:db8::53", "2001:db8::54")),
+         subnet(STATELESS, "2001:db8:e::/64", "2001:db8:e::1", ip_version=6,
+                ipv6_address_mode="dhcpv6-stateless", ipv6_ra_mode="dhcpv6-stateless")],
+        [port(DHCP_PORT, [(STATEFUL, "2001:db8:f::2")], owner="network:dhcp"),
+         port(VM_PORT, [(SLAAC, "2001:db8:a::f816:3eff:fe00:5"), (STATEFUL, "2001:db8:f::5"),
+                        (STATELESS, "2001:db8:e::f816:3eff:fe00:5")], mac=vm_mac)],
+    )
+    config = Config(enable_isolated_metadata=True, dns_domain="")
+    assert dhcp.opts_lines(snap, NET, config) == [
+        f"tag:subnet-{STATEFUL},option6:dns-server,[2001:db8::53],[2001:db8::54]",
+    ]
+    assert dhcp.hosts_lines(snap, NET, "") == [
+        f"{vm_mac},tag:dhcpv6,host-2001-db8-f--5,[2001:db8:f::5]",
+    ]
+    spec = dhcp.desired_dhcp(snap, config, StatePaths("/s"))[NET]
+    assert [a for a in spec.argv if a.startswith("--dhcp-range")] == [
+        f"--dhcp-range=set:subnet-{STATELESS},2001:db8:e::,static,64,86400s",
+        f"--dhcp-range=set:subnet-{STATEFUL},2001:db8:f::,static,64,86400s",
+    ]
+    assert spec.listener_wanted  # an IPv6-only network serves metadata too
+    assert spec.addresses[-1] == "fe80::a9fe:a9fe/128"
+
+
+def test_only_dhcp_disabled_means_no_namespace() -> None:
     snap = world([subnet(enable_dhcp=False)], [dhcp_port_at("172.31.0.2")])
     assert dhcp.desired_dhcp(snap, ISOLATED, StatePaths("/s")) == {}
     assert not dhcp.dhcp_listener_wanted(snap, NET, ISOLATED)
-    v6 = world([subnet(cidr="fd00::/64", gateway_ip=None, ip_version=6)], [dhcp_port_at("fd00::2")])
-    assert dhcp.desired_dhcp(v6, ISOLATED, StatePaths("/s")) == {}
-    assert not dhcp.dhcp_listener_wanted(v6, NET, ISOLATED)
 
 
 def test_admin_down_network_gets_no_namespace() -> None:

@@ -41,7 +41,7 @@ def test_listeners_follow_the_behaviour_table(options: dict[str, bool], routed: 
         if kind == "network":
             assert (spec.namespace, spec.host, spec.port) == (f"qdhcp-{ident}", "169.254.169.254", 80)
         else:
-            assert (spec.namespace, spec.host, spec.port) == (f"qrouter-{ident}", "0.0.0.0", 9697)
+            assert (spec.namespace, spec.host, spec.port) == (f"qrouter-{ident}", "::", 9697)
 
 
 def test_no_listener_where_the_agent_makes_no_namespace() -> None:
@@ -68,3 +68,21 @@ def test_listeners_are_where_the_agent_specs_say(options: dict[str, bool], route
         from_specs = {("network", n) for n, s in desired_dhcp(snap, config, config.paths).items() if s.listener_wanted}
         from_specs |= {("router", r) for r, s in desired_routers(snap, config).items() if s.listener_wanted}
         assert set(desired_listeners(snap, config)) == from_specs
+
+
+def test_an_ipv6_subnet_adds_the_link_local_listener_on_the_tap() -> None:
+    import dataclasses
+
+    from netmeta.model.types import NetworkId, Subnet, SubnetId
+
+    snap = one_network(routed=False)
+    v6 = Subnet(SubnetId("s6"), NetworkId("n1"), "2001:db8::/64", ip_version=6, gateway_ip=None,
+                ipv6_ra_mode=None, ipv6_address_mode="slaac")
+    snap = dataclasses.replace(snap, subnets={**snap.subnets, v6.id: v6})
+    assert set(desired_listeners(snap, Config())) == set()  # metadata off: neither listener
+    wanted = desired_listeners(snap, Config(enable_isolated_metadata=True))
+    assert set(wanted) == {("network", "n1"), ("network-v6", "n1")}
+    six = wanted[("network-v6", "n1")]
+    assert (six.context.kind, six.context.id, six.namespace, six.host, six.port) == (
+        "network", "n1", "qdhcp-n1", "fe80::a9fe:a9fe", 80)
+    assert six.device.startswith("tap")

@@ -159,6 +159,69 @@ def test_dnsmasq_files_and_default_route_match_neutron(
     assert ours == theirs["routes"]
 
 
+@st.composite
+def dual_stack_networks(draw: st.DrawFn) -> dict[str, Any]:
+    """One IPv4 subnet and 1-3 IPv6 subnets in every address mode, ports addressed as netmeta's IPAM does."""
+    from netmeta.model import ipam
+
+    v4 = {"id": uuidish("4", 0), "network_id": NET, "cidr": "10.7.0.0/24", "ip_version": 4,
+          "gateway_ip": "10.7.0.1", "enable_dhcp": True, "dns_nameservers": [], "host_routes": []}
+    subnets: list[dict[str, Any]] = [v4]
+    for i in range(draw(st.integers(1, 3))):
+        mode = draw(st.sampled_from([None, "slaac", "dhcpv6-stateful", "dhcpv6-stateless"]))
+        subnets.append({
+            "id": uuidish(draw(st.sampled_from("36a")), i), "network_id": NET, "cidr": str(ipaddress.ip_network(f"2001:db8:{i}::/64")),
+            "ip_version": 6, "gateway_ip": str(ipaddress.ip_address(f"2001:db8:{i}::1")), "enable_dhcp": draw(st.booleans()) if i else True,
+            "ipv6_ra_mode": mode if draw(st.booleans()) else None, "ipv6_address_mode": mode,
+            "dns_nameservers": draw(st.sampled_from([[], ["2001:4860:4860::8888"], ["::"],
+                                                     ["2001:4860:4860::8888", "2606:4700::1111"]])),
+            "host_routes": [],
+        })
+
+    def addresses(mac: str, k: int) -> list[dict[str, str]]:
+        out = [{"subnet_id": v4["id"], "ip_address": f"10.7.0.{10 + k}"}]
+        for s in subnets:
+            if s is v4:
+                continue
+            if ipam.is_auto_address(s["ipv6_ra_mode"], s["ipv6_address_mode"]):
+                out.append({"subnet_id": s["id"], "ip_address": ipam.eui64_address(s["cidr"], mac)})
+            elif s["enable_dhcp"] or draw(st.booleans()):
+                out.append({"subnet_id": s["id"],
+                            "ip_address": str(ipaddress.ip_network(s["cidr"]).network_address + 10 + k)})
+        return out
+
+    subnets.sort(key=lambda s: s["id"])  # the order Neutron's server hands them to its agent
+    ports = [{"id": uuidish("d", 0), "network_id": NET, "mac_address": "fa:16:3e:00:00:01",
+              "device_owner": "network:dhcp", "fixed_ips": addresses("fa:16:3e:00:00:01", 0)}]
+    for j in range(draw(st.integers(1, 3))):
+        mac = f"fa:16:3e:00:01:{j:02x}"
+        ports.append({"id": uuidish("7", j), "network_id": NET, "mac_address": mac, "device_owner": "compute:nova",
+                      "device_id": "", "fixed_ips": addresses(mac, j + 1),
+                      "extra_dhcp_opts": draw(extra_opts()), "dns_name": draw(st.sampled_from(["", "vm6"]))})
+    return {"id": NET, "name": "n", "project_id": "p", "mtu": 1500, "subnets": subnets, "ports": ports}
+
+
+@SETTINGS
+@given(network=dual_stack_networks(), isolated=st.booleans(),
+       dns_domain=st.sampled_from(["openstacklocal", "example.org.", ""]))
+def test_dnsmasq_ipv6_files_match_neutron(upstream: Any, network: dict[str, Any], isolated: bool,
+                                          dns_domain: str) -> None:
+    """DHCPv6: hosts lines ([addr], tag:dhcpv6, stateless first), option6 lines, per mode."""
+    state = _state(network, dns_domain)
+    snap = snapshot_from_state(state)
+    config = Config(enable_isolated_metadata=isolated, dns_domain=dns_domain)
+    spec = dhcp.desired_dhcp(snap, config, StatePaths("/tmp/x"))[NetworkId(NET)]
+    theirs = upstream(
+        "dnsmasq",
+        conf={"enable_isolated_metadata": isolated, "dns_domain": dns_domain},
+        network={"id": NET, "subnets": state["subnets"], "ports": state["ports"]},
+        tap=list(spec.addresses),
+    )
+    assert dhcp.opts_lines(snap, NetworkId(NET), config) == theirs["opts"]
+    assert dhcp.hosts_lines(snap, NetworkId(NET), dns_domain) == theirs["host"]
+    assert dhcp.addn_hosts_lines(snap, NetworkId(NET), dns_domain) == theirs["addn_hosts"]
+
+
 # --- Neutron: dns_assignment, dns_name and extra_dhcp_opts validation ------------------------
 
 @SETTINGS

@@ -6,6 +6,10 @@ interface on (Neutron's metadata agent asks for the router's networks the same
 way). Among those networks, the ports holding the source IP are candidates;
 exactly one candidate whose ``device_id`` is a known instance answers.
 
+An IPv6 guest may call from its link-local address (``fe80::`` + the
+modified EUI-64 of its MAC, what the kernel forms and port security lets
+through) as well as from its fixed IPs; the index knows both.
+
 A port counts only when it belongs to the same project as the instance its
 ``device_id`` names, as Nova checks ``X-Tenant-ID`` against the instance:
 ``device_id`` is a free-form field any project may set on its own port, so
@@ -28,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from netmeta.model.ip import canonical_ip
+from netmeta.model.ipam import IpamError, link_local_address
 from netmeta.model.types import (
     ROUTER_INTERFACE_OWNERS,
     Instance,
@@ -71,7 +76,11 @@ class Index:
         router_networks: dict[RouterId, set[NetworkId]] = {}
         for port in sorted(snapshot.ports.values(), key=lambda p: p.id):
             for fixed in port.fixed_ips:
-                by_address.setdefault((port.network_id, fixed.ip_address), []).append(port)
+                by_address.setdefault((port.network_id, canonical_ip(fixed.ip_address)), []).append(port)
+            try:
+                by_address.setdefault((port.network_id, link_local_address(port.mac_address)), []).append(port)
+            except IpamError:
+                pass  # a MAC the API would not accept today: no link-local either
             if port.device_owner in ROUTER_INTERFACE_OWNERS and port.device_id:
                 router_networks.setdefault(RouterId(port.device_id), set()).add(port.network_id)
         return cls(
