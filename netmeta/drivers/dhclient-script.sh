@@ -26,12 +26,13 @@ record() {
         for v in ip_address subnet_mask broadcast_address routers \
                  rfc3442_classless_static_routes domain_name_servers \
                  domain_name host_name interface_mtu dhcp_server_identifier \
-                 dhcp_lease_time; do
+                 dhcp_lease_time ip6_address ip6_prefixlen dhcp6_name_servers \
+                 dhcp6_domain_search; do
             eval "echo \"new_$v=\${new_$v:-}\""
         done
         echo "old_ip_address=${old_ip_address:-}"
     } > "$tmp" && mv -f "$tmp" "$ENV_FILE"
-    echo "${reason:-} ${new_ip_address:-}" >> "$EVENTS_FILE"
+    echo "${reason:-} ${new_ip_address:-}${new_ip6_address:-}" >> "$EVENTS_FILE"
 }
 
 mask_to_prefix() {
@@ -108,5 +109,16 @@ case ${reason:-} in
     BOUND|RENEW|REBIND|REBOOT) bind_lease ;;
     EXPIRE|FAIL|RELEASE|STOP) flush ;;
     TIMEOUT) flush; exit 1 ;;
+    # DHCPv6 (dhclient -6): the address only; routes come from the router
+    # advertisement. -S (stateless) only records the options (INFORM6).
+    PREINIT6|INFORM6|DEPREF6) ;;
+    BOUND6|RENEW6|REBIND6|REBOOT6)
+        if [ -n "${old_ip6_address:-}" ] && [ "${old_ip6_address}" != "${new_ip6_address:-}" ]; then
+            ip -6 addr del "$old_ip6_address/${old_ip6_prefixlen:-128}" dev "$dev" 2>/dev/null
+        fi
+        [ -n "${new_ip6_address:-}" ] &&
+            ip -6 addr replace "$new_ip6_address/${new_ip6_prefixlen:-128}" dev "$dev" nodad ;;
+    EXPIRE6|RELEASE6|STOP6)
+        [ -n "${old_ip6_address:-}" ] && ip -6 addr del "$old_ip6_address/${old_ip6_prefixlen:-128}" dev "$dev" 2>/dev/null ;;
 esac
 exit 0

@@ -59,6 +59,14 @@ class GuestPaths:
         return os.path.join(self.dir, "dhclient.pid")
 
     @property
+    def lease6(self) -> str:
+        return os.path.join(self.dir, "dhclient6.leases")
+
+    @property
+    def pid6(self) -> str:
+        return os.path.join(self.dir, "dhclient6.pid")
+
+    @property
     def log(self) -> str:
         return os.path.join(self.dir, "dhclient.log")
 
@@ -125,6 +133,14 @@ def _argv(ifname: str, paths: GuestPaths, *extra: str) -> list[str]:
     ]
 
 
+def _argv6(ifname: str, paths: GuestPaths, *extra: str) -> list[str]:
+    return [
+        "dhclient", "-6", *extra, "-cf", paths.conf, "-lf", paths.lease6,
+        "-pf", paths.pid6, "-sf", paths.script, "-e", f"NETMETA_GUEST_DIR={paths.dir}",
+        check_ifname(ifname),
+    ]
+
+
 def _run(ns: str, argv: list[str], paths: GuestPaths, timeout: float) -> int:
     full = namespace_argv(ns, argv)
     env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C"}
@@ -170,6 +186,33 @@ def start(ns: str, ifname: str, paths: GuestPaths, timeout: float = 30.0) -> int
         time.sleep(0.01)
 
 
+def start6(ns: str, ifname: str, paths: GuestPaths, *, stateless: bool, timeout: float = 30.0) -> int | None:
+    """DHCPv6 on ``ifname``: a lease (stateful), or only options (``stateless``: ``-S``, Information-Request).
+
+    The interface's link-local address must be usable (not tentative) first:
+    dhclient binds to it (:func:`netmeta.drivers.links.wait_link_local`).
+    Returns the pid of the dhclient left running (stateful), None for
+    stateless (it exits once the options are in).
+    """
+    if not namespace_exists(ns):
+        raise TemporaryDriverError(f"namespace {ns} does not exist")
+    prepare(paths, timeout=max(1, int(timeout) - 2))
+    extra = ("-S", "-1", "-v") if stateless else ("-1", "-v")
+    code = _run(ns, _argv6(ifname, paths, *extra), paths, timeout)
+    if code != 0:
+        raise TemporaryDriverError(f"dhclient -6 in {ns} got no answer (exit {code}): {_log_tail(paths)}")
+    if stateless:
+        return None
+    deadline = time.monotonic() + 5.0
+    while True:
+        pid = processes.read_pid_file(paths.pid6)
+        if pid is not None and processes.matches(pid, paths.pid6):
+            return pid
+        if time.monotonic() >= deadline:
+            raise TemporaryDriverError(f"dhclient -6 in {ns} got a lease but is not running: {_log_tail(paths)}")
+        time.sleep(0.01)
+
+
 def stop(ns: str, paths: GuestPaths, timeout: float = 5.0) -> bool:
     """Stop the guest's dhclient without releasing; False if it was not running.
 
@@ -179,6 +222,9 @@ def stop(ns: str, paths: GuestPaths, timeout: float = 5.0) -> bool:
     the process (the pid file is per guest); it keeps the call symmetric
     with :func:`start`.
     """
+    pid6 = processes.running_pid(paths.pid6, paths.pid6)
+    if pid6 is not None:
+        processes.stop_pid(pid6, paths.pid6, timeout)
     pid = running_pid(paths)
     if pid is None:
         return False

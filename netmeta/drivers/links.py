@@ -29,6 +29,7 @@ import ipaddress
 import os
 import re
 import socket
+import time
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -372,6 +373,42 @@ def ensure_addresses(ns: str, ifname: str, cidrs: set[str]) -> bool:
             return changed
         except NetlinkError as exc:
             raise translate(exc, f"ensure addresses on {ifname} in {ns}") from exc
+
+
+IFA_F_TENTATIVE = 0x40
+IFA_F_DADFAILED = 0x08
+
+
+def ipv6_addresses(ns: str, ifname: str) -> list[tuple[str, bool]]:
+    """Every IPv6 address on ``ifname`` (the kernel's too) as ``("addr/len", usable)``.
+
+    ``usable``: neither tentative (duplicate address detection still running)
+    nor failed — what a guest waits for before it can send from the address.
+    """
+    with netlink(ns) as ipr:
+        try:
+            index = _index(ipr, ns, ifname)
+            out = []
+            for m in ipr.addr("dump", index=index, family=socket.AF_INET6):
+                flags = m.get_attr("IFA_FLAGS")
+                flags = m["flags"] if flags is None else flags
+                out.append((_cidr(m), not flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)))
+            return out
+        except NetlinkError as exc:
+            raise translate(exc, f"IPv6 addresses of {ifname} in {ns}") from exc
+
+
+def wait_ipv6(ns: str, ifname: str, prefix: str, timeout: float) -> str:
+    """Wait until ``ifname`` has a usable IPv6 address inside ``prefix`` (e.g. ``fe80::/64``); that address."""
+    network = ipaddress.ip_network(prefix, strict=False)
+    deadline = time.monotonic() + timeout
+    while True:
+        for cidr, usable in ipv6_addresses(ns, ifname):
+            if usable and ipaddress.ip_interface(cidr).ip in network:
+                return cidr.split("/")[0]
+        if time.monotonic() >= deadline:
+            raise TemporaryDriverError(f"{ifname} in {ns} has no usable address in {prefix} after {timeout}s")
+        time.sleep(0.05)
 
 
 def get_routes(ns: str, table: int = 254) -> list[RouteDict]:

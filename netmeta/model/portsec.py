@@ -54,7 +54,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
-from netmeta.model import names
+from netmeta.model import ipam, names
 from netmeta.model.types import (
     METADATA_IPV4,
     Port,
@@ -93,11 +93,7 @@ def device(port: Port) -> str:
 
 def link_local(mac: str) -> str:
     """The EUI-64 link-local address a MAC gives (RFC 4291, U/L bit flipped)."""
-    octets = [int(part, 16) for part in mac.split(":")]
-    octets[0] ^= 0x02
-    eui = octets[:3] + [0xFF, 0xFE] + octets[3:]
-    groups = [f"{eui[i] << 8 | eui[i + 1]:x}" for i in range(0, 8, 2)]
-    return str(ipaddress.IPv6Address("fe80::" + ":".join(groups)))
+    return ipam.link_local_address(mac)
 
 
 def zone(network_id: str) -> int:

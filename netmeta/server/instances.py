@@ -182,10 +182,12 @@ def _attach(txn: Txn, instance: dict[str, Any], item: object, owner: str) -> str
     port["binding:host_id"] = instance["host"]
     subnets = txn.select("subnets", network_id=network["id"])
     if "fixed_ip" in item:
-        requests = addresses.parse_requests([{"ip_address": item["fixed_ip"]}], subnets, txn, network["id"])
+        requests = addresses.parse_requests([{"ip_address": item["fixed_ip"]}], subnets, txn, network["id"],
+                                            port["mac_address"], owner)
         port["fixed_ips"] = addresses.assign(txn, port["id"], requests)
     else:
         port["fixed_ips"] = addresses.assign_default(txn, port["id"], subnets)
+    port["fixed_ips"] = addresses.add_auto_addresses(txn, port, subnets, port["fixed_ips"])
     portsec.apply(txn, port, {}, creating=True)  # the project's default group, as Nova asks Neutron
     create(txn, "ports", port)
     instance["_created_ports"].append(port["id"])

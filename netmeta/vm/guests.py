@@ -10,6 +10,13 @@ the way a cloud image does.
 The DHCP client runs with netmeta's own configuration, script, lease and pid
 files, all under ``<state_dir>/vms/<name>/``: it never writes the host's
 ``/etc/resolv.conf`` or the shared default lease file.
+
+On a network with IPv6 subnets the guest behaves like a cloud image: it
+accepts router advertisements (SLAAC address, default route via the router's
+link-local, and the RA's route to ``fe80::a9fe:a9fe``), and runs
+``dhclient -6`` when a subnet's ``ipv6_address_mode`` is ``dhcpv6-stateful``,
+``dhclient -6 -S`` (options only) when it is ``dhcpv6-stateless``. A network
+with only IPv6 gets no DHCPv4 client at all.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ class Guest:
     ip: str
     namespace: str
     directory: str
+    ip6: str = ""  # the port's first IPv6 address, "" without one
 
     @property
     def paths(self) -> dhclient.GuestPaths:
@@ -174,7 +182,7 @@ class Guests(Records[Guest]):
     ) -> Guest:
         check_new_name(self.config, name, "guest", GuestError)
         net = self.client.find("networks", network)
-        self._check_dhcp(net)
+        subnets = self._check_dhcp(net)
         fields = instance_fields(name, net["id"], host=self.config.host, user_data=user_data, key_name=key_name,
                                  public_key=public_key, meta=meta)
         # The guest belongs to its network's project (the service user acts for it).
@@ -182,6 +190,7 @@ class Guests(Records[Guest]):
         instance = self._create_instance(fields)
         try:
             port, ip = first_port(self.client, instance)
+            ipv6 = [f["ip_address"] for f in port["fixed_ips"] if ":" in f["ip_address"]]
             guest = Guest(
                 name=name,
                 instance_id=instance["id"],
@@ -191,10 +200,15 @@ class Guests(Records[Guest]):
                 ip=ip,
                 namespace=names.guest_namespace(name, instance["id"]),
                 directory=os.path.join(self.root, name),
+                ip6=ipv6[0] if ipv6 else "",
             )
             self.save(name, guest)
-            self._plug(guest, net.get("mtu") or 1500, timeout)
-            dhclient.start(guest.namespace, "eth0", guest.paths, timeout=timeout)
+            v6 = [s for s in subnets if s.get("ip_version") == 6]
+            self._plug(guest, net.get("mtu") or 1500, timeout, ipv6=bool(v6))
+            if any(s.get("enable_dhcp") and s.get("ip_version") == 4 for s in subnets):
+                dhclient.start(guest.namespace, "eth0", guest.paths, timeout=timeout)
+            if v6:
+                self._ipv6_up(guest, v6, timeout)
         except BaseException as exc:
             # Never an orphan: whatever was made for this boot goes again.
             self._teardown_local(name)
@@ -206,15 +220,17 @@ class Guests(Records[Guest]):
             raise
         return guest
 
-    def _check_dhcp(self, net: dict[str, Any]) -> None:
-        """A guest on a network without DHCP would wait for a lease that never comes."""
-        subnets = self.client.get("/v2.0/subnets", network_id=net["id"])["subnets"]
-        if not any(s.get("enable_dhcp") and s.get("ip_version") == 4 for s in subnets):
+    def _check_dhcp(self, net: dict[str, Any]) -> list[dict[str, Any]]:
+        """A guest on a network without DHCP would wait for a lease that never comes; the subnets."""
+        subnets: list[dict[str, Any]] = self.client.get("/v2.0/subnets", network_id=net["id"])["subnets"]
+        if not any(s.get("enable_dhcp") and s.get("ip_version") == 4 for s in subnets) and not any(
+                s.get("ip_version") == 6 for s in subnets):
             why = "has no subnet" if not subnets else "has no IPv4 subnet with DHCP enabled"
             raise GuestError(f"network {net.get('name') or net['id']} {why}: a guest would get no lease "
                              "(`openstack subnet set --dhcp SUBNET`, or create a subnet)")
         if not net.get("admin_state_up", True):
             raise GuestError(f"network {net.get('name') or net['id']} is admin-down: nothing serves DHCP on it")
+        return subnets
 
     def _create_instance(self, fields: dict[str, Any]) -> dict[str, Any]:
         """POST once; when the connection broke after sending, find out whether it happened."""
@@ -241,14 +257,29 @@ class Guests(Records[Guest]):
             return adopted
         return None
 
-    def _plug(self, guest: Guest, mtu: int, timeout: float) -> None:
+    def _plug(self, guest: Guest, mtu: int, timeout: float, *, ipv6: bool = False) -> None:
         fabric = self.config.fabric_namespace or None
         bridge = names.bridge_name(guest.network_id)
         wait_for_bridge(fabric, bridge, timeout)
         netns.ensure_namespace(guest.namespace)
+        if ipv6:
+            # Before eth0 exists, so it is born with them: take RAs (a host,
+            # not a router), and their route information up to /128, which is
+            # how the route to fe80::a9fe:a9fe via the router arrives.
+            for key, value in (("accept_ra", "1"), ("accept_ra_rt_info_max_plen", "128")):
+                netns.set_sysctl(guest.namespace, f"net.ipv6.conf.default.{key}", value)
         links.ensure_veth_into(
             guest.namespace, "eth0", fabric, names.guest_outer_name(guest.port_id), bridge, guest.mac, mtu
         )
+
+    def _ipv6_up(self, guest: Guest, subnets: list[dict[str, Any]], timeout: float) -> None:
+        """Link-local usable, then DHCPv6 as the subnets' address modes ask (stateful wins)."""
+        links.wait_ipv6(guest.namespace, "eth0", "fe80::/64", timeout)
+        modes = {s.get("ipv6_address_mode") for s in subnets if s.get("enable_dhcp")}
+        if "dhcpv6-stateful" in modes:
+            dhclient.start6(guest.namespace, "eth0", guest.paths, stateless=False, timeout=timeout)
+        elif "dhcpv6-stateless" in modes:
+            dhclient.start6(guest.namespace, "eth0", guest.paths, stateless=True, timeout=timeout)
 
     def renew(self, name: str, timeout: float = 30.0) -> Guest:
         guest = self.get(name)

@@ -59,11 +59,11 @@ def _refuse_root_namespace() -> None:
         sys.exit("guest_client: refusing to run outside a named network namespace (use ip netns exec)")
 
 
-def read_openstack(timeout: float, retries: int) -> dict[str, Any]:
-    """cloud-init's OpenStack datasource read, exactly as the datasource calls it."""
+def read_openstack(timeout: float, retries: int, url: str = METADATA) -> dict[str, Any]:
+    """cloud-init's OpenStack datasource read, exactly as the datasource calls it (``url``: a metadata_urls entry)."""
     from cloudinit.sources.helpers import openstack
 
-    result = openstack.MetadataReader(METADATA, timeout=timeout, retries=retries).read_v2()
+    result = openstack.MetadataReader(url, timeout=timeout, retries=retries).read_v2()
     md = result["metadata"]
     return {
         "version": result.get("version"),
@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cloudinit", default="", help="dist-packages dir of an extracted cloud-init")
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--retries", type=int, default=2)
+    parser.add_argument("--metadata-url", default=METADATA,
+                        help="the OpenStack reader's base URL, e.g. http://[fe80::a9fe:a9fe%%25eth0]")
     args = parser.parse_args(argv)
     _refuse_root_namespace()
     if args.cloudinit:
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     out: dict[str, Any] = {}
     if args.mode in ("openstack", "crawl"):
-        out["openstack"] = read_openstack(args.timeout, args.retries)
+        out["openstack"] = read_openstack(args.timeout, args.retries, args.metadata_url)
     if args.mode in ("ec2", "crawl"):
         out["ec2"] = read_ec2(args.timeout, args.retries)
     if args.mode == "botocore":

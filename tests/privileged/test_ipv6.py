@@ -1,0 +1,253 @@
+"""IPv6 for real: SLAAC, DHCPv6 and metadata at fe80::a9fe:a9fe, through the qdhcp and the qrouter.
+
+Each test runs a whole netmeta with guests that bring IPv6 up the way a
+cloud image does (accept router advertisements, ``dhclient -6`` or ``-6 -S``
+when the subnet says so). What is checked is what the guest ends up with —
+its addresses against the API's, its default route against the router's
+link-local, its DHCPv6 lease and options — and that ``meta_data.json`` and
+``user_data`` come back from ``http://[fe80::a9fe:a9fe%eth0]/``, from the
+listener the path says (the metadata process's per-listener access counts,
+keyed by the caller's link-local address). Waits are on real conditions
+(an address that is no longer tentative, a route, a counted request).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from netmeta.metadata.service import read_status as metadata_status
+from netmeta.model import ipam, names
+from netmeta.vm.guests import Guest
+from tests.privileged.stack import Stack, in_ns, make_stack, wait_until
+
+pytestmark = pytest.mark.privileged
+
+META = "/openstack/latest/meta_data.json"
+V6_META = "http://[fe80::a9fe:a9fe%eth0]"
+USER_DATA = b"#cloud-config\nruncmd: [echo v6]\n"
+# Router advertisements every few seconds, so a guest never waits Neutron's 100 s.
+FAST_RA = {"min_rtr_adv_interval": 3, "max_rtr_adv_interval": 4}
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    """Neutron's defaults (the router serves metadata), fast RAs."""
+    yield from make_stack(**FAST_RA)
+
+
+@pytest.fixture
+def isolated_stack() -> Iterator[Stack]:
+    yield from make_stack(enable_isolated_metadata=True, **FAST_RA)
+
+
+# --- helpers -------------------------------------------------------------------
+
+
+def subnet6(stack: Stack, net_id: str, cidr: str, mode: str | None, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"network_id": net_id, "ip_version": 6, "cidr": cidr, **extra}
+    if mode is not None:
+        body.setdefault("ipv6_ra_mode", mode)
+        body.setdefault("ipv6_address_mode", mode)
+    return stack.client.request("POST", "/v2.0/subnets", {"subnet": body})["subnet"]  # type: ignore[no-any-return]
+
+
+def network6(stack: Stack, name: str, cidr: str, mode: str | None, **extra: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    net = stack.client.request("POST", "/v2.0/networks", {"network": {"name": name}})["network"]
+    return net, subnet6(stack, net["id"], cidr, mode, **extra)
+
+
+def port_of(stack: Stack, guest: Guest) -> dict[str, Any]:
+    return stack.client.get(f"/v2.0/ports/{guest.port_id}")["port"]  # type: ignore[no-any-return]
+
+
+def v6_addresses(guest: Guest) -> dict[str, bool]:
+    from netmeta.drivers import links
+
+    return dict(links.ipv6_addresses(guest.namespace, "eth0"))
+
+
+def usable(guest: Guest, address: str) -> bool:
+    return any(cidr.split("/")[0] == address and ok for cidr, ok in v6_addresses(guest).items())
+
+
+def default_route6(guest: Guest) -> dict[str, Any] | None:
+    routes = json.loads(in_ns(guest.namespace, "ip", "-j", "-6", "route", "show", "default").stdout or "[]")
+    return routes[0] if routes else None
+
+
+def curl6(guest: Guest, path: str, *extra: str) -> tuple[int, str]:
+    out = in_ns(guest.namespace, "curl", "-sg", "--max-time", "3", "-w", "\n%{http_code}", *extra, f"{V6_META}{path}")
+    body, _, code = out.stdout.rpartition("\n")
+    return (int(code) if out.returncode == 0 and code.isdigit() else 0), body
+
+
+def fetch6(guest: Guest, path: str) -> str:
+    def answered() -> str | None:
+        code, body = curl6(guest, path)
+        return body if code == 200 else None
+
+    return str(wait_until(answered, f"{path} over IPv6 from {guest.name}", timeout=30))
+
+
+def access(stack: Stack, kind: str, ident: str, peer: str) -> int:
+    status = metadata_status(stack.config.state_dir) or {}
+    return sum(int(a["count"]) for a in status.get("access", [])  # type: ignore[union-attr]
+               if a["kind"] == kind and a["id"] == ident and a["peer"] == peer)
+
+
+def link_local(guest: Guest) -> str:
+    return ipam.link_local_address(guest.mac)
+
+
+def fetch_counted6(stack: Stack, guest: Guest, kind: str, ident: str) -> dict[str, Any]:
+    """meta_data.json over IPv6, and the listener (kind, ident) counted it from the guest's link-local."""
+    before = access(stack, kind, ident, link_local(guest))
+    meta = json.loads(fetch6(guest, META))
+    wait_until(lambda: access(stack, kind, ident, link_local(guest)) > before,
+               f"{kind} {ident} to count a request from {link_local(guest)}", timeout=10)
+    return meta  # type: ignore[no-any-return]
+
+
+def guest_env(guest: Guest) -> dict[str, str]:
+    """What the guest's DHCP client script recorded last (its ``env`` file)."""
+    with open(os.path.join(guest.directory, "env"), encoding="utf-8") as handle:
+        return dict(line.split("=", 1) for line in handle.read().splitlines() if "=" in line)
+
+
+def without_seed(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k != "random_seed"}  # fresh random bytes every request
+
+
+# --- SLAAC behind a router --------------------------------------------------------------
+
+
+def test_slaac_on_a_router_eui64_route_and_metadata_through_the_qrouter(stack: Stack) -> None:
+    net, sub = network6(stack, "v6-slaac", "2001:db8:10::/64", "slaac")
+    router = stack.router("r6", sub)
+    stack.converged()
+    qrouter = names.router_namespace(router["id"])
+    [rport] = stack.client.get("/v2.0/ports", device_id=router["id"])["ports"]
+    qr = names.router_port_name(rport["id"])
+    # The qrouter: the gateway on qr- (no DAD wait), forwarding on, radvd running, the ip6tables REDIRECT.
+    assert "2001:db8:10::1/64" in in_ns(qrouter, "ip", "-6", "addr", "show", qr).stdout
+    assert in_ns(qrouter, "sysctl", "-n", "net.ipv6.conf.all.forwarding").stdout.strip() == "1"
+    assert ("-A neutron-l3-agent-PREROUTING -d fe80::a9fe:a9fe/128 -i qr-+ -p tcp -m tcp --dport 80 "
+            "-j REDIRECT --to-ports 9697") in in_ns(qrouter, "ip6tables-save", "-t", "nat").stdout.splitlines()
+    with open(stack.config.paths.radvd_file(router["id"], "pid"), encoding="ascii") as handle:
+        radvd_pid = int(handle.read())
+    assert os.readlink(f"/proc/{radvd_pid}/exe").endswith("radvd")
+    assert os.stat(f"/proc/{radvd_pid}/ns/net").st_ino == os.stat(f"/run/netns/{qrouter}").st_ino
+
+    vm = stack.boot("vm6", net["id"], user_data=USER_DATA)
+    eui = ipam.eui64_address(sub["cidr"], vm.mac)
+    assert [f["ip_address"] for f in port_of(stack, vm)["fixed_ips"]] == [eui] == [vm.ip6]
+    # The guest forms exactly the API's address from the RA, and routes via the router's link-local.
+    wait_until(lambda: usable(vm, eui), f"{vm.name} to form {eui}", timeout=30)
+    route = wait_until(lambda: default_route6(vm), "a default route from the RA", timeout=30)
+    assert route["gateway"] == ipam.link_local_address(rport["mac_address"]) and route["dev"] == "eth0"
+
+    meta = fetch_counted6(stack, vm, "router", router["id"])
+    assert meta["uuid"] == vm.instance_id
+    assert fetch6(vm, "/openstack/latest/user_data").encode() == USER_DATA
+    assert access(stack, "network", net["id"], link_local(vm)) == 0  # no qdhcp listener without the options
+    network_data = json.loads(fetch6(vm, "/openstack/latest/network_data.json"))
+    assert [(n["type"], n.get("ip_address")) for n in network_data["networks"]] == [("ipv6_slaac", eui)]
+    # A killed radvd is back on the agent's next pass (supervised like dnsmasq).
+    os.kill(radvd_pid, 9)
+    wait_until(lambda: (p := _pid(stack, router["id"])) and p != radvd_pid, "radvd to be started again", timeout=30)
+
+
+def _pid(stack: Stack, router_id: str) -> int | None:
+    try:
+        with open(stack.config.paths.radvd_file(router_id, "pid"), encoding="ascii") as handle:
+            pid = int(handle.read())
+        return pid if "radvd" in os.readlink(f"/proc/{pid}/exe") else None
+    except (OSError, ValueError):
+        return None  # no pid file yet, or the process it names is gone
+
+
+# --- DHCPv6 ------------------------------------------------------------------------------
+
+
+def test_stateful_dhcpv6_isolated_ipv6_only_metadata_from_the_qdhcp(isolated_stack: Stack) -> None:
+    stack = isolated_stack
+    net, sub = network6(stack, "v6-stateful", "2001:db8:20::/64", "dhcpv6-stateful",
+                        dns_nameservers=["2001:db8::53"])
+    stack.converged()
+    qdhcp = names.dhcp_namespace(net["id"])
+    dhcp = stack.dhcp_port(net["id"])
+    tap_addrs = in_ns(qdhcp, "ip", "-6", "addr", "show", names.tap_name(dhcp["id"])).stdout.splitlines()
+    ours = [line for line in tap_addrs if "fe80::a9fe:a9fe/128" in line or "2001:db8:20::" in line]
+    assert len(ours) == 2 and not any("tentative" in line for line in ours), tap_addrs  # nodad
+    vm = stack.boot("vm6s", net["id"], user_data=USER_DATA)
+    [api_ip] = [f["ip_address"] for f in port_of(stack, vm)["fixed_ips"]]
+    assert not ipam.is_eui64(api_ip)
+    # The DHCPv6 lease is the API's address, and the option6 line reached the guest.
+    assert usable(vm, api_ip), v6_addresses(vm)
+    env = guest_env(vm)
+    assert env["new_ip6_address"] == api_ip and "2001:db8::53" in env["new_dhcp6_name_servers"]
+    # IPv6-only and isolated: metadata from the qdhcp's [fe80::a9fe:a9fe%tap]:80.
+    meta = fetch_counted6(stack, vm, "network", net["id"])
+    assert meta["uuid"] == vm.instance_id
+    assert fetch6(vm, "/openstack/latest/user_data").encode() == USER_DATA
+    assert json.loads(fetch6(vm, "/openstack/latest/network_data.json"))["networks"][0]["type"] == \
+        "ipv6_dhcpv6-stateful"
+
+
+def test_stateless_address_from_ra_options_from_dhcpv6(stack: Stack) -> None:
+    net, sub = network6(stack, "v6-stateless", "2001:db8:30::/64", "dhcpv6-stateless",
+                        dns_nameservers=["2001:db8::35"])
+    stack.router("r6s", sub)
+    stack.converged()
+    vm = stack.boot("vm6l", net["id"])
+    eui = ipam.eui64_address(sub["cidr"], vm.mac)
+    wait_until(lambda: usable(vm, eui), f"{vm.name} to form {eui} from the RA", timeout=30)
+    env = guest_env(vm)
+    assert env["reason"] in ("INFORM6", "RENEW6") and "2001:db8::35" in env["new_dhcp6_name_servers"]
+    assert not env.get("new_ip6_address")  # stateless: DHCPv6 hands out no address
+
+
+# --- dual stack and spoofing --------------------------------------------------------------
+
+
+def test_dual_stack_both_families_answer_the_same_document(stack: Stack) -> None:
+    net, sub4 = stack.network("v46", "10.46.0.0/24")
+    sub6 = subnet6(stack, net["id"], "2001:db8:46::/64", "slaac")
+    router = stack.router("r46", sub4, sub6)
+    stack.converged()
+    vm = stack.boot("vm46", net["id"])
+    assert vm.ip.startswith("10.46.0.") and vm.ip6 == ipam.eui64_address(sub6["cidr"], vm.mac)
+    over4 = json.loads(stack.fetch(vm, META))
+    over6 = fetch_counted6(stack, vm, "router", router["id"])
+    assert without_seed(over4) == without_seed(over6)
+    # local-ipv4 stays IPv4 whoever asks.
+    assert fetch6(vm, "/latest/meta-data/local-ipv4") == vm.ip
+
+
+def test_a_spoofed_ipv6_source_is_dropped(isolated_stack: Stack) -> None:
+    """Port security: the guest's own addresses and link-local pass, another source does not."""
+    stack = isolated_stack
+    net, sub = network6(stack, "v6-spoof", "2001:db8:40::/64", "dhcpv6-stateful")
+    stack.converged()
+    vm = stack.boot("vmsp", net["id"])
+    dhcp_ip = next(f["ip_address"] for f in stack.dhcp_port(net["id"])["fixed_ips"])
+    forged = "2001:db8:40::bad"
+    in_ns(vm.namespace, "ip", "-6", "addr", "add", f"{forged}/64", "dev", "eth0", "nodad")
+
+    def pings(source: str) -> bool:
+        return in_ns(vm.namespace, "ping", "-6", "-c", "1", "-W", "1", "-I", source, dhcp_ip).returncode == 0
+
+    assert wait_until(lambda: pings(vm.ip6), "the guest's own address to reach the DHCP port", timeout=20)
+    assert not pings(forged) and not pings(forged)
+    code, _ = curl6(vm, META, "--interface", forged)
+    assert code == 0  # nothing answers a forged source
+    # The attack works when the protection is off: the same packets are answered.
+    stack.client.request("PUT", f"/v2.0/ports/{vm.port_id}",
+                         {"port": {"port_security_enabled": False, "security_groups": []}})
+    stack.converged()
+    assert wait_until(lambda: pings(forged), "the forged source to get through without port security", timeout=20)
