@@ -26,7 +26,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-packages=(python3 python3-venv iproute2 dnsmasq-base isc-dhcp-client iptables nftables curl procps)
+packages=(python3 python3-venv iproute2 dnsmasq-base isc-dhcp-client iptables nftables curl procps radvd)
 if [ $with_tests -eq 1 ]; then
   packages+=(postgresql haproxy wrk iputils-ping)
 fi
@@ -68,6 +68,16 @@ if [ $with_tests -eq 1 ] && [ ! -d .cache/cloud-init/usr/lib/python3/dist-packag
   (cd .cache/debs && { apt-get download -qq cloud-init 2>/dev/null || { apt-get update -qq && apt-get download -qq cloud-init; }; })
   rm -rf .cache/cloud-init
   dpkg-deb -x .cache/debs/cloud-init_*.deb .cache/cloud-init
+fi
+# cloud-init's own HTTP stack as Debian 12 ships it (requests 2.28, urllib3
+# 1.26): the IPv6 test reads http://[fe80::a9fe:a9fe%25eth0] with it — the
+# .venv's newer requests/urllib3 cannot connect to a zone id at all.
+DEBIAN_HTTP="python3-requests python3-urllib3 python3-idna python3-certifi python3-charset-normalizer python3-chardet"
+if [ $with_tests -eq 1 ] && [ ! -d .cache/debian-http/usr/lib/python3/dist-packages/urllib3 ]; then
+  mkdir -p .cache/debs
+  (cd .cache/debs && { apt-get download -qq $DEBIAN_HTTP 2>/dev/null || { apt-get update -qq && apt-get download -qq $DEBIAN_HTTP; }; })
+  rm -rf .cache/debian-http
+  for pkg in $DEBIAN_HTTP; do dpkg-deb -x .cache/debs/${pkg}_*.deb .cache/debian-http; done
 fi
 # OpenStack's own code, from PyPI, each in a virtualenv of its own under
 # .cache: their pins clash with the openstack CLI's in .venv (and Neutron's

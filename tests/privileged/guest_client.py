@@ -112,12 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cloudinit", default="", help="dist-packages dir of an extracted cloud-init")
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--retries", type=int, default=2)
+    parser.add_argument("--libs", default="", help="a dist-packages dir put before everything (Debian's requests)")
     parser.add_argument("--metadata-url", default=METADATA,
                         help="the OpenStack reader's base URL, e.g. http://[fe80::a9fe:a9fe%%25eth0]")
     args = parser.parse_args(argv)
     _refuse_root_namespace()
     if args.cloudinit:
         sys.path.insert(0, args.cloudinit)
+    if args.libs:
+        sys.path.insert(0, args.libs)
     started = time.monotonic()
     out: dict[str, Any] = {}
     if args.mode in ("openstack", "crawl"):

@@ -251,3 +251,42 @@ def test_a_spoofed_ipv6_source_is_dropped(isolated_stack: Stack) -> None:
                          {"port": {"port_security_enabled": False, "security_groups": []}})
     stack.converged()
     assert wait_until(lambda: pings(forged), "the forged source to get through without port security", timeout=20)
+
+
+# --- cloud-init ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cloudinit_paths() -> Iterator[tuple[str, str]]:
+    from tests.cloudinit import cloudinit_dist_packages, debian_http_dist_packages
+
+    with cloudinit_dist_packages() as cloudinit, debian_http_dist_packages() as http:
+        yield cloudinit, http
+
+
+def test_cloud_init_reads_an_ipv6_only_guest_at_fe80_a9fe_a9fe(isolated_stack: Stack,
+                                                              cloudinit_paths: tuple[str, str]) -> None:
+    """cloud-init's OpenStack reader with metadata_urls = http://[fe80::a9fe:a9fe%25eth0], no IPv4 at all.
+
+    It runs with Debian 12's requests/urllib3, as a Debian 12 guest's
+    cloud-init does (the .venv's newer ones cannot connect to a zone id).
+    """
+    import base64
+    import sys
+
+    stack = isolated_stack
+    net, _ = network6(stack, "v6-ci", "2001:db8:50::/64", "slaac")
+    stack.converged()
+    vm = stack.boot("vmci", net["id"], user_data=USER_DATA)
+    assert vm.ip == ""  # IPv6-only: no DHCPv4 lease, no route to 169.254.169.254
+    fetch6(vm, META)  # the listener is up
+    cloudinit, http = cloudinit_paths
+    client = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guest_client.py")
+    out = in_ns(vm.namespace, sys.executable, client, "openstack", "--cloudinit", cloudinit, "--libs", http,
+                "--metadata-url", "http://[fe80::a9fe:a9fe%25eth0]", "--retries", "0", "--timeout", "3", timeout=90)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)["openstack"]
+    assert result["metadata"]["uuid"] == vm.instance_id
+    assert base64.b64decode(result["userdata_b64"]) == USER_DATA
+    assert result["networkdata"]["networks"][0]["type"] == "ipv6_slaac"
+    assert access(stack, "network", net["id"], link_local(vm)) >= 3  # the reader's own requests, counted
