@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from netmeta.client import ApiError, Client
 from netmeta.config import Config
 from netmeta.model import names
-from netmeta.model.diagnosis import NOTE, OK, Explanation, NamespaceFacts, Observations, explain
-from netmeta.model.types import DEVICE_OWNER_DHCP, METADATA_IPV4, Port, Snapshot, snapshot_from_state
+from netmeta.model.diagnosis import NOTE, OK, Explanation, Ipv6Observations, NamespaceFacts, Observations, explain
+from netmeta.model.types import (
+    DEVICE_OWNER_DHCP, METADATA_IPV4, METADATA_IPV6, NetworkId, Port, Snapshot, snapshot_from_state,
+)
 from netmeta.model.vm_diagnosis import VmFacts, dhclient_lease_routes, explain_vm, lease_for, parse_dnsmasq_leases
 
 if TYPE_CHECKING:
@@ -125,9 +127,33 @@ def observe(config: Config, guest: Guest, snapshot: Snapshot) -> Observations:
         done = netns.run_in_namespace(guest.namespace, argv, check=False)
         ran[key] = (done.returncode, done.stdout or "")
     env = dhclient.read_env(guest.paths)
-    return observe_path(config, snapshot, ran, name=guest.name, ip=guest.ip, instance_id=guest.instance_id,
-                        network_id=guest.network_id,
-                        dhcp_routes=env.get("new_rfc3442_classless_static_routes", ""))
+    found = observe_path(config, snapshot, ran, name=guest.name, ip=guest.ip, instance_id=guest.instance_id,
+                         network_id=guest.network_id,
+                         dhcp_routes=env.get("new_rfc3442_classless_static_routes", ""))
+    if any(s.ip_version == 6 for s in snapshot.subnets_of(NetworkId(guest.network_id))):
+        found = replace(found, ipv6=_observe_ipv6(guest))
+    return found
+
+
+def _observe_ipv6(guest: Guest) -> Ipv6Observations:
+    """The guest's usable IPv6 addresses, its route to fe80::a9fe:a9fe on eth0, one fetch there."""
+    from netmeta.drivers import links, netns
+
+    ns = guest.namespace
+    try:
+        addresses = tuple(cidr.split("/")[0] for cidr, usable in links.ipv6_addresses(ns, "eth0") if usable)
+    except Exception:  # noqa: BLE001 - a guest without eth0 has no IPv6 to show
+        addresses = ()
+    route = netns.run_in_namespace(ns, ["ip", "-j", "-6", "route", "get", METADATA_IPV6, "oif", "eth0"], check=False)
+    entries = json.loads(route.stdout or "[]") if route.returncode == 0 else []
+    fetch = netns.run_in_namespace(
+        ns, ["curl", "-sSg", "--max-time", "3", "-o", "/dev/null", "-w", "%{http_code}",
+             f"http://[{METADATA_IPV6}%eth0]/openstack/latest/meta_data.json"], check=False)
+    code = (fetch.stdout or "").strip()
+    status = int(code) if code.isdigit() and code != "000" else None
+    error = "" if status else f"curl exit {fetch.returncode}" + (
+        f": {CURL_ERRORS[fetch.returncode]}" if fetch.returncode in CURL_ERRORS else "")
+    return Ipv6Observations(addresses, entries[0].get("gateway") if entries else None, bool(entries), status, error)
 
 
 # A VM is also asked for its dhclient lease file (ifupdown's, one per interface).

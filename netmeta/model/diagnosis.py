@@ -30,8 +30,10 @@ from netmeta.model.types import (
     METADATA_CIDR,
     METADATA_IPV4,
     ROUTER_INTERFACE_OWNERS,
+    InstanceId,
     NetworkId,
     Port,
+    PortId,
     RouterId,
     Snapshot,
 )
@@ -70,6 +72,18 @@ class Observations:
     namespace: NamespaceFacts | None = None
     fetch_status: int | None = None
     fetch_body: str = ""
+    fetch_error: str = ""
+    ipv6: "Ipv6Observations | None" = None
+
+
+@dataclass(frozen=True)
+class Ipv6Observations:
+    """The guest's IPv6 side: its usable addresses, its route to fe80::a9fe:a9fe, one fetch there."""
+
+    addresses: tuple[str, ...] = ()  # usable (not tentative) IPv6 addresses, without prefix
+    route_gateway: str | None = None  # the next hop's link-local; None: on the link
+    route_found: bool = False
+    fetch_status: int | None = None
     fetch_error: str = ""
 
 
@@ -196,8 +210,16 @@ def _port_at(snapshot: Snapshot, network_id: str, ip: str) -> Port | None:
 
 
 def explain(snapshot: Snapshot, obs: Observations, *, metadata_port: int = 9697) -> Explanation:
-    """The chain of findings from the guest's route to the answer it gets."""
+    """The chain of findings from the guest's route to the answer it gets (IPv4, then IPv6)."""
     out = Explanation(guest=obs.guest_name)
+    if obs.guest_ip or not obs.ipv6:
+        _explain_ipv4(out, snapshot, obs, metadata_port)
+    if obs.ipv6 is not None and any(s.ip_version == 6 for s in snapshot.subnets_of(NetworkId(obs.network_id))):
+        _explain_ipv6(out, snapshot, obs, obs.ipv6)
+    return out
+
+
+def _explain_ipv4(out: Explanation, snapshot: Snapshot, obs: Observations, metadata_port: int) -> Explanation:
     offered, line = opts_metadata_route(obs.opts_lines, _guest_subnets(snapshot, obs))
     lease = dict(parse_rfc3442(obs.dhcp_routes)).get(METADATA_CIDR)
     if not obs.route_found:
@@ -246,6 +268,73 @@ def explain(snapshot: Snapshot, obs: Observations, *, metadata_port: int = 9697)
         out.add(PROBLEM, "identity", f"the listener cannot tell who {obs.guest_ip} is: {exc}")
     _check_fetch(out, obs)
     return out
+
+
+def _explain_ipv6(out: Explanation, snapshot: Snapshot, obs: Observations, six: Ipv6Observations) -> None:
+    """The IPv6 path: the guest's addresses against the API's, its route to fe80::a9fe:a9fe, the answer.
+
+    Routed (the route goes via a router interface's link-local, from the
+    router advertisement's route information) the qrouter answers behind
+    its ip6tables REDIRECT; on the link, the qdhcp's listener on
+    ``[fe80::a9fe:a9fe%tap]:80`` does, when a metadata option is on.
+    """
+    from netmeta.model.ipam import AUTO_ADDRESS_MODES, DHCPV6_STATEFUL, link_local_address
+
+    port = snapshot.ports.get(PortId(_guest_port_id(snapshot, obs)))
+    if port is None:
+        return
+    for fixed in port.fixed_ips:
+        subnet = snapshot.subnets.get(fixed.subnet_id)
+        if subnet is None or subnet.ip_version != 6:
+            continue
+        mode = subnet.ipv6_address_mode
+        how = ("from the router advertisement (SLAAC, EUI-64 of its MAC)" if mode in AUTO_ADDRESS_MODES
+               else "by DHCPv6" if mode == DHCPV6_STATEFUL else "by hand (the subnet has no address mode)")
+        if _same(fixed.ip_address, six.addresses):
+            out.add(OK, "ipv6-address", f"the guest holds {fixed.ip_address}, the API's address, {how}")
+        else:
+            out.add(PROBLEM if mode is not None else NOTE, "ipv6-address",
+                    f"the guest does not hold {fixed.ip_address} (the API's address, expected {how}); it has "
+                    f"{', '.join(six.addresses) or 'no usable IPv6 address'}")
+    if not six.route_found:
+        out.add(PROBLEM, "ipv6-route", "the guest has no route to fe80::a9fe:a9fe on eth0")
+    elif six.route_gateway is not None:
+        router = next((p for p in snapshot.ports_of(NetworkId(obs.network_id))
+                       if p.device_owner in ROUTER_INTERFACE_OWNERS
+                       and _same(link_local_address(p.mac_address), (six.route_gateway,))), None)
+        if router is None:
+            out.add(PROBLEM, "ipv6-route", f"the guest sends fe80::a9fe:a9fe via {six.route_gateway}, which is "
+                                           "no router interface's link-local on its network")
+        else:
+            out.add(OK, "ipv6-route", f"fe80::a9fe:a9fe goes via {six.route_gateway}, the link-local of "
+                                      f"{names.router_port_name(router.id)} (router {router.device_id}, from its "
+                                      "router advertisement); ip6tables there redirects it to [::]:9697")
+    else:
+        out.add(OK, "ipv6-route", "fe80::a9fe:a9fe is on the guest's link: the DHCP tap in "
+                                  f"{names.dhcp_namespace(obs.network_id)} answers for it when a metadata "
+                                  "option is on")
+    if six.fetch_status == 200:
+        out.add(OK, "ipv6-fetch", "GET http://[fe80::a9fe:a9fe%eth0]/openstack/latest/meta_data.json from the "
+                                  "guest: 200")
+    else:
+        out.add(PROBLEM, "ipv6-fetch", "GET http://[fe80::a9fe:a9fe%eth0]/openstack/latest/meta_data.json from "
+                                       f"the guest: {six.fetch_status or six.fetch_error or 'no answer'}")
+
+
+def _guest_port_id(snapshot: Snapshot, obs: Observations) -> str:
+    instance = snapshot.instances.get(InstanceId(obs.instance_id))
+    for port in snapshot.ports_of(NetworkId(obs.network_id)):
+        if port.device_id == obs.instance_id or (instance is not None and port.id in instance.port_ids):
+            return port.id
+    return ""
+
+
+def _same(ip: str, candidates: tuple[str, ...]) -> bool:
+    try:
+        wanted = ipaddress.ip_address(ip)
+        return any(ipaddress.ip_address(c.split("/")[0].split("%")[0]) == wanted for c in candidates)
+    except ValueError:
+        return False
 
 
 def _no_route(out: Explanation, obs: Observations, offered: str | None, line: str | None) -> None:

@@ -290,3 +290,27 @@ def test_cloud_init_reads_an_ipv6_only_guest_at_fe80_a9fe_a9fe(isolated_stack: S
     assert base64.b64decode(result["userdata_b64"]) == USER_DATA
     assert result["networkdata"]["networks"][0]["type"] == "ipv6_slaac"
     assert access(stack, "network", net["id"], link_local(vm)) >= 3  # the reader's own requests, counted
+
+
+# --- explain ---------------------------------------------------------------------------------
+
+
+def test_explain_follows_the_ipv6_path(stack: Stack) -> None:
+    from tests.privileged.test_explain import by_code, run_explain
+
+    net, sub = network6(stack, "v6-explain", "2001:db8:60::/64", "slaac")
+    router = stack.router("r6x", sub)
+    stack.converged()
+    vm = stack.boot("vm6x", net["id"])
+    fetch6(vm, META)
+    code, result = run_explain(stack, vm)
+    assert code == 0 and result["consistent"], result
+    found = by_code(result)
+    assert vm.ip6 in found["ipv6-address"]["text"] and found["ipv6-address"]["ok"]
+    assert f"router {router['id']}" in found["ipv6-route"]["text"] and found["ipv6-route"]["ok"]
+    assert found["ipv6-fetch"]["ok"]
+    # The router gone: the same command names the broken link.
+    stack.client.request("PUT", f"/v2.0/routers/{router['id']}/remove_router_interface", {"subnet_id": sub["id"]})
+    stack.converged()
+    code, result = run_explain(stack, vm)
+    assert code == 3 and "ipv6-fetch" in {f["code"] for f in result["findings"] if not f["ok"]}, result
