@@ -152,8 +152,16 @@ def test_bridge_veths_and_addresses_converge(netns_scope: NamespaceScope) -> Non
     assert _route(routes, "10.9.0.0/24") == {
         "dst": "10.9.0.0/24", "gateway": None, "dev": "tapaaaa", "proto": 2, "scope": 253,
     }
+    # IPv6 is managed too, without DAD (usable at once); the kernel's link-local stays untouched.
+    assert links.ensure_addresses(a, "tapaaaa", {"10.9.0.1/24", "fd00::1/64", "fe80::a9fe:a9fe/128"}) is True
+    assert links.get_addresses(a, "tapaaaa") == {"10.9.0.1/24", "fd00::1/64", "fe80::a9fe:a9fe/128"}
+    six = dict(links.ipv6_addresses(a, "tapaaaa"))
+    assert six["fd00::1/64"] and six["fe80::a9fe:a9fe/128"]  # not tentative
+    assert any(c.startswith("fe80::") and c.endswith("/64") for c in six)  # the kernel's own
+    assert links.ensure_addresses(a, "tapaaaa", {"10.9.0.1/24"}) is True
+    assert {c for c in dict(links.ipv6_addresses(a, "tapaaaa")) if not c.endswith("/64") or c.startswith("fd")} == set()
     with pytest.raises(PermanentDriverError):
-        links.ensure_addresses(a, "tapaaaa", {"fd00::1/64"})
+        links.ensure_addresses(a, "tapaaaa", {"fd00::1/129"})
     with pytest.raises(TemporaryDriverError):
         links.ensure_addresses(a, "nosuch0", {"10.9.0.1/24"})
 
