@@ -541,6 +541,11 @@ def plan_router(want: RouterSpec, recorded: RouterSpec | None, seen: RouterSeen)
         if seen.links is None:
             actions.append(EnsureNamespace(want.namespace))
         actions.append(SetSysctl(want.namespace, "net.ipv4.ip_forward", "1"))
+        # Neutron's RouterNamespace.create: answer ARP only on the device that
+        # holds the address, so a router with two ports on one network (its
+        # IPv4 and its IPv6 interface) never answers for the gateway from both.
+        actions.append(SetSysctl(want.namespace, "net.ipv4.conf.all.arp_ignore", "1"))
+        actions.append(SetSysctl(want.namespace, "net.ipv4.conf.all.arp_announce", "2"))
         # IPv6 forwarding in this namespace only (Neutron's configure_ipv6_forwarding on 'all').
         actions.append(SetSysctl(want.namespace, "net.ipv6.conf.all.forwarding", "1"))
     before = {i.port_id: i for i in recorded.interfaces} if recorded else {}

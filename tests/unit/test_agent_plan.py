@@ -88,6 +88,8 @@ def test_full_pass_on_a_converged_host_only_verifies(agent: Reconciler, host: Fa
     # Files are rewritten only where they differ (none), forwarding is re-asserted
     # (the driver writes only a different value); no link, process or rule is touched.
     assert sorted(host.calls()) == [
+        ("set_sysctl", "qrouter-r1", "net.ipv4.conf.all.arp_announce", "2"),
+        ("set_sysctl", "qrouter-r1", "net.ipv4.conf.all.arp_ignore", "1"),
         ("set_sysctl", "qrouter-r1", "net.ipv4.ip_forward", "1"),
         ("set_sysctl", "qrouter-r1", "net.ipv6.conf.all.forwarding", "1"),
         ("write_files", f"{DHCP}/net1", ()),
