@@ -15,8 +15,8 @@ the router path to the same dual-stack ``[::]:9697`` listener:
   (the RA's route), ip6tables nat REDIRECT to 9697.
 
 ``wrk -t1 -c16 --latency`` runs inside the guest namespace, keep-alive and
-with ``Connection: close``, the two families alternating for ``--rounds``
-rounds (so drift on a loaded machine hits both alike); each row is the
+with ``Connection: close``, the two families alternating (and which goes
+first alternating too) for ``--rounds`` rounds; each row is the
 median of its rounds, and the metadata process's access counts (keyed by
 the caller's address: IPv4, or the guest's link-local) say which family's
 requests were answered. The figure asked for is the ratio ipv6 / ipv4.
@@ -65,9 +65,10 @@ def bench(stack: Stack, duration: int, connections: int, rounds: int) -> list[tu
                    .returncode == 0, url, timeout=30)
     link_local = ipam.link_local_address(guest.mac)
     results: dict[tuple[str, str], list[tuple[float, float, int]]] = {}
-    for _ in range(rounds):
+    for round_ in range(rounds):
         for mode in ("keep-alive", "close"):
-            for family in ("ipv4", "ipv6"):
+            # Alternate which family goes first, so drift on a shared machine hits both alike.
+            for family in (("ipv4", "ipv6") if round_ % 2 == 0 else ("ipv6", "ipv4")):
                 before = settled_access(stack) and peers(stack)
                 rps, p99, errors = wrk(guest.namespace, URLS[family], close=mode == "close",
                                        duration=duration, connections=connections)
@@ -78,6 +79,7 @@ def bench(stack: Stack, duration: int, connections: int, rounds: int) -> list[tu
                 if answered < rps * duration * 0.5:
                     raise RuntimeError(f"{family}: the metadata process counted {answered} requests from {caller}")
                 results.setdefault((family, mode), []).append((rps, p99, errors))
+                print(f"round {round_} {mode} {family}: {rps:.0f} req/s, p99 {p99:.1f} ms", file=sys.stderr)
     rows = []
     for (family, mode), runs in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         rows.append((family, mode, statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs),
