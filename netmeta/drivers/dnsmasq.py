@@ -22,12 +22,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 from collections.abc import Sequence
 
 from netmeta.drivers import processes
 from netmeta.drivers.daemons import start_daemon
 from netmeta.drivers.errors import translate
 from netmeta.drivers.files import ensure_dir, write_file_atomic
+from netmeta.drivers.netns import namespace_argv, namespace_exists
 from netmeta.drivers.processes import cmdline, running_pid
 
 __all__ = [
