@@ -302,6 +302,7 @@ def test_explain_follows_the_ipv6_path(stack: Stack) -> None:
     router = stack.router("r6x", sub)
     stack.converged()
     vm = stack.boot("vm6x", net["id"])
+    wait_until(lambda: usable(vm, vm.ip6), f"{vm.name} to form {vm.ip6}", timeout=30)
     fetch6(vm, META)
     code, result = run_explain(stack, vm)
     assert code == 0 and result["consistent"], result
