@@ -289,7 +289,9 @@ def test_cloud_init_reads_an_ipv6_only_guest_at_fe80_a9fe_a9fe(isolated_stack: S
     assert result["metadata"]["uuid"] == vm.instance_id
     assert base64.b64decode(result["userdata_b64"]) == USER_DATA
     assert result["networkdata"]["networks"][0]["type"] == "ipv6_slaac"
-    assert access(stack, "network", net["id"], link_local(vm)) >= 3  # the reader's own requests, counted
+    # The reader's own requests, counted (the access counts reach the status file on the service's tick).
+    wait_until(lambda: access(stack, "network", net["id"], link_local(vm)) >= 3,
+               f"the qdhcp listener to count the reader's requests from {link_local(vm)}", timeout=10)
 
 
 # --- explain ---------------------------------------------------------------------------------
