@@ -122,16 +122,21 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
             print("\ncleaned up: namespaces, links, dnsmasq, dhclient and the demo's state are gone")
 
 
+def seed_networks(client: Client) -> tuple[tuple[dict[str, Any], dict[str, Any]], ...]:
+    """The report's two networks, each with its subnet: one without a gateway, one with."""
+    made = []
+    for name, cidr, gateway in (("test-metadata-in-dhcp", "192.168.111.0/24", {"gateway_ip": None}),
+                                ("test-metadata-in-dhcp-with-gw", "172.31.0.0/24", {})):
+        net = client.request("POST", "/v2.0/networks", {"network": {"name": name}})["network"]
+        sub = client.request("POST", "/v2.0/subnets", {"subnet": {
+            "name": name, "network_id": net["id"], "ip_version": 4, "cidr": cidr, **gateway}})["subnet"]
+        made.append((net, sub))
+    return tuple(made)
+
+
 def _walk(say: Narrator, config: Config, client: Client, guests: Any, components: list[Any], until: Any) -> None:
     say.title("two networks, as in the report (openstack network/subnet create)")
-    net1 = client.request("POST", "/v2.0/networks", {"network": {"name": "test-metadata-in-dhcp"}})["network"]
-    sub1 = client.request("POST", "/v2.0/subnets", {"subnet": {
-        "name": "test-metadata-in-dhcp", "network_id": net1["id"], "ip_version": 4,
-        "cidr": "192.168.111.0/24", "gateway_ip": None}})["subnet"]
-    net2 = client.request("POST", "/v2.0/networks", {"network": {"name": "test-metadata-in-dhcp-with-gw"}})["network"]
-    sub2 = client.request("POST", "/v2.0/subnets", {"subnet": {
-        "name": "test-metadata-in-dhcp-with-gw", "network_id": net2["id"], "ip_version": 4,
-        "cidr": "172.31.0.0/24"}})["subnet"]
+    (net1, sub1), (net2, sub2) = seed_networks(client)
     say.say(f"{net1['name']}: subnet {sub1['cidr']}, gateway {sub1['gateway_ip']}")
     say.say(f"{net2['name']}: subnet {sub2['cidr']}, gateway {sub2['gateway_ip']}")
 

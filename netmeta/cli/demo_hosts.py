@@ -31,7 +31,7 @@ import tempfile
 import time
 from typing import Any
 
-from netmeta.cli.demo import Narrator
+from netmeta.cli.demo import Narrator, seed_networks
 from netmeta.cli.multihost import HostStack, MultiHost
 from netmeta.client import Client
 from netmeta.config import Config
@@ -108,14 +108,7 @@ def _walk(say: Narrator, multi: MultiHost, client: Client, until: Any) -> None:
     say.shell("openstack network agent list", _agents(client))
 
     say.title("the report's two networks (openstack network/subnet create)")
-    net1 = client.request("POST", "/v2.0/networks", {"network": {"name": "test-metadata-in-dhcp"}})["network"]
-    sub1 = client.request("POST", "/v2.0/subnets", {"subnet": {
-        "name": "test-metadata-in-dhcp", "network_id": net1["id"], "ip_version": 4,
-        "cidr": "192.168.111.0/24", "gateway_ip": None}})["subnet"]
-    net2 = client.request("POST", "/v2.0/networks", {"network": {"name": "test-metadata-in-dhcp-with-gw"}})["network"]
-    sub2 = client.request("POST", "/v2.0/subnets", {"subnet": {
-        "name": "test-metadata-in-dhcp-with-gw", "network_id": net2["id"], "ip_version": 4,
-        "cidr": "172.31.0.0/24"}})["subnet"]
+    (net1, sub1), (net2, sub2) = seed_networks(client)
     for net, sub in ((net1, sub1), (net2, sub2)):
         say.say(f"{net['name']}: {sub['cidr']}, gateway {sub['gateway_ip']}, "
                 f"{net['provider:network_type']} segment {net['provider:segmentation_id']}, mtu {net['mtu']}")
