@@ -173,17 +173,7 @@ def start(ns: str, ifname: str, paths: GuestPaths, timeout: float = 30.0) -> int
     code = _run(ns, _argv(ifname, paths, "-1", "-v"), paths, timeout)
     if code != 0:
         raise TemporaryDriverError(f"dhclient in {ns} got no lease (exit {code}): {_log_tail(paths)}")
-    # dhclient forks into the background once bound and the *child* writes the
-    # pid file, so the launcher's exit can come first: wait for the file to name
-    # a live dhclient (on a loaded host this takes a moment), not for a fixed time.
-    deadline = time.monotonic() + 5.0
-    while True:
-        pid = processes.read_pid_file(paths.pid)
-        if pid is not None and processes.matches(pid, paths.pid):
-            return pid
-        if time.monotonic() >= deadline:
-            raise TemporaryDriverError(f"dhclient in {ns} got a lease but is not running: {_log_tail(paths)}")
-        time.sleep(0.01)
+    return _bound_pid(paths.pid, f"dhclient in {ns}", paths)
 
 
 def start6(ns: str, ifname: str, paths: GuestPaths, *, stateless: bool, timeout: float = 30.0) -> int | None:
@@ -203,13 +193,23 @@ def start6(ns: str, ifname: str, paths: GuestPaths, *, stateless: bool, timeout:
         raise TemporaryDriverError(f"dhclient -6 in {ns} got no answer (exit {code}): {_log_tail(paths)}")
     if stateless:
         return None
+    return _bound_pid(paths.pid6, f"dhclient -6 in {ns}", paths)
+
+
+def _bound_pid(pid_file: str, what: str, paths: GuestPaths) -> int:
+    """The pid of the dhclient left running once bound.
+
+    dhclient forks into the background once bound and the *child* writes the
+    pid file, so the launcher's exit can come first: wait for the file to name
+    a live dhclient (on a loaded host this takes a moment), not for a fixed time.
+    """
     deadline = time.monotonic() + 5.0
     while True:
-        pid = processes.read_pid_file(paths.pid6)
-        if pid is not None and processes.matches(pid, paths.pid6):
+        pid = processes.read_pid_file(pid_file)
+        if pid is not None and processes.matches(pid, pid_file):
             return pid
         if time.monotonic() >= deadline:
-            raise TemporaryDriverError(f"dhclient -6 in {ns} got a lease but is not running: {_log_tail(paths)}")
+            raise TemporaryDriverError(f"{what} got a lease but is not running: {_log_tail(paths)}")
         time.sleep(0.01)
 
 
