@@ -152,13 +152,17 @@ def link_exists(ns: str | None, name: str) -> bool:
             raise translate(exc, f"look up {name} in {ns}") from exc
 
 
-def delete_link(ns: str | None, name: str) -> bool:
-    """Delete a link (a veth takes its peer with it); False if already gone."""
+def delete_link(ns: str | None, name: str, *, kind: str | None = None) -> bool:
+    """Delete a link (a veth takes its peer with it); False if already gone.
+
+    With ``kind``, only a link of that kind (``vxlan``, ``bridge``, …): a
+    device of another kind under the name is left alone, and False.
+    """
     check_ifname(name)
     with netlink(ns) as ipr:
         try:
             msg = _lookup(ipr, name)
-            if msg is None:
+            if msg is None or (kind is not None and _kind(msg) != kind):
                 return False
             ipr.link("del", index=msg["index"])
         except NetlinkError as exc:

@@ -33,7 +33,7 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netmeta.drivers.errors import PermanentDriverError, TemporaryDriverError, translate
-from netmeta.drivers.links import _GONE, _kind, _lookup, check_ifname
+from netmeta.drivers.links import _GONE, _kind, _lookup, check_ifname, delete_link
 from netmeta.drivers.netns import namespace_path, netlink
 
 FLOOD_MAC = "00:00:00:00:00:00"
@@ -232,15 +232,4 @@ def ensure_fdb(fabric_ns: str | None, name: str, wanted: Iterable[FdbEntry]) -> 
 
 def delete_vxlan(fabric_ns: str | None, name: str) -> bool:
     """Delete the device (its entries go with it); False if it was already gone."""
-    check_ifname(name)
-    with netlink(fabric_ns) as ipr:
-        try:
-            msg = _lookup(ipr, name)
-            if msg is None or _kind(msg) != "vxlan":
-                return False
-            ipr.link("del", index=msg["index"])
-        except NetlinkError as exc:
-            if exc.code in _GONE:
-                return False
-            raise translate(exc, f"delete {name} in {fabric_ns}") from exc
-    return True
+    return delete_link(fabric_ns, name, kind="vxlan")
