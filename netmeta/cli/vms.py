@@ -93,7 +93,8 @@ def cmd_vm_boot(args: argparse.Namespace, config: Config, user_data: bytes | Non
     except (MachineError, ApiError, OSError) as exc:
         print(f"netmeta: vm boot {args.name}: {exc}", file=sys.stderr)
         return 1
-    print(f"{machine.name}  ip {machine.ip}  instance {machine.instance_id}  VM ({machine.accel})  "
+    ip6 = f"  ip6 {machine.ip6}" if machine.ip6 else ""
+    print(f"{machine.name}  ip {machine.ip}{ip6}  instance {machine.instance_id}  VM ({machine.accel})  "
           f"console: netmeta vm console {machine.name} --follow")
     if args.wait:
         started = time.monotonic()

@@ -115,6 +115,12 @@ def first_port(client: Client, instance: dict[str, Any]) -> tuple[dict[str, Any]
     return port, ipv4[0] if ipv4 else ""
 
 
+def first_ipv6(port: dict[str, Any]) -> str:
+    """The port's first IPv6 address ("" if it has none)."""
+    ipv6 = [f["ip_address"] for f in port["fixed_ips"] if ":" in f["ip_address"]]
+    return str(ipv6[0]) if ipv6 else ""
+
+
 Record = TypeVar("Record")
 
 
@@ -190,7 +196,6 @@ class Guests(Records[Guest]):
         instance = self._create_instance(fields)
         try:
             port, ip = first_port(self.client, instance)
-            ipv6 = [f["ip_address"] for f in port["fixed_ips"] if ":" in f["ip_address"]]
             guest = Guest(
                 name=name,
                 instance_id=instance["id"],
@@ -200,7 +205,7 @@ class Guests(Records[Guest]):
                 ip=ip,
                 namespace=names.guest_namespace(name, instance["id"]),
                 directory=os.path.join(self.root, name),
-                ip6=ipv6[0] if ipv6 else "",
+                ip6=first_ipv6(port),
             )
             self.save(name, guest)
             v6 = [s for s in subnets if s.get("ip_version") == 6]

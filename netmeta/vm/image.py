@@ -20,6 +20,17 @@ seconds under software emulation), and no root resize (the file system is
 the whole disk, already its size). The locale is ``C.UTF-8``, which needs
 no generation.
 
+IPv6 comes up from what cloud-init renders out of ``network_data.json``
+(ifupdown: ``inet6 auto`` for ``ipv6_slaac``, ``inet6 dhcp`` — ISC
+``dhclient -6`` — for ``ipv6_dhcpv6-stateful``), so the kernel takes router
+advertisements as any Debian host does. One sysctl is added: route
+information options up to /128 (``accept_ra_rt_info_max_plen``; Linux's
+default 0 ignores them). A Neutron router advertises its route to the
+metadata address ``fe80::a9fe:a9fe/128`` that way, and Neutron expects the
+guest OS to pick it up: without it a routed guest resolves the address on
+its own link and never reaches the router (a DHCP namespace holding the
+address answers instead, when there is one).
+
 A user's own image (``--image FILE.qcow2``) is used as it is, booting from
 its disk; only its format is read.
 """
@@ -42,7 +53,7 @@ from netmeta.drivers.errors import DriverError
 Progress = Callable[[str], None]
 DEFAULT_IMAGE = "debian-12"
 # Bumped whenever a recipe changes: a cached image of another version is rebuilt.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 
 class ImageError(Exception):
@@ -69,6 +80,16 @@ resize_rootfs: false
 growpart: {mode: "off"}
 """
 
+# Neutron routers advertise fe80::a9fe:a9fe/128 as a route information option;
+# Linux takes none by default. ``default`` for interfaces made after this is
+# applied, the glob for those that already exist (udev re-applies it to each
+# new interface by name).
+_SYSCTL_IPV6 = """\
+# netmeta: accept the route to the metadata address fe80::a9fe:a9fe that routers advertise.
+net.ipv6.conf.default.accept_ra_rt_info_max_plen = 128
+net.ipv6.conf.*.accept_ra_rt_info_max_plen = 128
+"""
+
 RECIPES: dict[str, Recipe] = {
     "debian-12": Recipe(
         suite="bookworm",
@@ -82,6 +103,7 @@ RECIPES: dict[str, Recipe] = {
         files=(
             ("etc/fstab", "/dev/vda / ext4 rw,errors=remount-ro 0 1\n"),
             ("etc/cloud/cloud.cfg.d/90-netmeta.cfg", _CLOUD_CFG),
+            ("etc/sysctl.d/60-netmeta-ipv6.conf", _SYSCTL_IPV6),
             # Every VM gets its own machine id (systemd makes one on first boot).
             ("etc/machine-id", ""),
             ("etc/hostname", "localhost\n"),

@@ -38,7 +38,9 @@ from netmeta.drivers.errors import DriverError
 from netmeta.model import names
 from netmeta.model.vm_diagnosis import DhcpLease, lease_for
 from netmeta.vm import console, qemu as qemu_cli
-from netmeta.vm.guests import GuestError, Records, check_new_name, first_port, instance_fields, wait_for_bridge
+from netmeta.vm.guests import (
+    GuestError, Records, check_new_name, first_ipv6, first_port, instance_fields, wait_for_bridge,
+)
 from netmeta.vm.image import Image, ImageError, Images
 
 Progress = Callable[[str], None]
@@ -89,6 +91,7 @@ class Machine:
     tap: str
     fabric: str
     ssh_user: str = DEFAULT_SSH_USER
+    ip6: str = ""  # the port's first IPv6 address (EUI-64 on slaac/stateless subnets), "" without one
 
     @property
     def console_log(self) -> str:
@@ -189,7 +192,7 @@ class Machines(Records[Machine]):
                 mac=port["mac_address"], ip=ip,
                 directory=os.path.join(self.root, name), image=base.name,
                 accel=self._accelerator(), tap=names.guest_outer_name(port["id"]),
-                fabric=self.config.fabric_namespace, ssh_user=ssh_user,
+                fabric=self.config.fabric_namespace, ssh_user=ssh_user, ip6=first_ipv6(port),
             )
             self.save(name, machine)
             self._start(machine, base, net.get("mtu") or 1500, timeout)

@@ -3,9 +3,15 @@
 Two VMs boot at once (2 cores, 512 MB each: both fit, and the pair costs the
 time of one): ``iso`` on an isolated network, which reaches 169.254.169.254
 through the qdhcp namespace, and ``rtd`` on a routed network, which reaches
-it through the qrouter. Everything is checked from outside the guest — its
-serial console and the metadata process's access counts — and then over SSH
-with the key netmeta injected, from the access namespace on each network.
+it through the qrouter. Both networks are dual-stack, so the same boot
+shows IPv6 in a real guest: ``iso``'s network has an isolated
+``dhcpv6-stateful`` subnet (the address from dnsmasq's DHCPv6, metadata at
+``fe80::a9fe:a9fe`` on the DHCP tap), ``rtd``'s a ``slaac`` subnet on the
+router (the EUI-64 address from the router's advertisements, metadata at
+``fe80::a9fe:a9fe`` through the qrouter, by the route the advertisement
+carries). Everything is checked from outside the guest — its serial console
+and the metadata process's access counts — and then over SSH with the key
+netmeta injected, from the access namespace on each network.
 
 A boot costs minutes on an emulated CPU, so the same two VMs then serve the
 rest: ``explain`` on each (and on one whose QEMU was killed), ``vm renew``
@@ -37,7 +43,7 @@ from netmeta.cli.explain import explain_machine
 from netmeta.config import Config
 from netmeta.drivers import links, netns, processes
 from netmeta.metadata.service import read_status as metadata_status
-from netmeta.model import names
+from netmeta.model import ipam, names
 from netmeta.model.types import snapshot_from_state
 from netmeta.vm import console
 from netmeta.vm.image import DEFAULT_IMAGE, Images
@@ -70,7 +76,12 @@ USER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVzZXJzLW93bi1rZXktZm9yLXRlc3Rz
 
 
 def user_data(marker: str) -> bytes:
-    """A script that prints what the test checks on the console, after the marker."""
+    """A script that prints what the test checks on the console, after the marker.
+
+    The IPv6 lines wait (60 s at most each) for a global address that is no
+    longer tentative and for ``meta_data.json`` at ``fe80::a9fe:a9fe`` on the
+    VM's interface, the way an IPv6-only guest's cloud-init would ask for it.
+    """
     return f"""#!/bin/sh
 echo "{marker} begin"
 echo "{marker} hostname $(hostname)"
@@ -78,6 +89,15 @@ echo "{marker} instance-id $(cat /var/lib/cloud/data/instance-id)"
 echo "{marker} route $(ip -4 route show 169.254.169.254)"
 echo "{marker} addr $(ip -4 -o addr show scope global | awk '{{print $4}}')"
 sed "s/^/{marker} key /" /home/debian/.ssh/authorized_keys
+ifc=$(ip -o link show | awk -F': ' '$2 != "lo" {{print $2; exit}}')
+i=0
+until ip -6 -o addr show dev "$ifc" scope global | grep -qv tentative || [ $i -ge 60 ]; do sleep 1; i=$((i+1)); done
+echo "{marker} addr6 $(ip -6 -o addr show dev "$ifc" scope global | awk '{{print $4}}' | tr '\\n' ' ')"
+i=0
+md6="http://[fe80::a9fe:a9fe%25$ifc]/openstack/latest/meta_data.json"
+until curl -sfg --max-time 5 -o /run/md6.json "$md6" || [ $i -ge 60 ]; do sleep 1; i=$((i+1)); done
+echo "{marker} md6 $(python3 -c 'import json; print(json.load(open("/run/md6.json"))["uuid"])' 2>&1)"
+echo "{marker} route6 $(ip -6 route show fe80::a9fe:a9fe)"
 echo "{marker} end"
 """.encode()
 
@@ -98,7 +118,9 @@ def image_dir() -> str:
 
 @pytest.fixture
 def vm_stack(image_dir: str) -> Iterator[Stack]:
-    yield from make_stack(enable_isolated_metadata=True, image_dir=image_dir)
+    # Router advertisements every few seconds (Neutron's are up to 100 s apart).
+    yield from make_stack(enable_isolated_metadata=True, image_dir=image_dir,
+                          min_rtr_adv_interval=3, max_rtr_adv_interval=4)
 
 
 def qemu_pids_for(stack: Stack) -> list[int]:
@@ -115,7 +137,14 @@ def test_two_vms_read_netmeta_through_qdhcp_and_qrouter(vm_stack: Stack) -> None
     machines = Machines(stack.config, stack.client)
     iso_net, iso_sub = stack.network("vm-isolated", "192.168.131.0/24", gateway=False)
     rtd_net, rtd_sub = stack.network("vm-routed", "192.168.132.0/24")
-    router = stack.router("vm-router", rtd_sub)
+    # The IPv6 halves: an isolated stateful DHCPv6 subnet, and a SLAAC one on the router.
+    stack.client.request("POST", "/v2.0/subnets", {"subnet": {
+        "network_id": iso_net["id"], "ip_version": 6, "cidr": "2001:db8:131::/64", "gateway_ip": None,
+        "ipv6_address_mode": "dhcpv6-stateful"}})
+    rtd_sub6 = stack.client.request("POST", "/v2.0/subnets", {"subnet": {
+        "network_id": rtd_net["id"], "ip_version": 6, "cidr": "2001:db8:132::/64",
+        "ipv6_ra_mode": "slaac", "ipv6_address_mode": "slaac"}})["subnet"]
+    router = stack.router("vm-router", rtd_sub, rtd_sub6)
     stack.converged()
     dhcp_ip = stack.dhcp_port(iso_net["id"])["fixed_ips"][0]["ip_address"]
     gateway = rtd_sub["gateway_ip"]
@@ -164,14 +193,41 @@ def test_two_vms_read_netmeta_through_qdhcp_and_qrouter(vm_stack: Stack) -> None
             assert own_key in keys
             assert (USER_KEY in keys) == (name == "iso")
             instance_ids[name] = vm.instance_id
+            # IPv6: the API's address (EUI-64 of the MAC on SLAAC, dnsmasq's lease on stateful),
+            # and meta_data.json from fe80::a9fe:a9fe on the VM's own interface.
+            assert vm.ip6, f"{name}: the port has no IPv6 address"
+            if name == "rtd":
+                assert vm.ip6 == ipam.eui64_address("2001:db8:132::/64", vm.mac)
+            addr6 = " ".join(marked(text, mark, "addr6")).split()
+            assert any(a.split("/")[0] == vm.ip6 for a in addr6), (name, vm.ip6, addr6)
+            assert marked(text, mark, "md6") == [vm.instance_id], marked(text, mark, "md6")
 
-        # Which listener answered each VM: qdhcp for the isolated one, qrouter for the routed one.
-        status = metadata_status(stack.config.state_dir) or {}
-        served = {(a["kind"], a["id"], a["peer"]): a["count"] for a in status.get("access", [])}
-        assert served.get(("network", iso_net["id"], vms["iso"].ip), 0) > 0, served
-        assert served.get(("router", router["id"], vms["rtd"].ip), 0) > 0, served
-        assert not [k for k in served if k[2] == vms["iso"].ip and k[0] != "network"], served
-        assert not [k for k in served if k[2] == vms["rtd"].ip and k[0] != "router"], served
+        # The routed VM took the advertised route to fe80::a9fe:a9fe via the router's link-local.
+        rport = stack.client.get("/v2.0/ports", device_id=router["id"], network_id=rtd_net["id"])["ports"]
+        router_ll = {ipam.link_local_address(p["mac_address"]) for p in rport}
+        route6 = " ".join(marked(vms["rtd"].console_text(), marks["rtd"], "route6"))
+        assert re.match(r"fe80::a9fe:a9fe via \S+ dev \S+ proto ra", route6), route6
+        assert route6.split()[2] in router_ll, (route6, router_ll)
+
+        # Which listener answered each VM: qdhcp for the isolated one, qrouter for the routed one —
+        # over IPv4 by its address, over IPv6 by its link-local (the access counts reach the status
+        # file on the metadata service's tick).
+        link_local = {name: ipam.link_local_address(vm.mac) for name, vm in vms.items()}
+
+        def served() -> dict[tuple[str, str, str], int]:
+            status = metadata_status(stack.config.state_dir) or {}
+            return {(a["kind"], a["id"], a["peer"]): a["count"] for a in status.get("access", [])}
+
+        wait_until(lambda: served().get(("network", iso_net["id"], link_local["iso"]), 0) > 0
+                   and served().get(("router", router["id"], link_local["rtd"]), 0) > 0,
+                   "the IPv6 requests in the access counts", timeout=30)
+        counts = served()
+        for name, kind in (("iso", "network"), ("rtd", "router")):
+            for peer in (vms[name].ip, link_local[name]):
+                assert [k for k in counts if k[2] == peer and counts[k] > 0 and k[0] == kind], (name, peer, counts)
+                assert not [k for k in counts if k[2] == peer and k[0] != kind], (name, peer, counts)
+        assert counts[("network", iso_net["id"], vms["iso"].ip)] > 0
+        assert counts[("router", router["id"], vms["rtd"].ip)] > 0
 
         # Over SSH, with netmeta's key, from the access namespace on each network.
         for name, vm in vms.items():
@@ -187,6 +243,9 @@ def test_two_vms_read_netmeta_through_qdhcp_and_qrouter(vm_stack: Stack) -> None
             # The SSH client's address is a port of the network, not the host's.
             peer = machines.exec(name, ["sh", "-c", "echo $SSH_CLIENT"], capture=True, timeout=60)
             assert peer.stdout.split()[0] == access.ip
+            # `vm exec <vm> ip -6 addr` shows the API's IPv6 address.
+            shown6 = machines.exec(name, ["ip", "-6", "addr"], capture=True, timeout=60)
+            assert f"inet6 {vm.ip6}/" in shown6.stdout, shown6.stdout
 
         # A host key the console did not show is refused.
         vm = vms["rtd"]
