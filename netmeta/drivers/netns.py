@@ -26,6 +26,7 @@ import ctypes
 import ctypes.util
 import os
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -46,6 +47,7 @@ from netmeta.drivers.errors import (
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
+NETLINK_ROUTE = 0
 # Linux limits a bind-mount file name to NAME_MAX; iproute2 refuses '/' too.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$")
 _SYSCTL_RE = re.compile(r"^net\.[A-Za-z0-9_.\-]+$")
@@ -116,8 +118,12 @@ def namespace_inode(name: str) -> int | None:
 def netlink(name: str | None) -> Iterator[IPRoute]:
     """An ``IPRoute`` bound to an existing namespace, always closed.
 
-    ``flags=0`` matters: pyroute2's default (``O_CREAT``) would silently
-    create a missing namespace, hiding bugs and leaking namespaces.
+    The netlink socket is made by a short-lived thread that has joined the
+    namespace (a socket keeps the namespace it was made in for life), and
+    handed to pyroute2 by its descriptor. pyroute2's own ``netns=`` forks the
+    whole process for every socket, which is what made a full pass over a
+    few hundred namespaces take many seconds; a missing namespace cannot be
+    created by accident this way either (pyroute2's default is ``O_CREAT``).
 
     ``None`` — never an empty string — means the host's own namespace. Only
     the link functions for the fabric side accept it, for deployments that
@@ -134,26 +140,51 @@ def netlink(name: str | None) -> Iterator[IPRoute]:
         finally:
             ipr.close()
         return
-    path = namespace_path(name)
-    # Open the namespace ourselves and hand pyroute2 the fd: a missing
-    # namespace then fails here cleanly (pyroute2 leaks its event loop when
-    # its own open fails), and the fd pins the namespace we looked at.
+    sock = netlink_socket(name)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError as exc:
-        raise TemporaryDriverError(f"namespace {name} does not exist") from exc
-    except OSError as exc:
-        raise translate(exc, f"open namespace {name}") from exc
-    try:
-        ipr = IPRoute(netns=fd, flags=0)
+        ipr = IPRoute(fileno=sock)
     except (OSError, NetlinkError) as exc:
+        os.close(sock)
         raise translate(exc, f"netlink socket in {name}") from exc
-    finally:
-        os.close(fd)
     try:
         yield ipr
     finally:
         ipr.close()
+
+
+def netlink_socket(name: str) -> int:
+    """A NETLINK_ROUTE socket's descriptor, made inside the namespace ``name`` (the caller closes it)."""
+    path = namespace_path(name)
+    # Open the namespace here and join it by this fd: a missing namespace
+    # fails cleanly, and the fd pins the namespace we looked at.
+    try:
+        ns_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise TemporaryDriverError(f"namespace {name} does not exist") from exc
+    except OSError as exc:
+        raise translate(exc, f"open namespace {name}") from exc
+    made: list[int] = []
+    failure: list[OSError] = []
+
+    def body() -> None:
+        try:
+            _setns_fd(ns_fd, path)
+            made.append(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                                      NETLINK_ROUTE).detach())
+        except OSError as exc:
+            failure.append(exc)
+
+    try:
+        # The thread exists for this one socket: setns(2) changes the calling
+        # thread for good, and no other code may ever run in it.
+        thread = threading.Thread(target=body, name=f"netlink:{name}", daemon=True)
+        thread.start()
+        thread.join()
+    finally:
+        os.close(ns_fd)
+    if failure:
+        raise translate(failure[0], f"netlink socket in {name}") from failure[0]
+    return made[0]
 
 
 def ensure_namespace(name: str) -> bool:
@@ -221,16 +252,20 @@ def delete_namespace(name: str) -> bool:
 
 
 def _setns(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns_fd(fd, path)
+    finally:
+        os.close(fd)
+
+
+def _setns_fd(fd: int, path: str) -> None:
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({path}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns({path}): {os.strerror(err)}")
 
 
 def call_in_namespace(name: str, func: Callable[[], T], *, timeout: float = 10.0) -> T:
