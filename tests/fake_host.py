@@ -108,6 +108,17 @@ class FakeHost:
             raise TemporaryDriverError(f"namespace {ns} does not exist")
         return {name: dict(link) for name, link in self.links.get(ns, {}).items()}
 
+    def observe_namespace(self, namespace: str) -> tuple[LinkView, tuple[tuple[str, tuple[str, ...], str | None], ...]]:
+        self.transcript.append(("observe_namespace", namespace))
+        links = self.observe_links(namespace)
+        return links, tuple(sorted(self.routes.get(namespace, ())))
+
+    def observe_fabric(self) -> tuple[LinkView, dict[str, frozenset[tuple[str, str]]]]:
+        self.transcript.append(("observe_fabric",))
+        links = self.observe_links(None)
+        return links, {name: frozenset(self.fdb.get(name, ())) for name, link in links.items()
+                       if link.get("kind") == "vxlan"}
+
     def router_devices(self, namespace: str) -> tuple[str, ...]:
         return tuple(n for n in self.links.get(namespace, {}) if n.startswith("qr-"))
 

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from netmeta.agent.host import LinkView
+from netmeta.agent.host import FdbView, LinkView, RouteView
 from netmeta.agent.ledger import Ledger
 from netmeta.drivers import dnsmasq, files, iptables, links, netns, nftables, processes, radvd, vxlan
 from netmeta.drivers.errors import translate
@@ -52,6 +52,14 @@ class DriverHost:
 
     def observe_links(self, namespace: str | None) -> LinkView:
         return links.observe(self.fabric if namespace is None else namespace)
+
+    def observe_namespace(self, namespace: str) -> tuple[LinkView, RouteView]:
+        seen, routes, _ = links.observe_namespace(namespace, routes=True)
+        return seen, routes or ()
+
+    def observe_fabric(self) -> tuple[LinkView, FdbView]:
+        seen, _, entries = links.observe_namespace(self.fabric, fdb=True)
+        return seen, {device: frozenset(found) for device, found in (entries or {}).items()}
 
     def router_devices(self, namespace: str) -> tuple[str, ...]:
         return tuple(n for n in links.list_links(namespace) if n.startswith(ROUTER_PORT_PREFIX))

@@ -16,8 +16,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 # A namespace's links as the drivers observe them: name → {kind, up, mtu, mac,
-# index, peer_index, master, addresses}. See netmeta.drivers.links.observe.
+# index, peer_index, master, addresses; a VXLAN device also vni, local, port,
+# learning}. See netmeta.drivers.links.observe.
 LinkView = Mapping[str, Mapping[str, Any]]
+# netmeta's routes in a namespace: (destination CIDR, nexthops, device or None).
+RouteView = tuple[tuple[str, tuple[str, ...], "str | None"], ...]
+# VXLAN device → its remote forwarding entries (MAC, VTEP).
+FdbView = Mapping[str, frozenset[tuple[str, str]]]
 
 
 class Host(Protocol):
@@ -33,6 +38,12 @@ class Host(Protocol):
     # --- observations ----------------------------------------------------
     def namespace_inode(self, namespace: str) -> int | None: ...
     def observe_links(self, namespace: str | None) -> LinkView: ...
+    def observe_namespace(self, namespace: str) -> tuple[LinkView, RouteView]:
+        """A service namespace's links and netmeta's routes there, in one look (full passes)."""
+
+    def observe_fabric(self) -> tuple[LinkView, FdbView]:
+        """The fabric's links and every VXLAN device's remote entries, in one look (full passes)."""
+
     def router_devices(self, namespace: str) -> tuple[str, ...]: ...
     def dnsmasq_pid(self, pid_file: str, network_id: str) -> int | None: ...
     def process_argv(self, pid: int) -> tuple[str, ...]: ...

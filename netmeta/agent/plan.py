@@ -24,11 +24,12 @@ docs/architecture.md, "Adding a kind of kernel object".
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from netmeta.agent.host import Host, LinkView
+from netmeta.agent.host import Host, LinkView, RouteView
 from netmeta.model import names
 from netmeta.model.dhcp import FILE_KINDS, DhcpNetworkSpec
 from netmeta.model.l2 import VxlanSpec
@@ -308,7 +309,7 @@ class EnsureRoutes(Action):
 
     namespace: str
     routes: tuple[Route, ...]
-    # Planned on every full pass (routes are not observed): replacing a route
+    # Planned when the routes were not observed in place: replacing a route
     # that is already there changes nothing, so it does not count as work.
     quiet: ClassVar[bool] = True
 
@@ -395,6 +396,7 @@ class DhcpSeen:
     loaded: str | None = None  # the digest marker beside the files
     links: LinkView | None = None  # the namespace's links (full passes only)
     fabric: LinkView | None = None  # the fabric's links (full passes only)
+    routes: RouteView | None = None  # netmeta's routes in the namespace (full passes only)
 
     @property
     def intact(self) -> bool:
@@ -414,6 +416,7 @@ class RouterSeen:
     ip6tables: str | None = None  # ip6tables-save, likewise
     radvd_pid: int | None = None  # the radvd the pid file names, if it runs and is ours
     radvd_in_namespace: bool = False  # ... in the namespace of that name (not an old one)
+    routes: RouteView | None = None  # netmeta's routes in the namespace (full passes only)
 
     @property
     def radvd_intact(self) -> bool:
@@ -495,14 +498,18 @@ def plan_dhcp(want: DhcpNetworkSpec, recorded: DhcpNetworkSpec | None, seen: Dhc
         recorded = None  # dnsmasq died or the namespace went: verify everything, as on a first pass
     files = tuple((kind, want.files[kind]) for kind in FILE_KINDS)
     actions: list[Action] = [WriteFiles(want.dnsmasq.files_dir, files)]
+    in_place = False  # the tap observed exactly as wanted (a full pass over an intact host)
     if recorded is None or _plumbing(recorded) != _plumbing(want):
         outer = names.dhcp_outer_name(want.port_id)
         actions.append(Remember(namespace=want.namespace, fabric_link=outer))
-        if not veth_in_sync(seen.links, want.tap, seen.fabric, outer, want.bridge, want.mac, want.mtu, want.addresses):
+        in_place = veth_in_sync(seen.links, want.tap, seen.fabric, outer, want.bridge, want.mac, want.mtu,
+                                want.addresses)
+        if not in_place:
             actions.append(EnsureNamespace(want.namespace))
             actions.append(EnsureVeth(want.namespace, want.tap, outer, want.bridge, want.mac, want.mtu, want.addresses))
     if recorded is None or _plumbing(recorded) != _plumbing(want) or recorded.route != want.route:
-        actions.append(EnsureRoutes(want.namespace, dhcp_routes(want)))
+        if not (recorded is None and in_place and routes_in_sync(seen.routes, dhcp_routes(want))):
+            actions.append(EnsureRoutes(want.namespace, dhcp_routes(want)))
     argv = tuple(want.argv)
     pid_file = want.dnsmasq.path("pid")
     pid = seen.pid
@@ -549,6 +556,7 @@ def plan_router(want: RouterSpec, recorded: RouterSpec | None, seen: RouterSeen)
         # IPv6 forwarding in this namespace only (Neutron's configure_ipv6_forwarding on 'all').
         actions.append(SetSysctl(want.namespace, "net.ipv6.conf.all.forwarding", "1"))
     before = {i.port_id: i for i in recorded.interfaces} if recorded else {}
+    in_place = True  # every interface observed exactly as wanted (a full pass over an intact host)
     for intf in want.interfaces:
         if before.get(intf.port_id) == intf:
             continue
@@ -556,6 +564,7 @@ def plan_router(want: RouterSpec, recorded: RouterSpec | None, seen: RouterSeen)
         actions.append(Remember(fabric_link=outer))
         if veth_in_sync(seen.links, intf.device, seen.fabric, outer, intf.bridge, intf.mac, intf.mtu, intf.addresses):
             continue
+        in_place = False
         actions.append(EnsureVeth(want.namespace, intf.device, outer, intf.bridge, intf.mac, intf.mtu, intf.addresses))
     wanted_devices = {i.device for i in want.interfaces}
     if recorded is not None:
@@ -570,7 +579,8 @@ def plan_router(want: RouterSpec, recorded: RouterSpec | None, seen: RouterSeen)
     if recorded is None or recorded.routes != want.routes or recorded.interfaces != want.interfaces:
         # After the interfaces: a nexthop must be on a link. Interfaces
         # changing re-checks them too (a route behind one that came back up).
-        actions.append(EnsureRoutes(want.namespace, router_routes(want)))
+        if not (recorded is None and in_place and routes_in_sync(seen.routes, router_routes(want))):
+            actions.append(EnsureRoutes(want.namespace, router_routes(want)))
     if recorded is None or recorded.iptables != want.iptables:
         if normalize_saved(seen.iptables or "") != normalize_saved(want.iptables):
             actions.append(RestoreIptables(want.namespace, want.iptables))
@@ -622,6 +632,24 @@ def plan_gone_files(network_id: str, directory: str, pid_file: str) -> list[Acti
 
 def plan_gone_link(link: str) -> list[Action]:
     return [DeleteLink(None, link), Forget(fabric_link=link)]
+
+
+def routes_in_sync(seen: RouteView | None, wanted: tuple[Route, ...]) -> bool:
+    """Whether netmeta's observed routes in a namespace are exactly ``wanted`` (None: not observed).
+
+    A wanted route without a device (a router's extra route) matches on
+    destination and nexthops alone: the kernel names the device it chose.
+    """
+    if seen is None:
+        return False
+    try:
+        want = {str(ipaddress.ip_network(d, strict=False)): (tuple(sorted(h)), dev) for d, h, dev in wanted}
+        have = {str(ipaddress.ip_network(d, strict=False)): (tuple(sorted(h)), dev) for d, h, dev in seen}
+    except ValueError:
+        return False
+    if len(have) != len(seen) or want.keys() != have.keys():
+        return False
+    return all(have[k][0] == hops and (dev is None or have[k][1] == dev) for k, (hops, dev) in want.items())
 
 
 def veth_in_sync(

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 from netmeta.agent import metrics
 from netmeta.agent.driver_host import DriverHost
-from netmeta.agent.host import Host, LinkView
+from netmeta.agent.host import FdbView, Host, LinkView
 from netmeta.agent.plan import (
     Action,
     LOADED_MARKER,
@@ -180,7 +180,9 @@ class Reconciler:
                 self.applied_vxlan.clear()
                 self.applied_portsec = False
         self.host.ensure_fabric()
-        fabric = self.host.observe_links(None) if full else None
+        # A full pass looks at the fabric once (its links, every VXLAN device's
+        # entries) and at each service namespace once, not per object.
+        fabric, fdb = self.host.observe_fabric() if full else (None, None)
         wanted_dhcp = desired_dhcp(snapshot, self.config, self.paths)
         wanted_routers = desired_routers(snapshot, self.config, self.paths)
         local = local_networks(snapshot, self.config.host)
@@ -190,7 +192,7 @@ class Reconciler:
         # creating a bridge is a single quick netlink call.
         for net_id in local:
             self._run_inline(self._bridge_unit(net_id, snapshot.networks[net_id].mtu, fabric), report)
-        units = [self._vxlan_unit(spec) for spec in wanted_vxlan.values()]
+        units = [self._vxlan_unit(spec, fabric, fdb) for spec in wanted_vxlan.values()]
         units += [self._dhcp_unit(spec, fabric, full) for spec in wanted_dhcp.values()]
         units += [self._router_unit(spec, fabric, full) for spec in wanted_routers.values()]
         if self.fabric:
@@ -339,7 +341,7 @@ class Reconciler:
 
         return _Unit(("bridge", net_id), f"bridge of {net_id}", mtu, plan, record, names.bridge_name(net_id))
 
-    def _vxlan_unit(self, spec: VxlanSpec) -> _Unit:
+    def _vxlan_unit(self, spec: VxlanSpec, fabric: LinkView | None, fdb: FdbView | None) -> _Unit:
         """A VXLAN network's device on its bridge and l2population's entries (after the bridges)."""
 
         def plan() -> list[Action]:
@@ -347,8 +349,12 @@ class Reconciler:
                 recorded = self.applied_vxlan.get(spec.network_id)
             if recorded == spec:
                 return []
-            device, fdb = self.host.observe_vxlan(spec.device)
-            return plan_vxlan(spec, recorded, VxlanSeen(device, fdb))
+            if fabric is not None and fdb is not None:  # a full pass: the fabric as observed at its start
+                link = fabric.get(spec.device)
+                device = link if link is not None and link.get("kind") == "vxlan" else None
+                return plan_vxlan(spec, recorded, VxlanSeen(device, fdb.get(spec.device) if device else None))
+            device, entries = self.host.observe_vxlan(spec.device)
+            return plan_vxlan(spec, recorded, VxlanSeen(device, entries))
 
         def record() -> None:
             self.applied_vxlan[spec.network_id] = spec
@@ -382,14 +388,16 @@ class Reconciler:
         if brief:
             ns_of_pid = host.process_namespace_inode(pid) if pid is not None else None
             return DhcpSeen(inode, pid, pid_namespace_inode=ns_of_pid)
+        links, routes = host.observe_namespace(spec.namespace) if fabric is not None and inode is not None else (None, None)
         return DhcpSeen(
             namespace_inode=inode,
             pid=pid,
             argv=host.process_argv(pid) if pid is not None else (),
             pid_namespace_inode=host.process_namespace_inode(pid) if pid is not None else None,
             loaded=host.read_file(spec.dnsmasq.path(LOADED_MARKER)),
-            links=host.observe_links(spec.namespace) if fabric is not None and inode is not None else None,
+            links=links,
             fabric=fabric,
+            routes=routes,
         )
 
     def _router_unit(self, spec: RouterSpec, fabric: LinkView | None, full: bool) -> _Unit:
@@ -427,7 +435,8 @@ class Reconciler:
     def _observe_router(self, spec: RouterSpec, recorded: RouterSpec | None, fabric: LinkView | None) -> RouterSeen:
         host = self.host
         exists = host.namespace_inode(spec.namespace) is not None
-        links = host.observe_links(spec.namespace) if exists and recorded is None and fabric is not None else None
+        links, routes = (host.observe_namespace(spec.namespace) if exists and recorded is None and fabric is not None
+                         else (None, None))
         devices = host.router_devices(spec.namespace) if exists and recorded is None and links is None else ()
         rules_may_change = recorded is None or recorded.iptables != spec.iptables
         saved = host.save_iptables(spec.namespace) if exists and rules_may_change else None
@@ -435,7 +444,7 @@ class Reconciler:
         saved6 = host.save_ip6tables(spec.namespace) if exists and rules6_may_change else None
         pid = host.radvd_pid(spec.radvd_path("pid"), spec.router_id)
         in_namespace = pid is not None and host.process_namespace_inode(pid) == host.namespace_inode(spec.namespace)
-        return RouterSeen(exists, links, devices, saved, fabric, saved6, pid, in_namespace)
+        return RouterSeen(exists, links, devices, saved, fabric, saved6, pid, in_namespace, routes)
 
     def _radvd_seen(self, spec: RouterSpec) -> tuple[bool, bool]:
         """(radvd runs, in the namespace of that name): every pass's check, two reads of /proc."""

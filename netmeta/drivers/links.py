@@ -109,29 +109,91 @@ def observe(ns: str | None) -> dict[str, dict[str, Any]]:
     """Every link of a namespace with its addresses, in one netlink session.
 
     The agent's full pass compares this with the desired state and calls the
-    ``ensure_*`` functions only where something differs: opening a netlink
-    socket inside a namespace costs a fork in pyroute2, so one observation
+    ``ensure_*`` functions only where something differs: one observation
     instead of four ensures is what keeps a 200-network resync short.
     Each value is :func:`describe_links`'s dict plus ``addresses`` (a set of
-    ``"a.b.c.d/len"`` and ``"2001:db8::1/64"``, those :func:`ensure_addresses` manages).
+    ``"a.b.c.d/len"`` and ``"2001:db8::1/64"``, those :func:`ensure_addresses`
+    manages); a VXLAN device also carries ``vni``, ``local``, ``port`` and
+    ``learning``.
+    """
+    return observe_namespace(ns)[0]
+
+
+# netmeta's routes as a namespace shows them: (destination CIDR, nexthops, device).
+SeenRoute = tuple[str, tuple[str, ...], "str | None"]
+NTF_SELF = 0x02
+
+
+def observe_namespace(
+    ns: str | None, *, routes: bool = False, fdb: bool = False,
+) -> tuple[dict[str, dict[str, Any]], tuple[SeenRoute, ...] | None, dict[str, set[tuple[str, str]]] | None]:
+    """(links as :func:`observe`, netmeta's IPv4 routes, VXLAN devices' remote entries), one netlink session.
+
+    ``routes``: the routes :func:`ensure_routes` manages (``ROUTE_PROTO``,
+    main table), nexthops sorted. ``fdb``: per VXLAN device, its own
+    (``self``) forwarding entries that name a remote VTEP, as ``(MAC, VTEP)``
+    — one dump of the namespace's forwarding database instead of one per
+    device. Either is None when not asked for.
     """
     with netlink(ns) as ipr:
         try:
             msgs = list(ipr.link("dump"))
             addrs = [a for a in ipr.addr("dump") if a["family"] in (socket.AF_INET, socket.AF_INET6) and _managed(a)]
+            route_msgs = list(ipr.route("dump", family=socket.AF_INET)) if routes else None
+            fdb_msgs = list(ipr.fdb("dump")) if fdb else None
         except NetlinkError as exc:
             raise translate(exc, f"observe links in {ns}") from exc
     names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in msgs}
     links = {}
     for m in msgs:
         link = _describe(None, m, names)
+        if link["kind"] == "vxlan":
+            link.update(vxlan_settings(m))
         link["addresses"] = set()
         links[link["name"]] = link
     for a in addrs:
         name = names.get(a["index"])
         if name in links:
             links[name]["addresses"].add(_cidr(a))
-    return links
+    seen_routes = None
+    if route_msgs is not None:
+        seen_routes = tuple(sorted(_seen_route(m, names) for m in route_msgs
+                                   if m["proto"] == ROUTE_PROTO and (m.get_attr("RTA_TABLE") or m["table"]) == 254))
+    entries: dict[str, set[tuple[str, str]]] | None = None
+    if fdb_msgs is not None:
+        found: dict[str, set[tuple[str, str]]] = {name: set() for name, link in links.items() if link["kind"] == "vxlan"}
+        for entry in fdb_msgs:
+            name = names.get(entry["ifindex"])
+            dst, mac = entry.get_attr("NDA_DST"), entry.get_attr("NDA_LLADDR")
+            if name in found and dst and mac and entry["flags"] & NTF_SELF:
+                found[name].add((mac.lower(), dst))
+        entries = found
+    return links, seen_routes, entries
+
+
+def vxlan_settings(msg: Any) -> dict[str, Any]:
+    """A VXLAN link message's settings: vni, local (underlay address), port, learning."""
+    info = msg.get_attr("IFLA_LINKINFO")
+    data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+    get = (lambda name: data.get_attr(name)) if data is not None else (lambda name: None)
+    return {
+        "vni": get("IFLA_VXLAN_ID"),
+        "local": get("IFLA_VXLAN_LOCAL"),
+        "port": get("IFLA_VXLAN_PORT"),
+        "learning": bool(get("IFLA_VXLAN_LEARNING")),
+    }
+
+
+def _seen_route(m: Any, names: dict[int, str]) -> SeenRoute:
+    dst = m.get_attr("RTA_DST")
+    destination = f"{dst}/{m['dst_len']}" if dst else "0.0.0.0/0"
+    gateway = m.get_attr("RTA_GATEWAY")
+    hops = [gateway] if gateway else []
+    for hop in m.get_attr("RTA_MULTIPATH") or ():
+        if hop.get_attr("RTA_GATEWAY"):
+            hops.append(hop.get_attr("RTA_GATEWAY"))
+    oif = m.get_attr("RTA_OIF")
+    return destination, tuple(sorted(hops)), names.get(oif) if oif else None
 
 
 def get_link(ns: str | None, name: str) -> dict[str, Any] | None:

@@ -33,36 +33,32 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netmeta.drivers.errors import PermanentDriverError, TemporaryDriverError, translate
-from netmeta.drivers.links import _GONE, _kind, _lookup, check_ifname, delete_link
+from netmeta.drivers.links import NTF_SELF, _GONE, _kind, _lookup, check_ifname, delete_link, vxlan_settings
 from netmeta.drivers.netns import namespace_path, netlink
 
 FLOOD_MAC = "00:00:00:00:00:00"
-NTF_SELF = 0x02
 # (MAC, remote VTEP address)
 FdbEntry = tuple[str, str]
 
 
-def _info_data(msg: Any) -> Any:
-    info = msg.get_attr("IFLA_LINKINFO")
-    return info.get_attr("IFLA_INFO_DATA") if info is not None else None
-
-
-def describe_vxlan(msg: Any) -> dict[str, Any]:
-    data = _info_data(msg)
-    get = (lambda name: data.get_attr(name)) if data is not None else (lambda name: None)
-    return {
-        "vni": get("IFLA_VXLAN_ID"),
-        "local": get("IFLA_VXLAN_LOCAL"),
-        "port": get("IFLA_VXLAN_PORT"),
-        "learning": bool(get("IFLA_VXLAN_LEARNING")),
-    }
-
-
 def _device(ipr: Any, msg: Any) -> dict[str, Any]:
     master = msg.get_attr("IFLA_MASTER")
-    names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.link("dump")} if master else {}
-    return {**describe_vxlan(msg), "mtu": msg.get_attr("IFLA_MTU"), "up": bool(msg["flags"] & 1),
-            "master": names.get(master), "index": msg["index"]}
+    master_name = None
+    if master:
+        # The bridge by its index: one message, not a dump of the fabric's every link.
+        found = _lookup_index(ipr, master)
+        master_name = found.get_attr("IFLA_IFNAME") if found is not None else None
+    return {**vxlan_settings(msg), "mtu": msg.get_attr("IFLA_MTU"), "up": bool(msg["flags"] & 1),
+            "master": master_name, "index": msg["index"]}
+
+
+def _lookup_index(ipr: Any, index: int) -> Any:
+    try:
+        return ipr.link("get", index=index)[0]
+    except NetlinkError as exc:
+        if exc.code in _GONE:
+            return None
+        raise
 
 
 def _entries(ipr: Any, index: int) -> set[FdbEntry]:

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from netmeta.drivers import dhclient, dnsmasq, files, iptables, links, netns, processes
+from netmeta.agent.plan import routes_in_sync
+from netmeta.drivers import dhclient, dnsmasq, files, iptables, links, netns, processes, vxlan
 from netmeta.drivers.errors import DriverError, PermanentDriverError, ProcessGone, TemporaryDriverError
 from netmeta.drivers.sockets import listening_socket_in_namespace
 
@@ -180,6 +181,39 @@ def test_bridge_veths_and_addresses_converge(netns_scope: NamespaceScope) -> Non
     assert links.delete_link(fabric, BRIDGE) is False
     with pytest.raises(PermanentDriverError):
         links.check_ifname("x" * 16)
+
+
+def test_one_look_at_a_namespace_shows_links_routes_and_vxlan_entries(netns_scope: NamespaceScope) -> None:
+    """links.observe_namespace: what the agent's full pass reads, in one netlink session per namespace."""
+    fabric = netns_scope.namespace("fabric")
+    a = netns_scope.namespace("a")
+    links.ensure_bridge(fabric, BRIDGE, 1450)
+    links.ensure_veth_into(a, "tapaaaa", fabric, "d-aaaa", BRIDGE, "fa:16:3e:00:00:0a", 1450)
+    links.ensure_addresses(a, "tapaaaa", {"10.9.0.2/24"})
+    wanted = [("10.9.0.1/32", (), "tapaaaa"), ("0.0.0.0/0", ("10.9.0.1",), "tapaaaa"),
+              ("10.7.0.0/16", ("10.9.0.4", "10.9.0.3"), None)]
+    assert links.ensure_routes(a, wanted) == []
+    seen, routes, entries = links.observe_namespace(a, routes=True)
+    assert entries is None and seen["tapaaaa"]["addresses"] == {"10.9.0.2/24"}
+    # Only netmeta's routes (not the kernel's 10.9.0.0/24 link route), nexthops sorted.
+    assert routes == (("0.0.0.0/0", ("10.9.0.1",), "tapaaaa"), ("10.7.0.0/16", ("10.9.0.3", "10.9.0.4"), None),
+                      ("10.9.0.1/32", (), "tapaaaa"))
+    assert routes_in_sync(routes, tuple(wanted))
+    assert links.observe_namespace(a)[1] is None
+
+    # The fabric: a VXLAN device's settings in its link, its remote entries from one dump.
+    links.ensure_bridge(fabric, "brq-under", 1500)
+    links.ensure_addresses(fabric, "brq-under", {"10.99.0.1/24"})
+    vxlan.ensure_vxlan(fabric, fabric, "vxlan-77", 77, "10.99.0.1", BRIDGE, 1450)
+    vxlan.ensure_fdb(fabric, "vxlan-77", [("00:00:00:00:00:00", "10.99.0.2"), ("fa:16:3e:00:00:0b", "10.99.0.2")])
+    seen, _, entries = links.observe_namespace(fabric, fdb=True)
+    device = seen["vxlan-77"]
+    assert (device["kind"], device["vni"], device["local"], device["learning"], device["master"]) == (
+        "vxlan", 77, "10.99.0.1", False, BRIDGE)
+    assert entries == {"vxlan-77": {("00:00:00:00:00:00", "10.99.0.2"), ("fa:16:3e:00:00:0b", "10.99.0.2")}}
+    assert entries["vxlan-77"] == vxlan.observe_fdb(fabric, "vxlan-77")
+    assert {k: device[k] for k in ("vni", "local", "port", "learning", "mtu", "up", "master")} == {
+        k: v for k, v in vxlan.get_vxlan(fabric, "vxlan-77").items() if k != "index"}
 
 
 # --- sockets ------------------------------------------------------------------

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from netmeta.agent.plan import routes_in_sync
 from netmeta.agent.reconciler import Reconciler
 from netmeta.config import Config
 from netmeta.drivers.errors import PermanentDriverError, TemporaryDriverError
@@ -94,6 +95,44 @@ def test_full_pass_on_a_converged_host_only_verifies(agent: Reconciler, host: Fa
         ("set_sysctl", "qrouter-r1", "net.ipv6.conf.all.forwarding", "1"),
         ("write_files", f"{DHCP}/net1", ()),
     ]
+
+
+def test_full_pass_on_a_converged_host_observes_each_namespace_once_and_sets_no_route(
+    agent: Reconciler, host: FakeHost,
+) -> None:
+    snap = attach(tenant_network(1), 1)
+    agent.converge(snap, full=True)
+    host.clear()
+    agent.converge(snap, full=True)
+    # One look per namespace (links and routes together) and one at the fabric; routes found
+    # in place are not set again, so an agent restart over an intact host runs no netlink writes.
+    looks = [c for c in host.transcript if c[0].startswith("observe_")]
+    assert sorted(looks) == [("observe_fabric",), ("observe_namespace", "qdhcp-net1"),
+                             ("observe_namespace", "qrouter-r1")]
+    assert host.calls("ensure_routes") == []
+
+
+def test_a_route_deleted_by_hand_comes_back_on_the_full_pass(agent: Reconciler, host: FakeHost) -> None:
+    agent.converge(tenant_network(1), full=True)
+    host.routes["qdhcp-net1"] = ()
+    host.clear()
+    agent.converge(tenant_network(1))
+    assert host.calls("ensure_routes") == []  # between full passes the kernel is not read again
+    agent.converge(tenant_network(1), full=True)
+    assert host.calls("ensure_routes") == [
+        ("ensure_routes", "qdhcp-net1", (("0.0.0.0/0", ("10.1.0.1",), names.tap_name("dhcp1")),))]
+
+
+def test_routes_in_sync() -> None:
+    wanted = (("10.2.0.0/24", ("10.1.0.5", "10.1.0.4"), None), ("0.0.0.0/0", ("10.1.0.1",), "tap1"))
+    seen = (("0.0.0.0/0", ("10.1.0.1",), "tap1"), ("10.2.0.0/24", ("10.1.0.4", "10.1.0.5"), "qr-1"))
+    assert routes_in_sync(seen, wanted)
+    assert not routes_in_sync(None, wanted)  # not observed
+    assert not routes_in_sync(seen[:1], wanted)  # one missing
+    assert not routes_in_sync((*seen, ("10.9.0.0/16", ("10.1.0.9",), "tap1")), wanted)  # one extra
+    assert not routes_in_sync((("0.0.0.0/0", ("10.1.0.1",), "tap2"), seen[1]), wanted)  # on another device
+    assert not routes_in_sync((("0.0.0.0/0", ("10.1.0.9",), "tap1"), seen[1]), wanted)  # via another gateway
+    assert routes_in_sync((), ())
 
 
 def test_router_attach_rewrites_files_and_signals_without_restart(agent: Reconciler, host: FakeHost) -> None:

@@ -137,6 +137,19 @@ def test_first_pass_makes_the_device_on_the_bridge_then_the_entries(agent2: Reco
     assert not agent2.converge(snap).changed
     assert not agent2.converge(snap, full=True).changed
     assert host.calls("ensure_vxlan", "replace_fdb") == []
+    # The full pass read the devices from its one look at the fabric, not one by one.
+    assert host.calls("observe_vxlan") == []
+
+
+def test_entries_changed_by_hand_are_put_back_on_the_full_pass(agent2: Reconciler, host: FakeHost) -> None:
+    snap = dataclasses.replace(merge(CLOUD, guest(1, "g1", "host-1", "fa:16:3e:00:00:11")), agents=CLOUD.agents)
+    agent2.converge(snap, full=True)
+    host.fdb["vxlan-101"].discard(("fa:16:3e:00:00:11", "198.18.0.11"))
+    host.clear()
+    agent2.converge(snap)
+    assert host.calls(*L2) == []  # between full passes the kernel is not read again
+    agent2.converge(snap, full=True)
+    assert host.calls(*L2) == [("replace_fdb", "vxlan-101", ((ZERO, "198.18.0.11"), ("fa:16:3e:00:00:11", "198.18.0.11")))]
 
 
 def test_a_port_coming_and_going_on_another_host_changes_only_the_entries(agent2: Reconciler, host: FakeHost) -> None:
