@@ -59,6 +59,10 @@ class Agent:
         self.converged_revision = -1
         self.passes = 0
         self.metrics_address = ""
+        # Seconds from this object's creation to each start-up step (status
+        # "startup": what an agent restart spends before and in its first pass).
+        self._created = time.monotonic()
+        self.startup: dict[str, float] = {}
 
     def _on_change(self, snapshot: Snapshot) -> None:
         self._wake.set()
@@ -81,9 +85,11 @@ class Agent:
             await asyncio.wait_for(self.reporter.reported.wait(), timeout=REGISTER_WAIT)
         except asyncio.TimeoutError:
             pass
+        self._step("registered")
         follower = asyncio.create_task(self.follower.run(), name="feed")
         try:
             await self.follower.synced.wait()
+            self._step("synced")
             await self._loop()
         finally:
             follower.cancel()
@@ -130,6 +136,8 @@ class Agent:
                 self._full_due = True
                 await asyncio.sleep(1.0)
                 continue
+            if first:
+                self._step("first_pass")
             first = False
             if full:
                 last_full = time.monotonic()
@@ -165,6 +173,9 @@ class Agent:
             except asyncio.TimeoutError:
                 pass
 
+    def _step(self, name: str) -> None:
+        self.startup[name] = round(time.monotonic() - self._created, 3)
+
     def _count(self, report: PassReport, full: bool) -> None:
         """The pass in the metrics (see :mod:`netmeta.agent.metrics`)."""
         kind = "full" if full else "quick"
@@ -192,6 +203,7 @@ class Agent:
             "passes": self.passes,
             "last_pass_full": full,
             "last_pass_ms": round(1000 * (time.monotonic() - report.started), 1),
+            "startup": self.startup,
             "applied": report.applied,
             "removed": report.removed,
             "signalled": report.signalled,
