@@ -183,7 +183,10 @@ def main() -> int:
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             while True:
                 status = h1.status()
-                if status.get("pid") == component.pid and status.get("startup", {}).get("first_pass") is not None:
+                if status.get("pid") == component.pid and (
+                        status.get("startup", {}).get("first_pass") is not None
+                        # an agent from before the status had "startup": its first status is its first pass
+                        or ("startup" not in status and status.get("last_pass_full"))):
                     break
                 if not component.alive():
                     raise RuntimeError(f"agent exited: {component.last_words()}")
@@ -215,9 +218,10 @@ def main() -> int:
                 **counts,
             }
             rows.append(row)
-            print(f"restart {n}: {row['total']:.2f}s to the first full pass = stop {row['stop']:.2f}s + "
-                  f"process start {row['start']:.2f}s + register {row['registered']:.2f}s + list "
-                  f"{row['list']:.2f}s + pass {row['pass']:.2f}s; the pass changed {row['changed']}; "
+            split = (f"stop {row['stop']:.2f}s + process start {row['start']:.2f}s + register "
+                     f"{row['registered']:.2f}s + list {row['list']:.2f}s + pass {row['pass']:.2f}s" if steps
+                     else f"stop {row['stop']:.2f}s + (no startup steps in this agent's status) pass {row['pass']:.2f}s")
+            print(f"restart {n}: {row['total']:.2f}s to the first full pass = {split}; the pass changed {row['changed']}; "
                   f"metadata failed {counts['metadata_failed']}/{counts['requests']}, renewals failed "
                   f"{counts['renewals_failed']}/{counts['renewals']}; load {os.getloadavg()[0]:.1f}", flush=True)
         if rows:
