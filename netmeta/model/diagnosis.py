@@ -276,7 +276,10 @@ def _explain_ipv6(out: Explanation, snapshot: Snapshot, obs: Observations, six: 
     Routed (the route goes via a router interface's link-local, from the
     router advertisement's route information) the qrouter answers behind
     its ip6tables REDIRECT; on the link, the qdhcp's listener on
-    ``[fe80::a9fe:a9fe%tap]:80`` does, when a metadata option is on.
+    ``[fe80::a9fe:a9fe%tap]:80`` does, when a metadata option is on. A guest
+    that resolves the address on its link, gets no answer and has a router
+    advertising on the network ignores the advertised route (as Neutron, the
+    router holds nothing at that address on the link): that is named.
     """
     from netmeta.model.ipam import AUTO_ADDRESS_MODES, DHCPV6_STATEFUL, link_local_address
 
@@ -309,6 +312,14 @@ def _explain_ipv6(out: Explanation, snapshot: Snapshot, obs: Observations, six: 
             out.add(OK, "ipv6-route", f"fe80::a9fe:a9fe goes via {six.route_gateway}, the link-local of "
                                       f"{names.router_port_name(router.id)} (router {router.device_id}, from its "
                                       "router advertisement); ip6tables there redirects it to [::]:9697")
+    elif six.fetch_status != 200 and _advertising_router(snapshot, obs.network_id) is not None:
+        # Neutron's L3 agent puts nothing at fe80::a9fe:a9fe on the link: radvd advertises a route
+        # to it via the router, and the guest must take the route (its release note says so).
+        out.add(PROBLEM, "ipv6-route",
+                f"the guest resolves fe80::a9fe:a9fe on its link, but router "
+                f"{_advertising_router(snapshot, obs.network_id)} advertises it as a route through itself and "
+                f"no DHCP tap holds it: the guest ignores the route information of router advertisements "
+                f"(Linux: net.ipv6.conf.<interface>.accept_ra_rt_info_max_plen must be 128; its default is 0)")
     else:
         out.add(OK, "ipv6-route", "fe80::a9fe:a9fe is on the guest's link: the DHCP tap in "
                                   f"{names.dhcp_namespace(obs.network_id)} answers for it when a metadata "
@@ -319,6 +330,18 @@ def _explain_ipv6(out: Explanation, snapshot: Snapshot, obs: Observations, six: 
     else:
         out.add(PROBLEM, "ipv6-fetch", "GET http://[fe80::a9fe:a9fe%eth0]/openstack/latest/meta_data.json from "
                                        f"the guest: {six.fetch_status or six.fetch_error or 'no answer'}")
+
+
+def _advertising_router(snapshot: Snapshot, network_id: str) -> str | None:
+    """The router that sends RAs on the network (an interface on a subnet with ``ipv6_ra_mode``), if any."""
+    for port in snapshot.ports_of(NetworkId(network_id)):
+        if port.device_owner not in ROUTER_INTERFACE_OWNERS:
+            continue
+        for fixed in port.fixed_ips:
+            subnet = snapshot.subnets.get(fixed.subnet_id)
+            if subnet is not None and subnet.ip_version == 6 and subnet.ipv6_ra_mode:
+                return str(port.device_id)
+    return None
 
 
 def _guest_port_id(snapshot: Snapshot, obs: Observations) -> str:

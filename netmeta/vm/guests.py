@@ -270,7 +270,10 @@ class Guests(Records[Guest]):
         if ipv6:
             # Before eth0 exists, so it is born with them: take RAs (a host,
             # not a router), and their route information up to /128, which is
-            # how the route to fe80::a9fe:a9fe via the router arrives.
+            # how the route to fe80::a9fe:a9fe via the router arrives. Neutron's
+            # L3 agent works the same way (radvd's route, the REDIRECT in the
+            # qrouter, nothing at that address on the link) and expects guests
+            # to take the route; Linux's default (0) ignores it.
             for key, value in (("accept_ra", "1"), ("accept_ra_rt_info_max_plen", "128")):
                 netns.set_sysctl(guest.namespace, f"net.ipv6.conf.default.{key}", value)
         links.ensure_veth_into(

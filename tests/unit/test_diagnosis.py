@@ -13,12 +13,14 @@ from dataclasses import replace
 import pytest
 
 from netmeta.model.diagnosis import (
+    Ipv6Observations,
     NamespaceFacts,
     Observations,
     explain,
     opts_metadata_route,
     parse_rfc3442,
 )
+from netmeta.model.ipam import eui64_address, link_local_address
 from netmeta.model.types import Instance, InstanceId, Network, NetworkId, PortId, Router, RouterId, Snapshot, SubnetId
 from tests.builders import port, router_port_at, subnet, world
 
@@ -208,3 +210,51 @@ def test_an_admin_down_router_is_named() -> None:
     result = explain(snap, observed(GW, namespace=NamespaceFacts(f"qrouter-{ROUTER}", False)))
     [finding] = [f for f in result.findings if f.code == "namespace-missing"]
     assert "router r is admin-down, so its qrouter namespace is not made" in finding.text
+
+
+# --- IPv6 -------------------------------------------------------------------------------------
+
+SUB6, CIDR6 = SubnetId("sub-6"), "2001:db8:6::/64"
+VM_MAC, RTR_MAC = "fa:16:3e:00:00:05", "fa:16:3e:00:00:01"
+
+
+def snapshot6() -> Snapshot:
+    """A SLAAC subnet on a router (radvd advertises there), the VM with its EUI-64 address."""
+    vm_ip6 = eui64_address(CIDR6, VM_MAC)
+    return world(
+        networks=[Network(NET, "n", "p")],
+        subnets=[subnet(SUB6, NET, CIDR6, gateway_ip="2001:db8:6::1", ip_version=6,
+                        ipv6_ra_mode="slaac", ipv6_address_mode="slaac")],
+        ports=[port(VM_PORT, NET, [(SUB6, vm_ip6)], mac=VM_MAC, device_id=VM, owner="compute:nova", project_id="p"),
+               router_port_at(RTR_PORT, NET, SUB6, "2001:db8:6::1", ROUTER, mac=RTR_MAC)],
+        routers=[Router(ROUTER, "r")],
+        instances=[Instance(VM, "vm1", "vm1", "p")],
+        revision=7,
+    )
+
+
+def observed6(six: Ipv6Observations) -> Observations:
+    return Observations(guest_name="vm1", guest_ip="", instance_id=VM, network_id=NET, route_gateway=None,
+                        route_found=False, ipv6=six)
+
+
+def route6_text(result: object) -> str:
+    return " ".join(f.text for f in result.findings if f.code == "ipv6-route")  # type: ignore[attr-defined]
+
+
+def test_ipv6_routed_through_the_advertised_route_is_consistent() -> None:
+    six = Ipv6Observations((eui64_address(CIDR6, VM_MAC),), link_local_address(RTR_MAC), True, 200)
+    result = explain(snapshot6(), observed6(six))
+    assert codes(result, "problem") == set() and {"ipv6-address", "ipv6-route", "ipv6-fetch"} <= codes(result, "ok")
+    assert "from its router advertisement" in route6_text(result)
+
+
+def test_ipv6_guest_ignoring_the_advertised_route_is_named() -> None:
+    """Neutron's routers put nothing at fe80::a9fe:a9fe on the link: a guest must take the RA's route."""
+    six = Ipv6Observations((eui64_address(CIDR6, VM_MAC),), None, True, None, "curl exit 7")
+    result = explain(snapshot6(), observed6(six))
+    assert {"ipv6-route", "ipv6-fetch"} <= codes(result, "problem")
+    assert "accept_ra_rt_info_max_plen" in route6_text(result) and ROUTER in route6_text(result)
+    # On the link and answered (a DHCP tap holds the address): nothing wrong with the route.
+    answered = explain(snapshot6(), observed6(replace(six, fetch_status=200, fetch_error="")))
+    assert "ipv6-route" in codes(answered, "ok") and "on the guest's link" in route6_text(answered)
