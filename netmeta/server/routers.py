@@ -13,7 +13,10 @@ interfaces on one subnet or on overlapping subnets (400 ``BadRequest``, see
 :mod:`netmeta.server.errors`); an interface-by-port port must have a fixed
 IP and no owner (409 ``PortInUse`` otherwise); a router with interfaces
 cannot be deleted (409 ``RouterInUse``); removing an interface deletes its
-port.
+port. A network's IPv6 subnets share one router port: a second IPv6 subnet
+of a network the router already has an IPv6 address on is added to that
+port's fixed IPs (the reply names that port and the new subnet), and
+removing one of them leaves the port with the others.
 
 Extra routes (Neutron's ``extraroute`` and ``extraroute-atomic``
 extensions): ``routes`` on update replaces the list, ``add_extraroutes``
@@ -208,6 +211,15 @@ def _check_duplicate_subnets(txn: Txn, router_id: str, new_subnets: list[dict[st
                 )
 
 
+def _ipv6_port_on_network(txn: Txn, router_id: str, subnet: dict[str, Any]) -> dict[str, Any] | None:
+    """The router's own interface port on ``subnet``'s network that already has an IPv6 address."""
+    for port in interface_ports(txn, router_id):
+        if (port["device_owner"] == DEVICE_OWNER_ROUTER_INTF and port["network_id"] == subnet["network_id"]
+                and any(":" in f["ip_address"] for f in port["fixed_ips"])):
+            return port
+    return None
+
+
 def _info(router: dict[str, Any], port: dict[str, Any]) -> dict[str, Any]:
     subnet_ids = [f["subnet_id"] for f in port["fixed_ips"]]
     return {
@@ -247,6 +259,17 @@ def add_interface(txn: Txn, router_id: str, raw: object) -> dict[str, Any]:
         if not subnet["gateway_ip"]:
             raise BadRequest(f"Bad router request: Subnet {subnet_id} does not have a gateway IP.", "BadRequest")
         _check_duplicate_subnets(txn, router_id, [subnet])
+        shared = _ipv6_port_on_network(txn, router_id, subnet) if subnet["ip_version"] == 6 else None
+        if shared is not None:
+            # Neutron's _add_interface_by_subnet: a network's IPv6 subnets share one router port.
+            shared["fixed_ips"] = [*shared["fixed_ips"], {
+                "subnet_id": subnet_id,
+                "ip_address": addresses.claim_exact(txn, subnet, shared["id"], subnet["gateway_ip"])}]
+            save(txn, "ports", shared)
+            save(txn, "routers", router)
+            info = _info(router, shared)
+            info["subnet_id"], info["subnet_ids"] = subnet_id, [subnet_id]
+            return info
         network = get_or_404(txn, "networks", subnet["network_id"])
         port = new_port(new_id(), network, txn.now, random.randbytes, router["project_id"])
         port["fixed_ips"] = [

@@ -118,6 +118,39 @@ def test_router_interface_on_slaac_takes_the_gateway(api: Api) -> None:
     assert (status, kind) == (400, "BadRequest") and "receive RAs from an external router" in message
 
 
+def test_ipv6_subnets_of_one_network_share_one_router_port(api: Api) -> None:
+    """Neutron's ``_add_interface_by_subnet``: a second IPv6 subnet goes on the existing port."""
+    net = api.network("v6-two-prefixes")
+    v4 = api.post("/v2.0/subnets", {"subnet": {"network_id": net["id"], "cidr": "10.98.0.0/24",
+                                               "ip_version": 4}})["subnet"]
+    first = v6(api, net["id"], "2001:db8:a::/64")
+    second = v6(api, net["id"], "2001:db8:b::/64", "dhcpv6-stateful")
+    router = api.router("r6-two")
+    add = f"/v2.0/routers/{router['id']}/add_router_interface"
+    by_v4 = api.ok("PUT", add, {"subnet_id": v4["id"]})
+    by_first = api.ok("PUT", add, {"subnet_id": first["id"]})
+    by_second = api.ok("PUT", add, {"subnet_id": second["id"]})
+    # IPv4 has a port of its own; the second IPv6 subnet joins the first one's port.
+    assert by_first["port_id"] != by_v4["port_id"]
+    assert by_second["port_id"] == by_first["port_id"]
+    assert (by_second["subnet_id"], by_second["subnet_ids"]) == (second["id"], [second["id"]])
+    ports = api.get(f"/v2.0/ports?device_id={router['id']}")["ports"]
+    assert len(ports) == 2
+    shared = api.get(f"/v2.0/ports/{by_first['port_id']}")["port"]
+    assert shared["fixed_ips"] == [{"subnet_id": first["id"], "ip_address": "2001:db8:a::1"},
+                                   {"subnet_id": second["id"], "ip_address": "2001:db8:b::1"}]
+    # Removing one prefix leaves the port with the other; removing the last removes the port.
+    api.ok("PUT", f"/v2.0/routers/{router['id']}/remove_router_interface", {"subnet_id": first["id"]})
+    shared = api.get(f"/v2.0/ports/{by_first['port_id']}")["port"]
+    assert shared["fixed_ips"] == [{"subnet_id": second["id"], "ip_address": "2001:db8:b::1"}]
+    api.ok("PUT", f"/v2.0/routers/{router['id']}/remove_router_interface", {"subnet_id": second["id"]})
+    assert api.call("GET", f"/v2.0/ports/{by_first['port_id']}", None)[0] == 404
+    # A router on another network's IPv6 subnet gets a port there.
+    other = api.network("v6-other")
+    third = v6(api, other["id"], "2001:db8:c::/64")
+    assert api.ok("PUT", add, {"subnet_id": third["id"]})["port_id"] != by_first["port_id"]
+
+
 def test_disabling_dhcp_with_modes_is_refused(api: Api) -> None:
     net = api.network("v6-nodhcp")
     sub = v6(api, net["id"], "2001:db8:7::/64")
