@@ -510,20 +510,22 @@ def get_routes(ns: str, table: int = 254) -> list[RouteDict]:
 ROUTE_PROTO = 4
 
 
-def _route_key(dst: str | None, dst_len: int) -> str:
-    return f"{dst}/{dst_len}" if dst else "0.0.0.0/0"
+def _route_key(family: int, dst: str | None, dst_len: int) -> str:
+    if not dst:
+        return "::/0" if family == socket.AF_INET6 else "0.0.0.0/0"
+    return f"{ipaddress.ip_address(dst)}/{dst_len}"  # one spelling, whoever wrote the address
 
 
 def ensure_routes(ns: str, routes: list[tuple[str, tuple[str, ...], str | None]]) -> list[str]:
-    """Make netmeta's IPv4 routes in ``ns`` exactly ``routes``; returns the ones that failed.
+    """Make netmeta's IPv4 and IPv6 routes in ``ns`` exactly ``routes``; returns the ones that failed.
 
     Each route is ``(destination CIDR, nexthops, device)``: one nexthop is a
     plain route via it, several one multipath (ECMP) route; no nexthop with a
     device is an on-link route to the destination there. Routes are replaced
-    in place; netmeta routes (``ROUTE_PROTO``) not asked for are deleted. A
-    route the kernel refuses (its nexthop on no link of the namespace, e.g.
-    behind an admin-down interface) is skipped and reported, as Neutron's L3
-    agent skips it: the others still go in.
+    in place; netmeta routes (``ROUTE_PROTO``) not asked for are deleted, in
+    either family. A route the kernel refuses (its nexthop on no link of the
+    namespace, e.g. behind an admin-down interface) is skipped and reported,
+    as Neutron's L3 agent skips it: the others still go in.
     """
     failed: list[str] = []
     with netlink(ns) as ipr:
@@ -532,7 +534,8 @@ def ensure_routes(ns: str, routes: list[tuple[str, tuple[str, ...], str | None]]
             wanted: set[str] = set()
             for destination, nexthops, device in routes:
                 net = ipaddress.ip_network(destination, strict=False)
-                spec: dict[str, Any] = {"dst_len": net.prefixlen, "proto": ROUTE_PROTO}
+                family = socket.AF_INET6 if net.version == 6 else socket.AF_INET
+                spec: dict[str, Any] = {"family": family, "dst_len": net.prefixlen, "proto": ROUTE_PROTO}
                 if net.prefixlen:
                     spec["dst"] = str(net.network_address)
                 if len(nexthops) > 1:
@@ -546,20 +549,20 @@ def ensure_routes(ns: str, routes: list[tuple[str, tuple[str, ...], str | None]]
                     spec["oif"] = index[device]
                     if not nexthops:
                         spec["scope"] = 253  # RT_SCOPE_LINK
-                wanted.add(_route_key(spec.get("dst"), net.prefixlen))
+                wanted.add(_route_key(family, spec.get("dst"), net.prefixlen))
                 try:
                     ipr.route("replace", **spec)
                 except NetlinkError as exc:
                     if exc.code not in (errno.ENETUNREACH, errno.EINVAL, errno.ENODEV, errno.EHOSTUNREACH):
                         raise
                     failed.append(destination)
-            for m in ipr.route("dump", family=socket.AF_INET):
+            for m in [*ipr.route("dump", family=socket.AF_INET), *ipr.route("dump", family=socket.AF_INET6)]:
                 if m["proto"] != ROUTE_PROTO or (m.get_attr("RTA_TABLE") or m["table"]) != 254:
                     continue
-                key = _route_key(m.get_attr("RTA_DST"), m["dst_len"])
+                key = _route_key(m["family"], m.get_attr("RTA_DST"), m["dst_len"])
                 if key in wanted:
                     continue
-                kwargs: dict[str, Any] = {"dst_len": m["dst_len"], "proto": ROUTE_PROTO}
+                kwargs: dict[str, Any] = {"family": m["family"], "dst_len": m["dst_len"], "proto": ROUTE_PROTO}
                 if m.get_attr("RTA_DST"):
                     kwargs["dst"] = m.get_attr("RTA_DST")
                 try:

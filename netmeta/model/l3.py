@@ -340,12 +340,10 @@ def router_routes(routes: Sequence[HostRoute]) -> tuple[RouterRoute, ...]:
 
     Routes to the same destination become one multipath route, nexthops in
     the order given; destinations in the order of their first route. IPv6
-    routes are left out (netmeta routes no IPv6).
+    routes go in as IPv4 ones do (Neutron's agent makes no difference).
     """
     grouped: dict[str, list[str]] = {}
     for route in routes:
-        if ":" in route.destination:
-            continue
         hops = grouped.setdefault(route.destination, [])
         if route.nexthop not in hops:
             hops.append(route.nexthop)

@@ -324,9 +324,12 @@ def test_admin_down_interface_port_gets_no_device_but_keeps_its_scope_rules() ->
 
 def test_extra_routes_group_into_multipath_routes() -> None:
     routes = (HostRoute("192.168.6.0/24", "10.0.0.9"), HostRoute("192.168.5.0/24", "10.0.0.9"),
-              HostRoute("192.168.6.0/24", "10.0.0.8"), HostRoute("fd00::/64", "fd00::1"))
+              HostRoute("192.168.6.0/24", "10.0.0.8"), HostRoute("fd00::/64", "fd00::1"),
+              HostRoute("fd00::/64", "fd00::2"))
+    # IPv6 routes are a router's routes too (they used to be dropped).
     assert l3.router_routes(routes) == (
-        l3.RouterRoute("192.168.6.0/24", ("10.0.0.9", "10.0.0.8")), l3.RouterRoute("192.168.5.0/24", ("10.0.0.9",)))
+        l3.RouterRoute("192.168.6.0/24", ("10.0.0.9", "10.0.0.8")), l3.RouterRoute("192.168.5.0/24", ("10.0.0.9",)),
+        l3.RouterRoute("fd00::/64", ("fd00::1", "fd00::2")))
 
 
 def test_listener_follows_enable_metadata_proxy() -> None:
