@@ -506,7 +506,12 @@ def plan_dhcp(want: DhcpNetworkSpec, recorded: DhcpNetworkSpec | None, seen: Dhc
                                 want.addresses)
         if not in_place:
             actions.append(EnsureNamespace(want.namespace))
+            # Neutron's DeviceManager.setup: no router advertisements in the namespace, set before
+            # the tap is plugged (it could take an RA at once): the agent sets its addresses itself.
+            actions.append(SetSysctl(want.namespace, "net.ipv6.conf.default.accept_ra", "0"))
             actions.append(EnsureVeth(want.namespace, want.tap, outer, want.bridge, want.mac, want.mtu, want.addresses))
+        # And on the tap itself, which an older agent may have made with RAs on.
+        actions.append(SetSysctl(want.namespace, f"net.ipv6.conf.{want.tap}.accept_ra", "0"))
     if recorded is None or _plumbing(recorded) != _plumbing(want) or recorded.route != want.route:
         if not (recorded is None and in_place and routes_in_sync(seen.routes, dhcp_routes(want))):
             actions.append(EnsureRoutes(want.namespace, dhcp_routes(want)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -210,6 +211,76 @@ def test_stateless_address_from_ra_options_from_dhcpv6(stack: Stack) -> None:
     env = guest_env(vm)
     assert env["reason"] in ("INFORM6", "RENEW6") and "2001:db8::35" in env["new_dhcp6_name_servers"]
     assert not env.get("new_ip6_address")  # stateless: DHCPv6 hands out no address
+
+
+# --- a router's IPv6 port, routes, and a qdhcp that takes no RAs ---------------------------
+
+
+def routes6(namespace: str) -> dict[str, Any]:
+    """The namespace's IPv6 routes of the main table, by destination."""
+    out = in_ns(namespace, "ip", "-j", "-6", "route", "show", "table", "main").stdout
+    return {r["dst"]: r for r in json.loads(out or "[]")}
+
+
+def test_router_ipv6_port_prefixes_extra_routes_and_a_qdhcp_without_ras(isolated_stack: Stack) -> None:
+    """Neutron's L3 and DHCP agents, three details at once (one stack, no guest boot).
+
+    A second IPv6 subnet of a network goes on the router's existing IPv6 port:
+    one qr- device with both gateways, one radvd stanza with both prefixes.
+    IPv6 extra routes reach the qrouter (single and multipath) and leave it.
+    The qdhcp namespace takes no router advertisements: accept_ra is off on
+    its tap, and while radvd advertises on the link the tap gets no route
+    from it (before, it took a default route via the router).
+    """
+    stack = isolated_stack
+    net, sub4 = stack.network("v6-rtr", "10.96.1.0/24")
+    slaac = subnet6(stack, net["id"], "2001:db8:e1::/64", "slaac")
+    stateful = subnet6(stack, net["id"], "2001:db8:e2::/64", "dhcpv6-stateful")
+    router = stack.router("r6-routes", sub4, slaac, stateful)
+    stack.converged()
+    qrouter = names.router_namespace(router["id"])
+    ports = stack.client.get("/v2.0/ports", device_id=router["id"])["ports"]
+    [v6port] = [p for p in ports if any(":" in f["ip_address"] for f in p["fixed_ips"])]
+    assert len(ports) == 2 and {f["subnet_id"] for f in v6port["fixed_ips"]} == {slaac["id"], stateful["id"]}
+    qr = names.router_port_name(v6port["id"])
+    shown = in_ns(qrouter, "ip", "-6", "addr", "show", qr).stdout
+    assert "2001:db8:e1::1/64" in shown and "2001:db8:e2::1/64" in shown, shown
+    with open(stack.config.paths.radvd_file(router["id"], "conf"), encoding="utf-8") as handle:
+        conf = handle.read()
+    assert conf.count("interface ") == 1 and f"interface {qr}" in conf, conf
+    assert "prefix 2001:db8:e1::/64" in conf and "prefix 2001:db8:e2::/64" in conf, conf
+
+    # IPv6 extra routes, one plain and one multipath, beside an IPv4 one.
+    stack.client.request("PUT", f"/v2.0/routers/{router['id']}", {"router": {"routes": [
+        {"destination": "2001:db8:77::/64", "nexthop": "2001:db8:e1::50"},
+        {"destination": "2001:db8:78::/64", "nexthop": "2001:db8:e1::51"},
+        {"destination": "2001:db8:78::/64", "nexthop": "2001:db8:e2::52"},
+        {"destination": "192.168.79.0/24", "nexthop": "10.96.1.53"}]}})
+    wait_until(lambda: "2001:db8:78::/64" in routes6(qrouter), "the IPv6 extra routes in the qrouter", timeout=15)
+    got = routes6(qrouter)
+    assert got["2001:db8:77::/64"]["gateway"] == "2001:db8:e1::50", got
+    assert {h["gateway"] for h in got["2001:db8:78::/64"]["nexthops"]} == {"2001:db8:e1::51", "2001:db8:e2::52"}, got
+    v4 = json.loads(in_ns(qrouter, "ip", "-j", "-4", "route").stdout or "[]")
+    assert {"192.168.79.0/24": "10.96.1.53"}.items() <= {r["dst"]: r.get("gateway") for r in v4}.items()
+    stack.client.request("PUT", f"/v2.0/routers/{router['id']}", {"router": {"routes": [
+        {"destination": "2001:db8:78::/64", "nexthop": "2001:db8:e1::51"}]}})
+    wait_until(lambda: "2001:db8:77::/64" not in routes6(qrouter), "the removed IPv6 route to leave", timeout=15)
+    assert routes6(qrouter)["2001:db8:78::/64"]["gateway"] == "2001:db8:e1::51"
+    v4 = json.loads(in_ns(qrouter, "ip", "-j", "-4", "route").stdout or "[]")
+    assert "192.168.79.0/24" not in {r["dst"] for r in v4}
+
+    # The qdhcp takes no RAs: off on its tap, and no route from the router's advertisements, which a
+    # host on the link (a guest) does take.
+    qdhcp = names.dhcp_namespace(net["id"])
+    tap = names.tap_name(stack.dhcp_port(net["id"])["id"])
+    assert in_ns(qdhcp, "sysctl", "-n", f"net.ipv6.conf.{tap}.accept_ra").stdout.strip() == "0"
+    assert in_ns(qdhcp, "sysctl", "-n", "net.ipv6.conf.default.accept_ra").stdout.strip() == "0"
+    vm = stack.boot("vm-ra", net["id"])
+    wait_until(lambda: default_route6(vm), "the guest's default route from the RA", timeout=30)
+    # One more unsolicited advertisement (every 3-4 s here) reaches the tap too.
+    time.sleep(FAST_RA["max_rtr_adv_interval"] + 1)
+    from_ra = {d: r for d, r in routes6(qdhcp).items() if r.get("protocol") == "ra"}
+    assert from_ra == {}, from_ra
 
 
 # --- dual stack and spoofing --------------------------------------------------------------

@@ -73,6 +73,18 @@ def test_first_pass_builds_everything_in_order(agent: Reconciler, host: FakeHost
     assert "tag:subnet-sub1,option:classless-static-route,169.254.169.254/32,10.1.0.2" in host.files[f"{DHCP}/net1/opts"]
 
 
+def test_qdhcp_takes_no_router_advertisements(agent: Reconciler, host: FakeHost) -> None:
+    """Neutron's DeviceManager.setup: accept_ra off in the namespace before the tap is plugged, and on the tap."""
+    agent.converge(tenant_network(1), full=True)
+    ns = "qdhcp-net1"
+    calls = host.calls()
+    default = ("set_sysctl", ns, "net.ipv6.conf.default.accept_ra", "0")
+    on_tap = ("set_sysctl", ns, "net.ipv6.conf.tapdhcp1.accept_ra", "0")
+    steps = [c[:2] for c in calls]
+    assert steps.index(("ensure_namespace", ns)) < calls.index(default) < steps.index(("ensure_veth", ns))
+    assert calls.index(on_tap) > steps.index(("ensure_veth", ns))
+
+
 def test_second_pass_does_nothing(agent: Reconciler, host: FakeHost) -> None:
     agent.converge(tenant_network(1), full=True)
     host.clear()
@@ -89,6 +101,7 @@ def test_full_pass_on_a_converged_host_only_verifies(agent: Reconciler, host: Fa
     # Files are rewritten only where they differ (none), forwarding is re-asserted
     # (the driver writes only a different value); no link, process or rule is touched.
     assert sorted(host.calls()) == [
+        ("set_sysctl", "qdhcp-net1", "net.ipv6.conf.tapdhcp1.accept_ra", "0"),
         ("set_sysctl", "qrouter-r1", "net.ipv4.conf.all.arp_announce", "2"),
         ("set_sysctl", "qrouter-r1", "net.ipv4.conf.all.arp_ignore", "1"),
         ("set_sysctl", "qrouter-r1", "net.ipv4.ip_forward", "1"),
