@@ -30,10 +30,11 @@ The rules:
 from __future__ import annotations
 
 import collections
+import functools
 import re
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Callable, Union
+from typing import Callable, Sequence, Union
 from urllib.parse import unquote
 
 SERVER = b"netmeta"
@@ -76,7 +77,7 @@ class Request:
     target: str
     path: str
     query: str
-    headers: list[tuple[str, str]]
+    headers: Sequence[tuple[str, str]]
     body: bytes
     peer_ip: str
     context: ListenerContext
@@ -183,7 +184,7 @@ def split_target(target: str) -> tuple[str, str]:
     return path, query
 
 
-def body_length(headers: list[tuple[str, str]], max_body: int) -> int:
+def body_length(headers: Sequence[tuple[str, str]], max_body: int) -> int:
     lengths: set[str] = set()
     for key, value in headers:
         low = key.lower()
@@ -201,6 +202,40 @@ def body_length(headers: list[tuple[str, str]], max_body: int) -> int:
     if int(text) > max_body:
         raise _Invalid(413, f"request body larger than {max_body} bytes")
     return int(text)
+
+
+# (method, target, version, headers, decoded path, query, body length)
+Head = tuple[str, str, str, tuple[tuple[str, str], ...], str, str, int]
+
+# Heads longer than this are parsed every time: the memo stays small (4096 x
+# 512 bytes) whatever a guest sends.
+MEMO_HEAD_BYTES = 512
+
+
+def parse_request(head: bytes, max_lines: int, max_body: int) -> Head | BadRequest:
+    """A request head parsed and checked (:func:`parse_head`, target, body length), or why not.
+
+    The same few heads arrive again and again — one per path cloud-init asks,
+    byte for byte the same from every guest of an image, and every request
+    of a polling agent — so short heads are memoised: the parse is a pure
+    function of the bytes and the limits.
+    """
+    if len(head) <= MEMO_HEAD_BYTES:
+        return _parse_request_memo(head, max_lines, max_body)
+    return _parse_request(head, max_lines, max_body)
+
+
+def _parse_request(head: bytes, max_lines: int, max_body: int) -> Head | BadRequest:
+    try:
+        method, target, version, headers = parse_head(head, max_lines)
+        path, query = split_target(target)
+        length = body_length(headers, max_body)
+    except _Invalid as err:
+        return err.bad
+    return method, target, version, tuple(headers), path, query, length
+
+
+_parse_request_memo = functools.lru_cache(maxsize=4096)(_parse_request)
 
 
 _STATUS_LINES = {
@@ -295,13 +330,11 @@ class Connection:
                 self._fail(BadRequest(431, "request header block too large"))
                 return b""
             head = bytes(self.buffer[:end]).lstrip(b"\r\n")
-            try:
-                method, target, version, headers = parse_head(head, limits.max_header_lines)
-                path, query = split_target(target)
-                length = body_length(headers, limits.max_body)
-            except _Invalid as err:
-                self._fail(err.bad)
+            parsed = parse_request(head, limits.max_header_lines, limits.max_body)
+            if isinstance(parsed, BadRequest):
+                self._fail(parsed)
                 return b""
+            method, target, version, headers, path, query, length = parsed
             start = end + sep
             if len(self.buffer) - start < length:
                 if length and not self.continue_sent and version == "HTTP/1.1":

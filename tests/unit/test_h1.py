@@ -41,7 +41,7 @@ def test_one_request_one_answer_and_the_connection_stays_open() -> None:
     assert conn.receive(b"GET /openstack?x=1 HTTP/1.1\r\nHost: a\r\n\r\n", 1.0) == b""
     seen, out = answer_all(conn, 1.0)
     assert [(r.method, r.path, r.query, r.headers, r.peer_ip, r.context) for r in seen if isinstance(r, Request)] == [
-        ("GET", "/openstack", "x=1", [("Host", "a")], "10.0.0.5", CTX)]
+        ("GET", "/openstack", "x=1", (("Host", "a"),), "10.0.0.5", CTX)]
     assert out == ok()
     assert not conn.closed and conn.reading
     assert conn.deadline == 1.0 + Limits().idle_timeout
