@@ -182,6 +182,18 @@ class RateLimitedLog:
 
     def log(self, level: int, msg: str, *args: Any, kind: str = "", fields: dict[str, Any] | None = None) -> bool:
         """Log one line unless over the limit; returns whether it was written."""
+        if not self.take(level, kind):
+            return False
+        self.logger.log(level, msg, *args, extra={"fields": fields} if fields else None)
+        return True
+
+    def take(self, level: int, kind: str = "") -> bool:
+        """Whether a line may be written now (then it counts as written); else it is counted as left out.
+
+        For a caller whose line is costly to build (the access log's fields):
+        ``if log.take(INFO, kind): log.logger.info(...)`` builds it only
+        when it will be written.
+        """
         if not self.logger.isEnabledFor(level):
             return False
         with self._lock:
@@ -194,8 +206,6 @@ class RateLimitedLog:
                 self.total_dropped += 1
         if summary is not None:
             self._write_summary(*summary)
-        if allowed:
-            self.logger.log(level, msg, *args, extra={"fields": fields} if fields else None)
         return allowed
 
     def info(self, msg: str, *args: Any, **kw: Any) -> bool:

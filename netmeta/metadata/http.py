@@ -178,7 +178,7 @@ class ConnectionCaps:
             counts.add(listener, 1)
             if guest is not None:
                 counts.add(guest, 1)
-            metrics.CONNECTIONS_OPEN.inc()
+            metrics.connection_opened()
             slow = self.limited is not None and self.limited(context, peer_ip, port)
             return listener, guest, slow
         self.refused[why] += 1
@@ -197,7 +197,7 @@ class ConnectionCaps:
         self.counts.add(listener, -1)
         if guest is not None:
             self.counts.add(guest, -1)
-        metrics.CONNECTIONS_OPEN.dec()
+        metrics.connection_closed()
 
     def held(self, key: tuple[str, ...]) -> int:
         """Connections a listener ``(kind, id)`` or a guest (``("port", id)``) holds in every worker."""

@@ -121,6 +121,7 @@ async def test_metadata_metrics_and_access_log(caplog: pytest.LogCaptureFixture,
                             RateLimitedLog(logging.getLogger("netmeta.metadata.access"), burst=100, interval=10.0))
     snap = metadata_cloud()
     app = MetadataApp(Config(), lambda: snap, MemoryPasswords())
+    metadata_metrics.flush()  # tallies left by earlier tests in this process
     before = _scrape()
     caplog.set_level(logging.INFO, logger="netmeta.metadata.access")
     for _ in range(3):
@@ -129,6 +130,7 @@ async def test_metadata_metrics_and_access_log(caplog: pytest.LogCaptureFixture,
     assert (await app.handle(_request("/latest/api/token", "PUT",
                                       [("X-aws-ec2-metadata-token-ttl-seconds", "60")]))).status == 200
     assert (await app.handle(_request("/latest/meta-data/instance-id"))).status == 200
+    metadata_metrics.flush()  # what the service's tick does
     after = _scrape()
 
     def delta(name: str, **labels: str) -> float:

@@ -101,9 +101,11 @@ def test_a_guest_holds_one_cap_across_workers_and_metrics_count_it(two_workers: 
         held = ask(holder, f"open {tried} 1.5")
         # One cap for the guest in all (a race between the workers may let one more in), not one per worker.
         assert caps.per_port - 1 <= held <= caps.per_port + WORKERS - 1, (held, caps)
-        samples = scrape(stack, "metadata")
+        # The workers add their tallies to the metrics on their next tick (0.5 s).
+        samples = wait_until(lambda: (s := scrape(stack, "metadata"))
+                             and value(s, "netmeta_metadata_connections_open") == held and s,
+                             f"connections_open == {held}", timeout=10)
         print("held", held, "of", tried, {k[0]: v for k, v in samples.items() if "connections" in k[0]})
-        assert value(samples, "netmeta_metadata_connections_open") == held
         refused = value(samples, "netmeta_metadata_connections_refused_total", reason="port")
         assert tried - held - 5 <= refused <= tried - held, (refused, tried, held)
         # Both workers hold some of them: the kernel spread the connections.

@@ -54,8 +54,11 @@ def test_agent_and_metadata_metrics_count_what_happened(stack: Stack) -> None:
                        "-H", "X-aws-ec2-metadata-token-ttl-seconds: 60").stdout
     assert token
 
-    meta = scrape(stack, "metadata")
     total = "netmeta_metadata_requests_total"
+    # Requests reach the metrics on the worker's next tick (0.5 s), not at once.
+    meta = wait_until(lambda: (m := scrape(stack, "metadata"))
+                      and value(m, total, listener="network", family="token", status="200") == 1 and m,
+                      "the requests in the metrics")
     assert value(meta, total, listener="network", family="openstack", status="200") == 3
     assert value(meta, total, listener="network", family="openstack", status="404") == 1
     assert value(meta, total, listener="network", family="token", status="200") == 1
