@@ -124,6 +124,8 @@ class MetadataApp:
         self._views: dict[tuple[str, str], InstanceData] = {}
         self._leaves: dict[tuple[str, str, tuple[str, ...]], Leaf] = {}
         self._meta_data: dict[tuple[str, str, str], openstack.MetaDataTemplate] = {}
+        # (listener kind, listener id, caller address) -> who that is, or why nobody
+        self._callers: dict[tuple[str, str, str], tuple[Instance, Port] | IdentityError] = {}
         self._resolved = ""  # the instance the request being dispatched resolved to
 
     async def close(self) -> None:
@@ -136,6 +138,7 @@ class MetadataApp:
         if snap is not self._seen:
             self._seen = snap
             self._index = Index.build(snap)
+            self._callers.clear()
             self._views.clear()
             self._leaves.clear()
             self._meta_data.clear()
@@ -164,6 +167,22 @@ class MetadataApp:
             )
             self._views[key] = view
         return view
+
+    def _resolve(self, snap: Snapshot, context: ListenerContext, ip: str) -> tuple[Instance, Port]:
+        """:func:`resolve`, remembered per snapshot: each connection asks (its cap) and each request."""
+        key = (context.kind, context.id, ip)
+        known = self._callers.get(key)
+        if known is None:
+            if len(self._callers) > _CACHE_LIMIT:
+                self._callers.clear()
+            try:
+                known = resolve(snap, context.kind, context.id, ip, self._index)
+            except IdentityError as exc:
+                known = exc
+            self._callers[key] = known
+        if isinstance(known, IdentityError):
+            raise known.with_traceback(None)  # the same object again: without its last traceback
+        return known
 
     # --- dispatch ----------------------------------------------------------
     async def handle(self, request: Request) -> Response:
@@ -216,7 +235,7 @@ class MetadataApp:
         # shares no state with any guest.
         port: Port | None
         try:
-            instance, port = resolve(snap, request.context.kind, request.context.id, peer, self._index)
+            instance, port = self._resolve(snap, request.context, peer)
             self._resolved = instance.id
         except IdentityError as exc:
             unknown: IdentityError | None = exc
@@ -254,7 +273,7 @@ class MetadataApp:
         if context.kind == "signed":
             return None
         try:
-            _, port = resolve(self._current(), context.kind, context.id, ip, self._index)
+            _, port = self._resolve(self._current(), context, ip)
         except IdentityError:
             return None
         return port.id
@@ -274,7 +293,7 @@ class MetadataApp:
             context.kind, context.id, "address", ip)
         return not self.limiter.check(key, ip, record=False).allowed
 
-    def _check_method(self, request: Request, tokens: list[str]) -> Response | None:
+    def _check_method(self, request: Request, tokens: tuple[str, ...]) -> Response | None:
         if request.method in _READ:
             return None
         if len(tokens) == 3 and tokens[0] == "openstack" and tokens[2] == openstack.PASSWORD:
@@ -322,7 +341,7 @@ class MetadataApp:
         return _text(401, "Unauthorized: the session token is invalid or expired; fetch a new one.")
 
     # --- trees -----------------------------------------------------------------
-    def _serve(self, request: Request, tokens: list[str], view: InstanceData) -> Answer:
+    def _serve(self, request: Request, tokens: tuple[str, ...], view: InstanceData) -> Answer:
         if tokens[0] == "openstack":
             if len(tokens) == 3 and tokens[2] == openstack.MD_JSON:
                 return self._meta_data_json(view, tokens[1])
@@ -392,7 +411,7 @@ class MetadataApp:
         return Response(200, b"", TEXT)
 
     # --- the signed listener ------------------------------------------------------
-    def _signed(self, request: Request, tokens: list[str]) -> Answer:
+    def _signed(self, request: Request, tokens: tuple[str, ...]) -> Answer:
         if not tokens and request.method in _READ:
             return _leaf(ec2.version_listing())
         try:
