@@ -34,6 +34,7 @@ import struct
 from typing import Hashable, Union
 
 _CELL = struct.Struct("<QQ")  # tag (odd, never 0), count
+_COUNT = struct.Struct("<Q")  # a cell's count alone, 8 bytes in
 SLOTS = 16384
 PROBE = 8
 
@@ -60,7 +61,11 @@ class SharedCounts:
         if len(self.table) < table_size(workers, slots):
             raise ValueError("connection table too small for its workers")
         self.mine: collections.Counter[Hashable] = collections.Counter()  # this worker's, exact
-        self.cells: dict[Hashable, int] = {}  # key -> its cell's offset in this worker's column
+        # key -> its cell's offset in this worker's column, kept while the
+        # count is 0 (the next connection of the key needs no probe) until
+        # another key takes the cell: holder says whose it is
+        self.cells: dict[Hashable, int] = {}
+        self.holder: dict[int, Hashable] = {}
         self.overflow: set[Hashable] = set()  # keys with no free cell: counted here only
 
     def _offset(self, row: int, column: int) -> int:
@@ -72,6 +77,7 @@ class SharedCounts:
             _CELL.pack_into(self.table, self._offset(row, self.worker), 0, 0)
         self.mine.clear()
         self.cells.clear()
+        self.holder.clear()
         self.overflow.clear()
 
     def total(self, key: Hashable) -> int:
@@ -95,23 +101,26 @@ class SharedCounts:
         count = self.mine[key] + delta
         if count <= 0:
             count = 0
-            del self.mine[key]
+            self.mine.pop(key, None)
         else:
             self.mine[key] = count
+        if self.workers == 1:
+            return  # nobody else reads the table
         offset = self.cells.get(key)
-        if offset is None and count > 0:  # new, or overflowed before: a cell may be free now
+        if offset is None:
+            if count == 0:
+                self.overflow.discard(key)
+                return
+            # new, or overflowed before: a cell may be free now
             offset = self._claim(key)
             if offset is None:
                 self.overflow.add(key)
-            else:
-                self.overflow.discard(key)
-        if offset is not None:
-            _CELL.pack_into(self.table, offset, _tag(key), count)
-        if count == 0:  # the cell is free again (count 0), whoever claims it next
-            self.cells.pop(key, None)
+                return
             self.overflow.discard(key)
+        _COUNT.pack_into(self.table, offset + 8, count)
 
     def _claim(self, key: Hashable) -> int | None:
+        """A cell for ``key`` in this worker's column (its tag written, count 0), or None when all are taken."""
         tag = _tag(key)
         row = (tag >> 1) % self.slots
         free = None
@@ -123,6 +132,11 @@ class SharedCounts:
                 break
             if count == 0 and free is None:
                 free = offset
-        if free is not None:
-            self.cells[key] = free
+        if free is None:
+            return None
+        previous = self.holder.get(free)
+        if previous is not None and previous != key:
+            del self.cells[previous]  # its count was 0: it probes again when it next opens
+        self.cells[key], self.holder[free] = free, key
+        _CELL.pack_into(self.table, free, tag, 0)
         return free
