@@ -36,7 +36,7 @@ def vm(instance_id: str = VM1, address: str = "127.0.0.1", **kw: Any) -> Instanc
     ],
 )
 def test_paths_normalise_like_nova(path: str, tokens: list[str]) -> None:
-    assert split_path(path) == tokens
+    assert split_path(path) == tuple(tokens)
 
 
 # --- OpenStack ------------------------------------------------------------------

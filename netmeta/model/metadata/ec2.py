@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from typing import Any
+from typing import Any, Sequence
 
 from netmeta.model.metadata.tree import InstanceData, Leaf, Named, Node, VersionSet, render, walk
 
@@ -174,7 +174,7 @@ def tree(data: InstanceData, version: str) -> dict[str, Node]:
     return out
 
 
-def lookup(data: InstanceData, tokens: list[str]) -> Leaf:
+def lookup(data: InstanceData, tokens: Sequence[str]) -> Leaf:
     """Answer ``/<version>/...``; ``tokens`` excludes a leading ``ec2``."""
     if not tokens:
         return version_listing()

@@ -31,7 +31,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
-from typing import Any
+from typing import Any, Sequence
 
 from netmeta.model.metadata.tree import JSON, TEXT, InstanceData, Leaf, PathNotFound, VersionSet, listing
 
@@ -238,7 +238,7 @@ def _json(value: Any, content_type: str = JSON) -> Leaf:
     return Leaf(json.dumps(value).encode(), content_type)
 
 
-def lookup(data: InstanceData, tokens: list[str], random_bytes: bytes) -> Leaf | str:
+def lookup(data: InstanceData, tokens: Sequence[str], random_bytes: bytes) -> Leaf | str:
     """Answer ``/openstack/<tokens...>``; ``tokens`` excludes ``openstack``.
 
     Returns :data:`PASSWORD_HANDLER` for the password file, whose answer

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import binascii
 import base64
+import functools
 import posixpath
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Sequence, Union
 
 from netmeta.model.types import DEVICE_OWNER_DHCP, Instance, Network, NetworkId, Port, Snapshot, Subnet, SubnetId
 
@@ -56,12 +57,22 @@ class PathNotFound(LookupError):
         return f"Not found: {self.path} ({self.reason})"
 
 
-def split_path(path: str) -> list[str]:
-    """Nova's normalisation: ``normpath`` then split; ``[]`` is the root."""
+def split_path(path: str) -> tuple[str, ...]:
+    """Nova's normalisation: ``normpath`` then split; ``()`` is the root.
+
+    Remembered for short paths: guests ask the same few paths again and again.
+    """
+    return _split_memo(path) if len(path) <= 256 else _split(path)
+
+
+def _split(path: str) -> tuple[str, ...]:
     norm = posixpath.normpath("/" + path.lstrip("/"))
     # normpath keeps a leading "//" (POSIX allows it to mean something else).
     norm = "/" + norm.lstrip("/")
-    return [t for t in norm.split("/") if t]
+    return tuple(t for t in norm.split("/") if t)
+
+
+_split_memo = functools.lru_cache(maxsize=4096)(_split)
 
 
 def listing(items: list[str]) -> Leaf:
@@ -110,7 +121,7 @@ def render(node: Node) -> Leaf:
     return Leaf(str(node).encode())
 
 
-def walk(node: Node, tokens: list[str], where: str) -> Node:
+def walk(node: Node, tokens: Sequence[str], where: str) -> Node:
     """Follow ``tokens`` down a nested mapping; name the first missing part."""
     for depth, token in enumerate(tokens):
         if isinstance(node, Named):
