@@ -63,3 +63,21 @@ def test_a_worker_forked_into_a_dead_ones_slot_forgets_its_connections() -> None
     assert a.total(("port", "p")) == 6
     SharedCounts(table, workers=2, worker=1, slots=64).clear()  # its replacement
     assert a.total(("port", "p")) == 1
+
+
+def test_a_closed_key_keeps_its_cell_until_another_key_takes_it() -> None:
+    a, b = workers(2, slots=PROBE)
+    keys = [("port", str(i)) for i in range(PROBE)]
+    for key in keys:  # every cell of a's column taken
+        a.add(key, 1)
+    a.add(keys[0], -1)  # closed: its cell still holds its tag, count 0
+    assert a.cells[keys[0]] is not None and b.total(keys[0]) == 0
+    a.add(keys[0], 1)  # opened again: the same cell, no probe
+    assert b.total(keys[0]) == 1
+    a.add(keys[0], -1)
+    newcomer = ("port", "new")
+    a.add(newcomer, 1)  # takes the only free cell: keys[0]'s
+    assert keys[0] not in a.cells and b.total(newcomer) == 1
+    a.add(keys[0], 1)  # no free cell left: counted by a alone, never as the newcomer
+    assert keys[0] in a.overflow and a.total(keys[0]) == 1 and b.total(keys[0]) == 0
+    assert b.total(newcomer) == 1
