@@ -14,7 +14,9 @@ against ``/openstack/latest/meta_data.json``, keep-alive and with
 metadata runs, is haproxy with ``nbthread`` = CPUs (Neutron runs one haproxy
 thread per core) inside the same qdhcp namespace, answering a fixed body of
 the same size. Ratios are within one stack; the machine is shared, so compare
-rows of one run only.
+rows of one run only. With ``--rounds N`` each pair is measured N times,
+netmeta and haproxy alternating, and the medians are compared, so that a
+burst of load from elsewhere hits both sides alike.
 
 ``--rss-networks N`` instead creates N isolated networks (N qdhcp listeners in
 every worker) and prints the whole metadata service's RSS and PSS (the
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -76,12 +79,20 @@ def throughput(workers: int, args: argparse.Namespace) -> list[tuple[str, str, f
         try:
             ceiling.start()
             for mode in ("keep-alive", "close"):
-                for name, url in ((label, f"http://169.254.169.254{META_PATH}"),
-                                  (f"haproxy nbthread {os.cpu_count()}", f"http://{dhcp_ip}:8080/")):
-                    rps, p99, errors = wrk(guest.namespace, url, close=mode == "close", duration=args.duration,
-                                           connections=args.connections, threads=args.threads)
-                    rows.append((name, mode, rps, p99, errors))
-                    print(f"  {name:<28} {mode:<10} {rps:>8.0f}/s p99 {p99:.2f} ms errors {errors}", flush=True)
+                pair = ((label, f"http://169.254.169.254{META_PATH}"),
+                        (f"haproxy nbthread {os.cpu_count()}", f"http://{dhcp_ip}:8080/"))
+                runs: dict[str, list[tuple[float, float, int]]] = {name: [] for name, _ in pair}
+                for _ in range(args.rounds):
+                    for name, url in pair:
+                        rps, p99, errors = wrk(guest.namespace, url, close=mode == "close", duration=args.duration,
+                                               connections=args.connections, threads=args.threads)
+                        runs[name].append((rps, p99, errors))
+                        print(f"  {name:<28} {mode:<10} {rps:>8.0f}/s p99 {p99:.2f} ms errors {errors}", flush=True)
+                for name, _ in pair:
+                    got = runs[name]
+                    rps = statistics.median(r for r, _, _ in got)
+                    p99 = statistics.median(p for _, p, _ in got)
+                    rows.append((name, mode, rps, p99, sum(e for _, _, e in got)))
         finally:
             ceiling.stop()
             for entry in os.listdir(workdir):
@@ -112,6 +123,7 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="alternating runs per pair; medians are compared")
     parser.add_argument("--workers", default="1,0", help="metadata_workers settings to compare (0 = CPUs)")
     parser.add_argument("--rss-networks", type=int, default=0)
     args = parser.parse_args()
@@ -125,7 +137,7 @@ def main() -> int:
     for workers in (int(w) for w in args.workers.split(",")):
         rows += throughput(workers, args)
     print(f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency {META_PATH}, inside the guest "
-          f"namespace; {os.cpu_count()} CPUs")
+          f"namespace; {os.cpu_count()} CPUs; median of {args.rounds} alternating run(s)")
     print(f"{'server':<30} {'mode':<10} {'req/s':>8} {'p99 ms':>7} {'errors':>6} {'vs haproxy':>10}")
     # Each netmeta row is compared with the haproxy row measured right after it, in the same stack.
     for index, (name, mode, rps, p99, errors) in enumerate(rows):
