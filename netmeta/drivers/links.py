@@ -127,7 +127,7 @@ NTF_SELF = 0x02
 def observe_namespace(
     ns: str | None, *, routes: bool = False, fdb: bool = False,
 ) -> tuple[dict[str, dict[str, Any]], tuple[SeenRoute, ...] | None, dict[str, set[tuple[str, str]]] | None]:
-    """(links as :func:`observe`, netmeta's IPv4 routes, VXLAN devices' remote entries), one netlink session.
+    """(links as :func:`observe`, netmeta's IPv4 and IPv6 routes, VXLAN devices' remote entries), one netlink session.
 
     ``routes``: the routes :func:`ensure_routes` manages (``ROUTE_PROTO``,
     main table), nexthops sorted. ``fdb``: per VXLAN device, its own
@@ -139,7 +139,8 @@ def observe_namespace(
         try:
             msgs = list(ipr.link("dump"))
             addrs = [a for a in ipr.addr("dump") if a["family"] in (socket.AF_INET, socket.AF_INET6) and _managed(a)]
-            route_msgs = list(ipr.route("dump", family=socket.AF_INET)) if routes else None
+            route_msgs = ([*ipr.route("dump", family=socket.AF_INET), *ipr.route("dump", family=socket.AF_INET6)]
+                          if routes else None)
             fdb_msgs = list(ipr.fdb("dump")) if fdb else None
         except NetlinkError as exc:
             raise translate(exc, f"observe links in {ns}") from exc
@@ -185,8 +186,7 @@ def vxlan_settings(msg: Any) -> dict[str, Any]:
 
 
 def _seen_route(m: Any, names: dict[int, str]) -> SeenRoute:
-    dst = m.get_attr("RTA_DST")
-    destination = f"{dst}/{m['dst_len']}" if dst else "0.0.0.0/0"
+    destination = _route_key(m["family"], m.get_attr("RTA_DST"), m["dst_len"])
     gateway = m.get_attr("RTA_GATEWAY")
     hops = [gateway] if gateway else []
     for hop in m.get_attr("RTA_MULTIPATH") or ():

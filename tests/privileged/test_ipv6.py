@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from netmeta.agent.plan import routes_in_sync
+from netmeta.drivers import links
 from netmeta.metadata.service import read_status as metadata_status
 from netmeta.model import ipam, names
 from netmeta.vm.guests import Guest
@@ -67,8 +69,6 @@ def port_of(stack: Stack, guest: Guest) -> dict[str, Any]:
 
 
 def v6_addresses(guest: Guest) -> dict[str, bool]:
-    from netmeta.drivers import links
-
     return dict(links.ipv6_addresses(guest.namespace, "eth0"))
 
 
@@ -262,6 +262,11 @@ def test_router_ipv6_port_prefixes_extra_routes_and_a_qdhcp_without_ras(isolated
     assert {h["gateway"] for h in got["2001:db8:78::/64"]["nexthops"]} == {"2001:db8:e1::51", "2001:db8:e2::52"}, got
     v4 = json.loads(in_ns(qrouter, "ip", "-j", "-4", "route").stdout or "[]")
     assert {"192.168.79.0/24": "10.96.1.53"}.items() <= {r["dst"]: r.get("gateway") for r in v4}.items()
+    # What the agent's full pass observes is those routes exactly (a restart finds them in place).
+    seen = links.observe_namespace(qrouter, routes=True)[1]
+    assert routes_in_sync(seen, (("2001:db8:77::/64", ("2001:db8:e1::50",), None),
+                                 ("2001:db8:78::/64", ("2001:db8:e1::51", "2001:db8:e2::52"), None),
+                                 ("192.168.79.0/24", ("10.96.1.53",), None))), seen
     stack.client.request("PUT", f"/v2.0/routers/{router['id']}", {"router": {"routes": [
         {"destination": "2001:db8:78::/64", "nexthop": "2001:db8:e1::51"}]}})
     wait_until(lambda: "2001:db8:77::/64" not in routes6(qrouter), "the removed IPv6 route to leave", timeout=15)
