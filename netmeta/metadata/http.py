@@ -39,7 +39,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, NamedTuple
 
 from netmeta.logs import RateLimitedLog
 from netmeta.metadata import metrics
@@ -64,8 +64,9 @@ LOG = logging.getLogger(__name__)
 Handler = Callable[[Request], "Response | Awaitable[Response]"]
 
 
-@dataclass(frozen=True)
-class AccessEntry:
+class AccessEntry(NamedTuple):
+    """One answered request (a tuple: one is made for every request)."""
+
     kind: str
     id: str
     peer_ip: str
@@ -228,6 +229,25 @@ class HttpShared:
     date: Callable[[], bytes] = field(default_factory=_DateCache)
 
 
+def _own_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
+    """A socket object on the transport's descriptor, for what transports cannot do (cork, shutdown, TTL).
+
+    One per connection: every call on uvloop's stand-in socket makes a new
+    socket object (and a getsockname). It is detached, never closed, when
+    the connection ends or the transport is closed: the descriptor is the
+    transport's.
+    """
+    stand_in = transport.get_extra_info("socket")
+    if stand_in is None:
+        return None
+    try:
+        # The family as a plain int (stand_in.family makes an enum member each time).
+        family = socket.AF_INET6 if len(transport.get_extra_info("peername") or ()) == 4 else socket.AF_INET
+        return socket.socket(family, socket.SOCK_STREAM, 0, fileno=stand_in.fileno())
+    except OSError:
+        return None
+
+
 def canonical_peer(peer: object) -> str:
     """The peer's address in its one spelling (an IPv4 guest on a dual-stack socket is IPv4)."""
     return canonical_ip(str(peer[0])) if isinstance(peer, tuple) and peer else ""
@@ -256,19 +276,16 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Any stream transport (asyncio's or uvloop's) has write/close/pause_reading.
         stream: asyncio.Transport = transport  # type: ignore[assignment]
-        peer_ip = canonical_peer(stream.get_extra_info("peername"))
+        peer_ip = canonical_peer(stream.get_extra_info("peername"))  # read by the loop at accept
+        self.sock = _own_socket(transport)
         self.admitted = self.shared.caps.admit(self.context, peer_ip)
         if self.admitted is None:
             # Refused as cheaply as possible: a reset, no answer, no TIME_WAIT.
+            self._forget_socket()
             stream.abort()
             return
         self.transport = stream
-        self.sock = sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        # TCP_NODELAY is already on: asyncio and uvloop set it on every TCP transport.
         now = self.loop.time()
         self.conn = conn = Connection(peer_ip, self.context, self.shared.limits, now, self.shared.date)
         if self.admitted[2]:
@@ -281,6 +298,7 @@ class HttpProtocol(asyncio.Protocol):
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._forget_socket()
         if self.admitted is not None:
             self.shared.caps.release(self.admitted)
             self.admitted = None
@@ -316,6 +334,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is None or conn is None:
             return
         if conn.expired(self.loop.time()):
+            self._forget_socket()
             self.transport.close()
         else:
             self._arm()  # not yet due, or no deadline while an answer is on its way
@@ -393,7 +412,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         payload = conn.respond(response, self.loop.time())
         sock = self.sock
-        if sock is not None:
+        if sock is not None and not transport.is_closing():  # closing: the descriptor may be gone
             if response.ttl is not None:
                 self._set_ttl(sock, response.ttl)
             if conn.closed and not self.corked:
@@ -446,15 +465,11 @@ class HttpProtocol(asyncio.Protocol):
         transport, sock = self.transport, self.sock
         if transport is None:
             return
+        if transport.is_closing():
+            sock = None
         if sock is not None and not transport.get_write_buffer_size():
             try:
-                # uvloop's socket object has no shutdown(); a socket object on
-                # the same descriptor does (detached: the transport owns it).
-                raw = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.fileno())
-                try:
-                    raw.shutdown(socket.SHUT_WR)
-                finally:
-                    raw.detach()
+                sock.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
         elif sock is not None and self.corked:
@@ -463,7 +478,13 @@ class HttpProtocol(asyncio.Protocol):
             except OSError:
                 pass
         self.corked = False
+        self._forget_socket()  # the transport closes the descriptor, not this object
         transport.close()
+
+    def _forget_socket(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.detach()
 
     def _internal_error(self, request: Request) -> Response:
         LOG.exception("metadata: handler failed for %s %s from %s", request.method, request.path, request.peer_ip)

@@ -291,24 +291,20 @@ def test_tokens_required(live_required: LiveServer) -> None:
     assert _token(port, extra={"X-Forwarded-For": "10.0.0.9"})[0] == 403
 
 
-class _RecordingSocket:
-    family = socket.AF_INET
-
-    def __init__(self) -> None:
-        self.ttl = 64
-        self.calls: list[int] = []
-
-    def getsockopt(self, level: int, option: int) -> int:
-        return self.ttl
-
-    def setsockopt(self, level: int, option: int, value: int) -> None:
-        if option == socket.IP_TTL:
-            self.calls.append(value)
-            self.ttl = value
+def _connected_socket() -> tuple[socket.socket, socket.socket]:
+    """Both ends of a real loopback TCP connection (the server's end first)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return server, client
 
 
 class _FakeTransport(asyncio.Transport):
-    def __init__(self, sock: _RecordingSocket) -> None:
+    """Writes nothing: records each answer with the socket's IP TTL at the moment it is written."""
+
+    def __init__(self, sock: socket.socket) -> None:
         super().__init__()
         self.sock = sock
         self.written: list[tuple[int, bytes]] = []
@@ -317,10 +313,13 @@ class _FakeTransport(asyncio.Transport):
         return {"socket": self.sock, "peername": ("127.0.0.1", 5555)}.get(name, default)
 
     def write(self, data: bytes) -> None:  # type: ignore[override]
-        self.written.append((self.sock.ttl, bytes(data)))
+        self.written.append((self.sock.getsockopt(socket.IPPROTO_IP, socket.IP_TTL), bytes(data)))
 
     def close(self) -> None:
         pass
+
+    def is_closing(self) -> bool:
+        return False
 
 
 async def test_token_response_sets_the_hop_limit_for_the_rest_of_the_connection() -> None:
@@ -328,17 +327,21 @@ async def test_token_response_sets_the_hop_limit_for_the_rest_of_the_connection(
     snap = metadata_cloud()
     app = MetadataApp(Config(imds_token_hop_limit=1), lambda: snap, MemoryPasswords())
     proto = HttpProtocol(app.handle, NET_A_CTX, HttpShared())
-    sock = _RecordingSocket()
+    sock, client = _connected_socket()
     transport = _FakeTransport(sock)
-    proto.connection_made(transport)
-    proto.data_received(b"PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 9\r\n\r\n")
-    proto.data_received(b"GET /latest/meta-data/hostname HTTP/1.1\r\n\r\n")
-    while proto.worker is not None or (proto.conn is not None and proto.conn.queue):
-        await asyncio.sleep(0.01)
-    proto.connection_lost(None)
-    assert [ttl for ttl, _ in transport.written] == [1, 1]
-    assert sock.calls == [1]
-    assert b"X-aws-ec2-metadata-token-ttl-seconds: 9" in transport.written[0][1]
+    try:
+        proto.connection_made(transport)
+        proto.data_received(b"PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 9\r\n\r\n")
+        proto.data_received(b"GET /latest/meta-data/hostname HTTP/1.1\r\n\r\n")
+        while proto.worker is not None or (proto.conn is not None and proto.conn.queue):
+            await asyncio.sleep(0.01)
+        proto.connection_lost(None)
+        assert [ttl for ttl, _ in transport.written] == [1, 1]
+        assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 1  # and after the connection's end
+        assert b"X-aws-ec2-metadata-token-ttl-seconds: 9" in transport.written[0][1]
+    finally:
+        sock.close()
+        client.close()
 
 
 def test_optional_tokens_reject_only_bad_ones(live: LiveServer) -> None:
