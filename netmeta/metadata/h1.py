@@ -82,6 +82,8 @@ class Request:
     peer_ip: str
     context: ListenerContext
     version: str = "HTTP/1.1"
+    # The Connection header's values, joined with "," and lowercased (None: not given yet; see keep_alive).
+    connection: str | None = None
 
     def header(self, name: str) -> str | None:
         """The first value of ``name`` (case-insensitive), or None."""
@@ -204,8 +206,8 @@ def body_length(headers: Sequence[tuple[str, str]], max_body: int) -> int:
     return int(text)
 
 
-# (method, target, version, headers, decoded path, query, body length)
-Head = tuple[str, str, str, tuple[tuple[str, str], ...], str, str, int]
+# (method, target, version, headers, decoded path, query, body length, Connection values lowercased)
+Head = tuple[str, str, str, tuple[tuple[str, str], ...], str, str, int, str]
 
 # Heads longer than this are parsed every time: the memo stays small (4096 x
 # 512 bytes) whatever a guest sends.
@@ -232,7 +234,8 @@ def _parse_request(head: bytes, max_lines: int, max_body: int) -> Head | BadRequ
         length = body_length(headers, max_body)
     except _Invalid as err:
         return err.bad
-    return method, target, version, tuple(headers), path, query, length
+    connection = ",".join(v for k, v in headers if k.lower() == "connection").lower()
+    return method, target, version, tuple(headers), path, query, length, connection
 
 
 _parse_request_memo = functools.lru_cache(maxsize=4096)(_parse_request)
@@ -248,19 +251,32 @@ def render(response: Response, *, keep: bool, version: str, head_only: bool, dat
     status = _STATUS_LINES.get(response.status)
     if status is None:
         status = f"HTTP/1.1 {response.status} {reason(response.status)}\r\nServer: ".encode() + SERVER
-    lines = [
-        status,
-        b"Date: " + date,
-        b"Content-Type: " + response.content_type.encode("latin-1", "replace"),
-        b"Content-Length: " + str(len(response.body)).encode(),
-    ]
-    if not keep:
-        lines.append(b"Connection: close")
-    elif version == "HTTP/1.0":
-        lines.append(b"Connection: keep-alive")
-    for name, value in response.headers:
-        lines.append(f"{name}: {value}".encode("latin-1", "replace"))
-    return b"\r\n".join(lines) + b"\r\n\r\n" + (b"" if head_only else response.body)
+    connection = b"" if keep and version != "HTTP/1.0" else (
+        b"\r\nConnection: keep-alive" if keep else b"\r\nConnection: close")
+    if response.headers:
+        middle = _middle(response.content_type)
+        tail = connection + b"".join(
+            f"\r\n{name}: {value}".encode("latin-1", "replace") for name, value in response.headers) + b"\r\n\r\n"
+    else:
+        # The same few heads every time: their fixed parts are made once.
+        key = (response.content_type, connection)
+        parts = _HEAD_PARTS.get(key)
+        if parts is None:
+            if len(_HEAD_PARTS) > 64:
+                _HEAD_PARTS.clear()
+            parts = _HEAD_PARTS[key] = (_middle(response.content_type), connection + b"\r\n\r\n")
+        middle, tail = parts
+    body = response.body
+    return b"".join((status, b"\r\nDate: ", date, middle, str(len(body)).encode(), tail,
+                     b"" if head_only else body))
+
+
+def _middle(content_type: str) -> bytes:
+    return b"\r\nContent-Type: " + content_type.encode("latin-1", "replace") + b"\r\nContent-Length: "
+
+
+# (content type, Connection line) -> the bytes after Date up to the length, and after it
+_HEAD_PARTS: dict[tuple[str, bytes], tuple[bytes, bytes]] = {}
 
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -334,7 +350,7 @@ class Connection:
             if isinstance(parsed, BadRequest):
                 self._fail(parsed)
                 return b""
-            method, target, version, headers, path, query, length = parsed
+            method, target, version, headers, path, query, length, connection = parsed
             start = end + sep
             if len(self.buffer) - start < length:
                 if length and not self.continue_sent and version == "HTTP/1.1":
@@ -347,7 +363,8 @@ class Connection:
             del self.buffer[: start + length]
             self.continue_sent = False
             self.started = False  # what follows is a new request
-            self.queue.append(Request(method, target, path, query, headers, body, self.peer_ip, self.context, version))
+            self.queue.append(Request(method, target, path, query, headers, body, self.peer_ip, self.context, version,
+                                      connection))
         return b""
 
     def _fail(self, bad: BadRequest) -> None:
@@ -392,7 +409,9 @@ class Connection:
     def _keep_alive(self, request: Request) -> bool:
         if self.stopped:
             return False
-        conn = ",".join(request.header_all("Connection")).lower()
+        conn = request.connection
+        if conn is None:  # a Request made elsewhere (tests)
+            conn = ",".join(request.header_all("Connection")).lower()
         if request.version == "HTTP/1.0":
             return "keep-alive" in conn
         return "close" not in conn
