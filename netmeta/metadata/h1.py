@@ -319,10 +319,35 @@ class Connection:
         """Take bytes from the peer; returns bytes to send at once (``100 Continue``) or b""."""
         if self.stopped or self.closed:
             return b""
+        if not self.buffer and self._one_request(data):
+            self._update_deadline(now)
+            return b""
         self.buffer += data
         out = self._parse()
         self._update_deadline(now)
         return out
+
+    def _one_request(self, data: bytes) -> bool:
+        """Queue ``data`` at once if it is exactly one whole request without a body (nearly every read).
+
+        What :meth:`_parse` would do with it, without copying it through the
+        buffer; anything else (a body, part of a request, several, an error)
+        is left to :meth:`_parse`.
+        """
+        end = len(data) - 4
+        if (end > self.limits.max_header_bytes or not data.endswith(b"\r\n\r\n") or data.find(b"\r\n\r\n") != end
+                or b"\n\n" in data or len(self.queue) >= self.limits.max_pending):
+            return False
+        parsed = parse_request(data[:end].lstrip(b"\r\n"), self.limits.max_header_lines, self.limits.max_body)
+        if isinstance(parsed, BadRequest) or parsed[6]:
+            return False
+        method, target, version, headers, path, query, _, connection = parsed
+        self.held = False
+        self.continue_sent = False
+        self.started = False
+        self.queue.append(Request(method, target, path, query, headers, b"", self.peer_ip, self.context, version,
+                                  connection))
+        return True
 
     def _parse(self) -> bytes:
         limits = self.limits

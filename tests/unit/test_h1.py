@@ -213,3 +213,42 @@ def test_a_refused_request_holds_the_connection_back_for_a_while() -> None:
     conn.next_request()
     conn.respond(Response(200), 12)
     assert conn.hold_until == 11.5  # an answer that is not a refusal holds nothing back
+
+
+class _BufferedOnly(Connection):
+    """The same connection without the one-whole-request shortcut: every read goes through the buffer."""
+
+    def _one_request(self, data: bytes) -> bool:
+        return False
+
+
+PIECES = [
+    b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
+    b"\r\nGET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    b"GET /b HTTP/1.1\nHost: x\n\n",
+    b"POST /openstack/latest/password HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+    b"GET /c HTTP/1.1\r\nConnection: close\r\n\r\n",
+    b"GET /%ff HTTP/1.1\r\n\r\n",
+    b"G(T / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX: " + b"y" * 9000 + b"\r\n\r\n",
+    b"\r\n\r\n",
+    b"GET /d HTTP/1.1\r\n",
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(reads=st.lists(st.lists(st.sampled_from(PIECES), min_size=1, max_size=3), min_size=1, max_size=5))
+def test_whole_requests_read_at_once_are_queued_as_the_buffer_would(reads: list[list[bytes]]) -> None:
+    fast, slow = connect(), _BufferedOnly("10.0.0.5", CTX, Limits(), 0.0, lambda: DATE)
+    outputs = []
+    for conn in (fast, slow):
+        seen: list[Request | BadRequest] = []
+        out = b""
+        for now, pieces in enumerate(reads):
+            out += conn.receive(b"".join(pieces), float(now))
+            more, written = answer_all(conn, float(now))
+            seen += more
+            out += written
+        outputs.append(([(type(r).__name__, vars(r)) for r in seen], out, conn.stopped, conn.closed, conn.deadline,
+                        bytes(conn.buffer)))
+    assert outputs[0] == outputs[1]
