@@ -205,6 +205,9 @@ def attack_while_crawling(stack: Stack, fd_limit: int | None = None) -> Outcome:
         if attack.poll() is None:
             attack.kill()
             attack.wait()
+        for stream in (attack.stdin, attack.stdout):  # also when the test failed above
+            if stream is not None:
+                stream.close()
         watcher.join()
     outcome = Outcome(json.loads(out), json.loads(crawl.stdout), idle, peak[0])
     print(outcome)
