@@ -81,3 +81,21 @@ def test_a_closed_key_keeps_its_cell_until_another_key_takes_it() -> None:
     a.add(keys[0], 1)  # no free cell left: counted by a alone, never as the newcomer
     assert keys[0] in a.overflow and a.total(keys[0]) == 1 and b.total(keys[0]) == 0
     assert b.total(newcomer) == 1
+
+
+def test_totals_equal_the_sum_over_workers_for_many_keys_and_three_workers() -> None:
+    # 64 rows: most keys' probe windows are read in one piece, those near the end wrap around.
+    import random
+
+    rng = random.Random(3)
+    counts = workers(3, slots=64)
+    truth: dict[tuple[str, str], list[int]] = {}
+    keys = [("port", str(i)) for i in range(40)]
+    for _ in range(3000):
+        key, worker = rng.choice(keys), rng.randrange(3)
+        held = truth.setdefault(key, [0, 0, 0])
+        delta = 1 if held[worker] == 0 or rng.random() < 0.6 else -1
+        counts[worker].add(key, delta)
+        held[worker] += delta
+        assert all(c.total(key) == sum(held) for c in counts if key not in c.overflow and not any(
+            key in other.overflow for other in counts)), key

@@ -67,6 +67,10 @@ class SharedCounts:
         self.cells: dict[Hashable, int] = {}
         self.holder: dict[int, Hashable] = {}
         self.overflow: set[Hashable] = set()  # keys with no free cell: counted here only
+        # A key's PROBE rows, all columns, as one struct; where the other workers' tags are in it
+        self._window = struct.Struct("<" + "QQ" * PROBE * workers)
+        self._others = tuple(2 * (probe * workers + column) for probe in range(PROBE) for column in range(workers)
+                             if column != worker)
 
     def _offset(self, row: int, column: int) -> int:
         return ((row % self.slots) * self.workers + column) * _CELL.size
@@ -82,16 +86,24 @@ class SharedCounts:
 
     def total(self, key: Hashable) -> int:
         """Connections ``key`` holds in every worker."""
-        count = self.mine[key]
+        count = self.mine.get(key, 0)
         if self.workers == 1:
             return count
         tag = _tag(key)
         row = (tag >> 1) % self.slots
-        for probe in range(PROBE):
+        table = self.table
+        if row + PROBE <= self.slots:  # the key's rows in one read, every worker's cells
+            cells = self._window.unpack_from(table, self._offset(row, 0))
+            if tag in cells:
+                for index in self._others:
+                    if cells[index] == tag:
+                        count += cells[index + 1]
+            return count
+        for probe in range(PROBE):  # the rows wrap around the end of the table
             for column in range(self.workers):
                 if column == self.worker:
                     continue
-                other_tag, other = _CELL.unpack_from(self.table, self._offset(row + probe, column))
+                other_tag, other = _CELL.unpack_from(table, self._offset(row + probe, column))
                 if other_tag == tag:
                     count += other
         return count
