@@ -29,6 +29,7 @@ the caller passes 512 random bytes and tests pass fixed ones.
 from __future__ import annotations
 
 import base64
+import binascii
 import ipaddress
 import json
 from typing import Any, Sequence
@@ -226,7 +227,7 @@ class MetaDataTemplate:
     def render(self, random_bytes: bytes) -> bytes:
         if not self.tail:
             return self.head
-        return self.head + base64.b64encode(random_bytes) + self.tail
+        return b"".join((self.head, binascii.b2a_base64(random_bytes, newline=False), self.tail))
 
 
 def meta_data_template(data: InstanceData, version_token: str) -> MetaDataTemplate:
