@@ -29,13 +29,14 @@ import ipaddress
 import os
 import re
 import socket
+import struct
 import time
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netmeta.drivers.errors import PermanentDriverError, TemporaryDriverError, translate
-from netmeta.drivers.netns import namespace_path, netlink
+from netmeta.drivers.netns import namespace_path, netlink, netlink_socket
 
 IFNAMSIZ = 15
 _IFNAME_RE = re.compile(r"^[^/\s:]{1,15}$")
@@ -141,7 +142,6 @@ def observe_namespace(
             addrs = [a for a in ipr.addr("dump") if a["family"] in (socket.AF_INET, socket.AF_INET6) and _managed(a)]
             route_msgs = ([*ipr.route("dump", family=socket.AF_INET), *ipr.route("dump", family=socket.AF_INET6)]
                           if routes else None)
-            fdb_msgs = list(ipr.fdb("dump")) if fdb else None
         except NetlinkError as exc:
             raise translate(exc, f"observe links in {ns}") from exc
     names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in msgs}
@@ -161,15 +161,86 @@ def observe_namespace(
         seen_routes = tuple(sorted(_seen_route(m, names) for m in route_msgs
                                    if m["proto"] == ROUTE_PROTO and (m.get_attr("RTA_TABLE") or m["table"]) == 254))
     entries: dict[str, set[tuple[str, str]]] | None = None
-    if fdb_msgs is not None:
-        found: dict[str, set[tuple[str, str]]] = {name: set() for name, link in links.items() if link["kind"] == "vxlan"}
-        for entry in fdb_msgs:
-            name = names.get(entry["ifindex"])
-            dst, mac = entry.get_attr("NDA_DST"), entry.get_attr("NDA_LLADDR")
-            if name in found and dst and mac and entry["flags"] & NTF_SELF:
-                found[name].add((mac.lower(), dst))
-        entries = found
+    if fdb:
+        devices = {link["index"]: name for name, link in links.items() if link["kind"] == "vxlan"}
+        by_index = remote_fdb(ns, wanted=set(devices))
+        entries = {name: by_index.get(index, set()) for index, name in devices.items()}
     return links, seen_routes, entries
+
+
+RTM_GETNEIGH = 30
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NDA_DST, NDA_LLADDR = 1, 2
+SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
+
+
+def remote_fdb(ns: str | None, *, ifindex: int = 0, wanted: set[int] | None = None) -> dict[int, set[tuple[str, str]]]:
+    """Forwarding entries that name a remote address (a VXLAN device's own), by device index.
+
+    Read with one raw ``RTM_GETNEIGH`` dump of the bridge family and only
+    the messages of the devices asked for decoded: a fabric of a few
+    hundred bridges holds thousands of entries (every port's own MAC), and
+    decoding them all through pyroute2 cost ~50 ms a look. With ``ifindex``
+    the kernel itself sends only that device's (strict checking, Linux ≥
+    4.20; older kernels send all and they are skipped here). Only
+    ``self`` entries (``NTF_SELF``) with an ``NDA_DST`` count.
+    """
+    keep = {ifindex} if ifindex else wanted
+    fd = netlink_socket(ns) if ns is not None else None
+    sock = socket.socket(fileno=fd) if fd is not None else socket.socket(
+        socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0)
+    found: dict[int, set[tuple[str, str]]] = {}
+    try:
+        if ifindex:
+            try:
+                sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+            except OSError:
+                pass  # an older kernel: it sends every entry, filtered below
+        sock.bind((0, 0))
+        ndm = struct.pack("=BxxxiHBB", socket.AF_BRIDGE, ifindex, 0, 0, 0)
+        sock.send(struct.pack("=LHHLL", 16 + len(ndm), RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + ndm)
+        while True:
+            data = sock.recv(1 << 17)
+            offset = 0
+            while offset + 16 <= len(data):
+                length, kind = struct.unpack_from("=LH", data, offset)
+                if length < 16:
+                    raise TemporaryDriverError(f"forwarding entries in {ns}: a malformed netlink message")
+                if kind == NLMSG_DONE:
+                    return found
+                if kind == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", data, offset + 16)
+                    if code:
+                        raise translate(OSError(-code, os.strerror(-code)), f"forwarding entries in {ns}")
+                else:
+                    _fdb_message(data, offset + 16, offset + length, keep, found)
+                offset += (length + 3) & ~3
+    except OSError as exc:
+        raise translate(exc, f"forwarding entries in {ns}") from exc
+    finally:
+        sock.close()
+
+
+def _fdb_message(data: bytes, start: int, end: int, keep: set[int] | None, found: dict[int, set[tuple[str, str]]]) -> None:
+    _family, index, _state, flags, _type = struct.unpack_from("=BxxxiHBB", data, start)
+    if (keep is not None and index not in keep) or not flags & NTF_SELF:
+        return
+    mac = dst = None
+    at = start + 12
+    while at + 4 <= end:
+        alen, atype = struct.unpack_from("=HH", data, at)
+        if alen < 4:
+            break
+        value = data[at + 4:at + alen]
+        atype &= 0x3FFF
+        if atype == NDA_LLADDR and len(value) == 6:
+            mac = ":".join(f"{b:02x}" for b in value)
+        elif atype == NDA_DST and len(value) in (4, 16):
+            dst = str(ipaddress.ip_address(value))
+        at += (alen + 3) & ~3
+    if mac and dst:
+        found.setdefault(index, set()).add((mac, dst))
 
 
 def vxlan_settings(msg: Any) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netmeta.drivers.errors import PermanentDriverError, TemporaryDriverError, translate
-from netmeta.drivers.links import NTF_SELF, _GONE, _kind, _lookup, check_ifname, delete_link, vxlan_settings
+from netmeta.drivers.links import _GONE, _kind, _lookup, check_ifname, delete_link, remote_fdb, vxlan_settings
 from netmeta.drivers.netns import namespace_path, netlink
 
 FLOOD_MAC = "00:00:00:00:00:00"
@@ -61,31 +61,24 @@ def _lookup_index(ipr: Any, index: int) -> Any:
         raise
 
 
-def _entries(ipr: Any, index: int) -> set[FdbEntry]:
-    entries = set()
-    for entry in ipr.fdb("dump", ifindex=index):
-        dst = entry.get_attr("NDA_DST")
-        mac = entry.get_attr("NDA_LLADDR")
-        if entry["ifindex"] == index and dst and mac and entry["flags"] & NTF_SELF:
-            entries.add((mac.lower(), dst))
-    return entries
-
-
 def get_vxlan(fabric_ns: str | None, name: str) -> dict[str, Any] | None:
     """The device's VXLAN settings and link state (None if absent or not VXLAN)."""
-    return observe(fabric_ns, name)[0]
-
-
-def observe(fabric_ns: str | None, name: str) -> tuple[dict[str, Any] | None, set[FdbEntry] | None]:
-    """The device (as :func:`get_vxlan`) and its remote entries, in one netlink session; (None, None) if absent."""
     with netlink(fabric_ns) as ipr:
         try:
             msg = _lookup(ipr, check_ifname(name))
             if msg is None or _kind(msg) != "vxlan":
-                return None, None
-            return _device(ipr, msg), _entries(ipr, msg["index"])
+                return None
+            return _device(ipr, msg)
         except NetlinkError as exc:
             raise translate(exc, f"look up {name} in {fabric_ns}") from exc
+
+
+def observe(fabric_ns: str | None, name: str) -> tuple[dict[str, Any] | None, set[FdbEntry] | None]:
+    """The device (as :func:`get_vxlan`) and its remote entries; (None, None) if absent."""
+    device = get_vxlan(fabric_ns, name)
+    if device is None:
+        return None, None
+    return device, remote_fdb(fabric_ns, ifindex=device["index"]).get(device["index"], set())
 
 
 def ensure_vxlan(
@@ -186,9 +179,12 @@ def observe_fdb(fabric_ns: str | None, name: str) -> set[FdbEntry] | None:
     with netlink(fabric_ns) as ipr:
         try:
             msg = _lookup(ipr, check_ifname(name))
-            return None if msg is None else _entries(ipr, msg["index"])
         except NetlinkError as exc:
             raise translate(exc, f"forwarding entries of {name} in {fabric_ns}") from exc
+    if msg is None:
+        return None
+    index = int(msg["index"])
+    return remote_fdb(fabric_ns, ifindex=index).get(index, set())
 
 
 def ensure_fdb(fabric_ns: str | None, name: str, wanted: Iterable[FdbEntry]) -> bool:
