@@ -196,7 +196,7 @@ def ensure_namespace(name: str) -> bool:
     created = False
     if not namespace_exists(name):
         try:
-            pr_netns.create(name)
+            _create(name)
             created = True
         except FileExistsError:
             # Another creator is between "create the file" and "mount": give it
@@ -207,7 +207,7 @@ def ensure_namespace(name: str) -> bool:
             if not namespace_exists(name):
                 _remove_stale_file(name)
                 try:
-                    pr_netns.create(name)
+                    _create(name)
                     created = True
                 except OSError as exc:
                     raise translate(exc, f"create namespace {name}") from exc
@@ -220,6 +220,39 @@ def ensure_namespace(name: str) -> bool:
         except (OSError, NetlinkError, ValueError) as exc:
             raise translate(exc, f"bring lo up in {name}") from exc
     return created
+
+
+def _create(name: str) -> None:
+    """A new namespace pinned at ``/run/netns/<name>``, as ``ip netns add`` does it.
+
+    A short-lived thread leaves for a new network namespace (unshare(2)
+    moves only the calling thread) and the namespace is bind-mounted from
+    that thread's ``/proc/self/task/<tid>/ns/net`` while it lives; pyroute2's
+    own ``create`` forks the whole process for the same. The thread ends
+    right after: nothing else ever runs in it.
+    """
+    check_name(name)
+    failure: list[BaseException] = []
+
+    def body() -> None:
+        global _libc
+        try:
+            if _libc is None:
+                _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+            if _libc.unshare(CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
+            # pyroute2's attach is its create without the fork: the run
+            # directory made shared, the file made (O_EXCL), the bind mount.
+            pr_netns.attach(name, f"self/task/{threading.get_native_id()}")
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=body, name=f"netns-create:{name}", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
 
 
 def _remove_stale_file(name: str) -> bool:
