@@ -95,6 +95,9 @@ class PassReport:
     failed: dict[str, str] = field(default_factory=dict)
     # Objects whose unit is still running when the pass returns (a slow start).
     pending: list[str] = field(default_factory=list)
+    # Seconds the pass itself took to render the desired state and hand out its
+    # units (not the wait for them): what the agent paces its passes by.
+    cost: float = 0.0
 
     @property
     def changed(self) -> bool:
@@ -202,6 +205,7 @@ class Reconciler:
         # A unit still running from an earlier pass works on an older spec:
         # its object is submitted again once that unit is done.
         behind = [unit for unit in units if not self._submit(unit)]
+        report.cost = time.monotonic() - report.started
         with self._lock:
             # Retries of objects nothing wants any more (a deleted network's bridge).
             live = {u.key for u in units} | {("bridge", n) for n in local}

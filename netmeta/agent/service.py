@@ -39,6 +39,13 @@ log = logging.getLogger(__name__)
 PASS_WAIT = 0.5
 # How long start-up waits for the first heartbeat before following the feed anyway.
 REGISTER_WAIT = 5.0
+# Passes follow each other no closer than this, or than PASS_SPACING times
+# what the last one cost (rendering and handing out units): a stream of changes (a thousand networks made in
+# a minute) is taken in a few large passes instead of one per change, each
+# of which renders every network's desired state again; an isolated change
+# after a quiet moment still starts its pass at once.
+MIN_PASS_INTERVAL = 0.2
+PASS_SPACING = 2.0
 
 
 class Agent:
@@ -120,7 +127,12 @@ class Agent:
         # the host converged on a revision, and the status file says so.
         round_report: PassReport | None = None
         first = True
+        next_pass = 0.0  # monotonic time before which a change does not start a pass
         while True:
+            delay = next_pass - time.monotonic()
+            if delay > 0 and not self._full_due:
+                await asyncio.sleep(delay)  # changes meanwhile coalesce into this pass
+            started = time.monotonic()
             snapshot = self.follower.snapshot
             full = self._full_due or time.monotonic() - last_full >= self.full_resync_interval
             self._wake.clear()
@@ -164,6 +176,7 @@ class Agent:
                 )
             if not report.pending:
                 round_report = None
+            next_pass = started + max(MIN_PASS_INTERVAL, PASS_SPACING * report.cost)
             timeout = self.resync_interval
             retry = self.reconciler.next_retry()
             if retry is not None:
