@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from netmeta.model import hosting, ipam, names
+from netmeta.model.ip import network_of
 from netmeta.model.settings import DataPlaneSettings
 from netmeta.model.paths import StatePaths
 from netmeta.model.types import (
@@ -94,7 +95,7 @@ def dhcpv6_served(subnet: Subnet) -> bool:
     """
     mode = subnet.ipv6_address_mode
     served = mode in (ipam.DHCPV6_STATEFUL, ipam.DHCPV6_STATELESS) or (mode is None and subnet.ipv6_ra_mode is None)
-    return served and ipaddress.ip_network(subnet.cidr, strict=False).prefixlen >= 64
+    return served and network_of(subnet.cidr).prefixlen >= 64
 
 
 def _same_ip(a: str, b: str) -> bool:
@@ -204,7 +205,7 @@ def default_route(snapshot: Snapshot, network_id: NetworkId) -> DefaultRoute | N
         if subnet.gateway_ip is None:
             continue
         try:
-            inside = ipaddress.ip_address(subnet.gateway_ip) in ipaddress.ip_network(subnet.cidr, strict=False)
+            inside = ipaddress.ip_address(subnet.gateway_ip) in network_of(subnet.cidr)
         except ValueError:
             inside = False
         return DefaultRoute(subnet.gateway_ip, onlink=not inside)
@@ -573,7 +574,7 @@ def dnsmasq_spec(
     ranges: list[DhcpRange] = []
     possible = 0
     for subnet in _served_subnets(snapshot, network_id):
-        net = ipaddress.ip_network(subnet.cidr, strict=False)
+        net = network_of(subnet.cidr)
         if net.version == 6:
             if not dhcpv6_served(subnet):
                 continue
@@ -689,7 +690,7 @@ def desired_dhcp(
         if spec is None or port is None:
             continue
         served = _served_subnets(snapshot, network_id)
-        prefixes = {s.id: ipaddress.ip_network(s.cidr, strict=False).prefixlen for s in served}
+        prefixes = {s.id: network_of(s.cidr).prefixlen for s in served}
         addresses = [
             f"{fixed.ip_address}/{prefixes[fixed.subnet_id]}"
             for fixed in port.fixed_ips

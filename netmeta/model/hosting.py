@@ -20,7 +20,7 @@ the network's one DHCP port — exactly one host's behaviour before agents.
 
 from __future__ import annotations
 
-from netmeta.model.types import AGENT_DHCP, AGENT_L3, DEVICE_OWNER_DHCP, NetworkId, Port, RouterId, Snapshot
+from netmeta.model.types import AGENT_DHCP, AGENT_L2, AGENT_L3, DEVICE_OWNER_DHCP, NetworkId, Port, RouterId, Snapshot
 
 
 def dhcp_ports(snapshot: Snapshot, network_id: NetworkId) -> list[Port]:
@@ -49,3 +49,15 @@ def hosts_router(snapshot: Snapshot, router_id: RouterId) -> bool:
     if not scheduled(snapshot, AGENT_L3):
         return True
     return snapshot.local_host in snapshot.router_hosts(router_id)
+
+
+def plugs_port(snapshot: Snapshot, port: Port) -> bool:
+    """Whether a guest port may be plugged on this host: bound here, or not bound anywhere.
+
+    Its port security rules are this host's to keep (Neutron's firewall
+    driver filters the taps of its own host only); a port bound to another
+    host has no device here.
+    """
+    if not scheduled(snapshot, AGENT_L2):
+        return True
+    return port.binding_host_id in (snapshot.local_host, "")

@@ -48,3 +48,11 @@ def ip_version(text: str) -> int | None:
     except ValueError:
         return None
     return address.version
+
+
+@functools.lru_cache(maxsize=16384)
+def network_of(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``ip_network(cidr, strict=False)``, memoised: the agent renders every network's
+    DHCP spec on every pass, and parsing the same few subnets each time was a
+    third of that (networks are immutable values, so sharing them is safe)."""
+    return ipaddress.ip_network(cidr, strict=False)

@@ -73,17 +73,19 @@ def local_networks(snapshot: Snapshot, host: str) -> list[NetworkId]:
     """The networks whose bridge this host keeps, sorted.
 
     With no agents registered (one host, as before issue 13) every network.
-    Otherwise a network whose ports are all bound to *other* hosts is not
-    this host's business (as in Neutron, a host builds only where it has a
-    port); a network with no port yet, or an unbound port, stays everywhere,
-    so a guest about to be plugged finds its bridge.
+    Otherwise, as in Neutron, a host builds a network's bridge only where it
+    has a port: one bound to it, or an unbound one (which any host may be
+    about to plug). A network with no port at all is built nowhere — the
+    DHCP port the scheduler binds with the first subnet, or a guest's port
+    (``vm boot`` binds it to its host and waits for the bridge), brings it
+    where it is needed, instead of every host building it and all but one
+    removing it again moments later.
     """
     if not snapshot.agents:
         return sorted(snapshot.networks)
     out = []
     for net_id in sorted(snapshot.networks):
-        ports = snapshot.ports_of(net_id)
-        if not ports or any(p.binding_host_id in (host, "") for p in ports):
+        if any(p.binding_host_id in (host, "") for p in snapshot.ports_of(net_id)):
             out.append(net_id)
     return out
 

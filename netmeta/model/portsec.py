@@ -54,7 +54,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
-from netmeta.model import ipam, names
+from netmeta.model import hosting, ipam, names
 from netmeta.model.types import (
     METADATA_IPV4,
     Port,
@@ -267,8 +267,9 @@ def _ingress_chain(snapshot: Snapshot, port: Port, members: Members) -> list[str
 
 
 def filtered_ports(snapshot: Snapshot) -> list[Port]:
-    """Guest ports with port security on, by id (their numbers follow this order)."""
-    ports = sorted((p for p in snapshot.ports.values() if filtered(p)), key=lambda p: p.id)
+    """Guest ports with port security on that this host may plug, by id (their numbers follow this order)."""
+    ports = sorted((p for p in snapshot.ports.values() if filtered(p) and hosting.plugs_port(snapshot, p)),
+                   key=lambda p: p.id)
     return ports[:MAX_PORTS]
 
 

@@ -44,6 +44,8 @@ def test_simulated_hosts_are_separate_machines(three_agents: tuple[MultiHost, Cl
         addrs = json.loads(host.sim.run(["ip", "-j", "-4", "addr", "show", "eth0"]).stdout)
         assert addrs[0]["addr_info"][0]["local"] == host.sim.underlay_ip
     net = client.request("POST", "/v2.0/networks", {"network": {"name": "n1"}})["network"]
+    # An unbound port: any host may be about to plug it, so every host builds the bridge.
+    client.request("POST", "/v2.0/ports", {"port": {"network_id": net["id"], "name": "unbound"}})
     bridge = names.bridge_name(net["id"])
     for host in multi.hosts:
         # The agent inside the host, following the API through the underlay, built the bridge in ITS fabric.

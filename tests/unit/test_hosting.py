@@ -79,3 +79,17 @@ def test_the_state_document_carries_agents_bindings_hosts_and_segments() -> None
     assert snap.tunnel_endpoints() == {"h2": "10.1.0.2"}
     assert snap.hosts_with_ports(NetworkId("n")) == {"h2"}
     assert snap.bindings["b"].network_id == "n" and snap.bindings["b"].router_id is None
+
+
+def test_port_security_rules_only_for_ports_this_host_may_plug() -> None:
+    """Each host filters its own taps (Neutron's firewall driver): ports bound here, or bound nowhere."""
+    from netmeta.model.portsec import filtered_ports
+
+    guests = [port(f"g{i}", NET, [("s1", f"192.168.111.{10 + i}")], owner="compute:nova", binding_host_id=host,
+                   mac=f"fa:16:3e:00:01:0{i}") for i, host in enumerate(("controller-0", "controller-1", ""))]
+    snap = dataclasses.replace(seed(), ports={**seed().ports, **{p.id: p for p in guests}})
+    assert [p.id for p in filtered_ports(snap.for_host("controller-0"))] == ["g0", "g2"]
+    assert [p.id for p in filtered_ports(snap.for_host("controller-1"))] == ["g1", "g2"]
+    # No point of view, or no agents registered: every guest port, as on one host.
+    assert [p.id for p in filtered_ports(snap)] == ["g0", "g1", "g2"]
+    assert [p.id for p in filtered_ports(dataclasses.replace(snap, agents={}).for_host("controller-0"))] == ["g0", "g1", "g2"]

@@ -96,14 +96,16 @@ def test_a_host_without_an_agent_row_or_address_gets_no_entry() -> None:
 
 def test_local_networks_only_where_this_host_has_a_port() -> None:
     other = dataclasses.replace(vxlan_net(2, 102), agents=CLOUD.agents)  # DHCP on host-2 only
-    empty = world(networks=[Network(NetworkId("net3"), "net3", "p")])  # no port yet: everywhere
-    snap = dataclasses.replace(merge(CLOUD, other, empty), agents=CLOUD.agents)
-    assert l2.local_networks(snap, "host-2") == ["net1", "net2", "net3"]
-    assert l2.local_networks(snap, "host-1") == ["net3"]
+    empty = world(networks=[Network(NetworkId("net3"), "net3", "p"), Network(NetworkId("net4"), "net4", "p")])
+    unbound = world(ports=[port("u4", "net4", [], mac="fa:16:3e:00:00:44")])  # any host may be about to plug it
+    snap = dataclasses.replace(merge(CLOUD, other, empty, unbound), agents=CLOUD.agents)
+    # net3 has no port at all: built nowhere (Neutron builds a bridge where a port is bound).
+    assert l2.local_networks(snap, "host-2") == ["net1", "net2", "net4"]
+    assert l2.local_networks(snap, "host-1") == ["net4"]
     with_guest = dataclasses.replace(merge(snap, guest(2, "g1", "host-1", "fa:16:3e:00:00:11")), agents=CLOUD.agents)
-    assert l2.local_networks(with_guest, "host-1") == ["net2", "net3"]
+    assert l2.local_networks(with_guest, "host-1") == ["net2", "net4"]
     # One host, no agents registered: every network, as before.
-    assert l2.local_networks(dataclasses.replace(snap, agents={}), "host-1") == ["net1", "net2", "net3"]
+    assert l2.local_networks(dataclasses.replace(snap, agents={}), "host-1") == ["net1", "net2", "net3", "net4"]
 
 
 # --- the agent ------------------------------------------------------------------
