@@ -131,11 +131,18 @@ def build_app(config: Config) -> web.Application:
         db = await loop.run_in_executor(
             None, lambda: Database(config.db_url, retention=config.change_log_retention)
         )
+        if config.embedded_identity and not db.is_sqlite:
+            # Several servers on one PostgreSQL are one cloud: one identity (its key, users, clouds).
+            from netmeta.server.shared_identity import SharedIdentity
+
+            await loop.run_in_executor(None, SharedIdentity(db, config.state_dir).join, app[auth.IDENTITY])
         app[CTX] = ServerContext(config=config, db=db, hub=ChangeHub())
         revision, _ = await db.read(current_revision)
         app[CTX].hub.revision = revision
         metrics.REVISION.set(revision)
         tasks = [asyncio.create_task(agents.watch_agents(app))]
+        if config.embedded_identity and app[auth.IDENTITY].sync is not None:
+            tasks.append(asyncio.create_task(_sync_identity(app[auth.IDENTITY])))
         if not db.is_sqlite:
             listener = Listener(db.url, app[CTX].hub.committed)
             app[CTX].hub.listening = listener.listening
@@ -156,6 +163,22 @@ def build_app(config: Config) -> web.Application:
     neutron_api.add_routes(app)
     netmeta_api.add_routes(app)
     return app
+
+
+async def _sync_identity(ident: identity.Identity) -> None:
+    """Every few seconds, what changed in the shared identity, both ways (netmeta.server.shared_identity)."""
+    from netmeta.server.shared_identity import SYNC_INTERVAL
+
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(SYNC_INTERVAL)
+        sync = ident.sync
+        if sync is None:
+            return
+        try:
+            await loop.run_in_executor(None, sync, ident)
+        except Exception as exc:  # noqa: BLE001 - the store away a moment: next time
+            log.warning("identity: cannot exchange changes with the store: %s", exc)
 
 
 def split_bind(bind: str) -> tuple[str, int]:

@@ -37,6 +37,7 @@ import os
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,14 +215,22 @@ class Identity:
     _mtime: float = -1.0
     revoked: set[str] = field(default_factory=set)
     _seen: dict[str, TokenInfo] = field(default_factory=dict)
+    # Set when the store is shared (netmeta.server.shared_identity): called
+    # before each login instead of the file's mtime check, it exchanges
+    # changes with the store and leaves ``data`` current.
+    sync: Callable[["Identity"], None] | None = None
 
     def load(self) -> "Identity":
         with open(StatePaths(self.state_dir).token_key, "rb") as handle:
             self.key = handle.read()
+        self._seen.clear()
         self._reload()
         return self
 
     def _reload(self) -> None:
+        if self.sync is not None:
+            self.sync(self)
+            return
         path = StatePaths(self.state_dir).identity_file
         mtime = os.stat(path).st_mtime
         if mtime != self._mtime:

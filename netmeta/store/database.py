@@ -354,6 +354,30 @@ class Database:
                     conn.execute(text(notify_sql()), {"revision": txn.revision})
             return result, txn.revision
 
+    def documents(self) -> dict[str, str]:
+        """The shared identity documents (:data:`schema.identity_documents`), by name."""
+        return self.read_sync(_documents)
+
+    def update_documents(self, fn: Callable[[dict[str, str]], dict[str, str]]) -> dict[str, str]:
+        """Read the documents, write those ``fn`` returns, in one transaction; all of them after.
+
+        Under a lock on PostgreSQL (two servers starting together agree on
+        one identity), ``BEGIN IMMEDIATE`` on SQLite. No revision: these are
+        not resources and wake no watcher.
+        """
+        self._local.begin = "BEGIN IMMEDIATE"
+        with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(7405922)"))
+            docs = _documents(conn)
+            changes = fn(dict(docs))
+            table = schema.identity_documents
+            for name, body in changes.items():
+                conn.execute(delete(table).where(table.c.name == name))
+                conn.execute(insert(table).values(name=name, body=body))
+            docs.update(changes)
+            return docs
+
     async def write(self, fn: Callable[[Txn], T], now: str) -> tuple[T, int]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, self.write_sync, fn, now)
@@ -375,6 +399,11 @@ class Database:
 
 
 # --- read helpers used inside read_sync ---------------------------------------
+
+
+def _documents(conn: Connection) -> dict[str, str]:
+    table = schema.identity_documents
+    return {str(name): str(body) for name, body in conn.execute(select(table.c.name, table.c.body))}
 
 
 def current_revision(conn: Connection) -> tuple[int, int]:

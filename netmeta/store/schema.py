@@ -156,6 +156,17 @@ vxlan_allocations = Table(
     Column("network_id", String(ID), nullable=False, index=True),
 )
 
+# Issue 13 (migration 4): the embedded identity every server on one store
+# shares (netmeta.server.shared_identity): the token key, the identity
+# document, the clouds the first server wrote. Not resources: no revision,
+# no change-log rows.
+identity_documents = Table(
+    "identity_documents",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("body", Text, nullable=False),
+)
+
 changes = Table(
     "changes",
     metadata,
@@ -193,7 +204,8 @@ RESOURCE_TABLES: dict[str, Table] = {
 # Tables each later migration creates; the first made everything that existed then.
 _SECOND = (security_groups, security_group_rules)
 _THIRD = (agents, bindings, vxlan_allocations)
-_LATER = (*_SECOND, *_THIRD)
+_FOURTH = (identity_documents,)
+_LATER = (*_SECOND, *_THIRD, *_FOURTH)
 
 
 def _migration_1(conn: Connection) -> None:
@@ -225,7 +237,12 @@ def _migration_3(conn: Connection) -> None:
     metadata.create_all(conn, tables=list(_THIRD))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2, _migration_3]
+def _migration_4(conn: Connection) -> None:
+    """The identity shared by every server on one store (issue 13: a token from one server valid at all)."""
+    metadata.create_all(conn, tables=list(_FOURTH))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2, _migration_3, _migration_4]
 
 
 def migrate(conn: Connection) -> int:

@@ -12,6 +12,7 @@ import asyncio
 import statistics
 import threading
 import time
+import urllib.error
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -91,3 +92,52 @@ async def _until(check: Callable[[], bool], timeout: float = 20.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.05)
+
+
+def test_a_token_from_one_server_is_accepted_by_the_other(
+    server_factory: Callable[..., ServerProcess], postgres_url: str
+) -> None:
+    """Servers on one PostgreSQL, each with its own state directory, are one identity service.
+
+    The second adopts the first's token key, users and clouds at start, so
+    a token issued by one is valid at the other (a component failing over
+    between api_urls keeps its token, or logs in again at the next server
+    with the same clouds.yaml); a user added at one logs in at the other.
+    """
+    first = server_factory("--db", postgres_url)
+    second = server_factory("--db", postgres_url)
+    assert first.state_dir != second.state_dir
+    net = first.api.network("made-at-first")
+    # The first server's token, at the second (401 while each had its own key).
+    status, seen = second.api.as_token(first.api.token).call("GET", "/v2.0/networks")
+    assert status == 200 and net["id"] in [n["id"] for n in seen["networks"]]
+    assert first.api.as_token(second.api.token).get(f"/v2.0/networks/{net['id']}")["network"]["name"] == "made-at-first"
+    # One admin and one service user, in both clouds.yaml; each cloud names its own server.
+    for cloud in ("netmeta", "netmeta-service"):
+        mine = {k: v for k, v in first.cloud(cloud).items() if k != "auth_url"}
+        assert {k: v for k, v in second.cloud(cloud).items() if k != "auth_url"} == mine
+    assert second.cloud("netmeta")["auth_url"].startswith(second.url)
+    # A user added at the first server (its identity.json, as an operator does) logs in at the second.
+    first.add_user("carol", "carol-pw", "gamma", ["member"])
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            token = second.login("carol", "carol-pw", "gamma")
+            break
+        except urllib.error.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+    assert first.api.as_token(token).call("GET", "/v2.0/networks")[0] == 200
+    # ... and one added at the second meanwhile is kept: both in the store, in both files.
+    second.add_user("dave", "dave-pw", "delta", ["member"])
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            first.login("dave", "dave-pw", "delta")
+            break
+        except urllib.error.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+    first.login("carol", "carol-pw", "gamma")
