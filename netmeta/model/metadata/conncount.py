@@ -28,10 +28,10 @@ Pure: the table (a ``bytearray``, or a shared mmap made by the caller) is inject
 from __future__ import annotations
 
 import collections
-import functools
-import hashlib
 import struct
 from typing import Hashable, Union
+
+from netmeta.model.metadata.ratelimit import key_tag
 
 _CELL = struct.Struct("<QQ")  # tag (odd, never 0), count
 _COUNT = struct.Struct("<Q")  # a cell's count alone, 8 bytes in
@@ -44,11 +44,6 @@ Table = Union[bytearray, memoryview]
 def table_size(workers: int, slots: int = SLOTS) -> int:
     """Bytes of a table for ``workers`` processes."""
     return slots * workers * _CELL.size
-
-
-@functools.lru_cache(maxsize=8192)  # a hash per connection otherwise
-def _tag(key: Hashable) -> int:
-    return int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "little") | 1
 
 
 class SharedCounts:
@@ -89,7 +84,7 @@ class SharedCounts:
         count = self.mine.get(key, 0)
         if self.workers == 1:
             return count
-        tag = _tag(key)
+        tag = key_tag(key)
         row = (tag >> 1) % self.slots
         table = self.table
         if row + PROBE <= self.slots:  # the key's rows in one read, every worker's cells
@@ -133,7 +128,7 @@ class SharedCounts:
 
     def _claim(self, key: Hashable) -> int | None:
         """A cell for ``key`` in this worker's column (its tag written, count 0), or None when all are taken."""
-        tag = _tag(key)
+        tag = key_tag(key)
         row = (tag >> 1) % self.slots
         free = None
         for probe in range(PROBE):

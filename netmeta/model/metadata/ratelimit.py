@@ -23,6 +23,7 @@ table (a ``bytearray``, or a shared mmap made by the caller) are injected.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import struct
@@ -54,6 +55,12 @@ def table_size(workers: int, slots: int = SLOTS) -> int:
     return slots * workers * _CELL.size
 
 
+@functools.lru_cache(maxsize=8192)  # a hash per request otherwise
+def key_tag(key: Hashable) -> int:
+    """A key's tag in a shared table: 64 bits of its hash, odd (0 marks a free cell)."""
+    return int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "little") | 1
+
+
 class RateLimiter:
     """Decides on one request of a key; one instance per worker, one table for all."""
 
@@ -80,8 +87,7 @@ class RateLimiter:
         if not self.applies_to(ip):
             return ALLOW
         now = self.clock()
-        digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
-        tag = int.from_bytes(digest, "little") | 1
+        tag = key_tag(key)
         row = (tag >> 1) % self.slots * self.workers
         mine = (row + self.worker) * _CELL.size
         cell = list(_CELL.unpack_from(self.table, mine))
