@@ -72,7 +72,7 @@ _latency: dict[tuple[str, str], list[float]] = {}
 _open = 0
 
 
-def family(path: str) -> str:
+def _family(path: str) -> str:
     if path == "/" or not path:
         return "root"
     first = path.split("/", 2)[1]
@@ -81,6 +81,21 @@ def family(path: str) -> str:
     if path.rstrip("/").endswith("/api/token"):
         return "token"
     return "ec2"
+
+
+_families: dict[str, str] = {}
+
+
+def family(path: str) -> str:
+    """``openstack``, ``ec2``, ``token`` or ``root``: the one label a path gives (remembered per path)."""
+    fam = _families.get(path)
+    if fam is None:
+        fam = _family(path)
+        if len(path) <= 256:  # what a guest sends cannot grow this beyond 4096 short paths
+            if len(_families) > 4096:
+                _families.clear()
+            _families[path] = fam
+    return fam
 
 
 def observe(listener: str, path: str, status: int, seconds: float) -> str:
