@@ -178,7 +178,7 @@ class MetadataApp:
             try:
                 known = resolve(snap, context.kind, context.id, ip, self._index)
             except IdentityError as exc:
-                known = exc
+                known = exc.with_traceback(None)  # kept without the frames it was raised in
             self._callers[key] = known
         if isinstance(known, IdentityError):
             raise known.with_traceback(None)  # the same object again: without its last traceback

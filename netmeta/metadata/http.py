@@ -313,14 +313,13 @@ class HttpProtocol(asyncio.Protocol):
         # Any stream transport (asyncio's or uvloop's) has write/close/pause_reading.
         stream: asyncio.Transport = transport  # type: ignore[assignment]
         peer_ip = canonical_peer(stream.get_extra_info("peername"))  # read by the loop at accept
-        self.sock = _own_socket(transport)
         self.admitted = self.shared.caps.admit(self.context, peer_ip)
         if self.admitted is None:
             # Refused as cheaply as possible: a reset, no answer, no TIME_WAIT.
-            self._forget_socket()
             stream.abort()
             return
         self.transport = stream
+        self.sock = _own_socket(transport)
         # TCP_NODELAY is already on: asyncio and uvloop set it on every TCP transport.
         now = self.loop.time()
         self.conn = conn = Connection(peer_ip, self.context, self.shared.limits, now, self.shared.date)
