@@ -48,9 +48,14 @@ def test_a_vm_booted_on_host_2_runs_and_plugs_in_there(two_hosts: tuple[MultiHos
         "network_id": net["id"], "ip_version": 4, "cidr": "192.168.161.0/24", "gateway_ip": None}})
     here, other = multi.host("host-2"), multi.host("host-1")
     fabric, bridge = here.config.fabric_namespace, names.bridge_name(net["id"])
-    for host in (here, other):
-        wait_until(lambda host=host: host.in_namespace(fabric, "ip", "link", "show", bridge).returncode == 0,
-                   f"{bridge} on {host.name}", timeout=60)
+    # The host serving the network's DHCP has its bridge (a host builds a network where it has a port);
+    # host-2 gets its own when the VM's port is bound there, and vm boot waits for it.
+    dhcp_host = wait_until(lambda: next((p["binding:host_id"] for p in client.get(
+        "/v2.0/ports", network_id=net["id"], device_owner="network:dhcp")["ports"] if p.get("binding:host_id")), None),
+        "the network's DHCP port bound to a host", timeout=60)
+    served = multi.host(dhcp_host)
+    wait_until(lambda: served.in_namespace(fabric, "ip", "link", "show", bridge).returncode == 0,
+               f"{bridge} on {served.name}", timeout=60)
 
     boot = here.netmeta("vm", "boot", "vmh", "--network", net["id"], "--image", DEFAULT_IMAGE,
                         "--image-dir", IMAGE_DIR, "--vm-accel", "tcg", "--host", here.name, timeout=120)
