@@ -66,8 +66,17 @@ def _kind(msg: Any) -> str | None:
 
 def _lookup(ipr: Any, ifname: str) -> Any:
     """The link message for ``ifname``, or None if absent (typed Any: pyroute2 is untyped)."""
+    return _get_link(ipr, ifname=ifname)
+
+
+def _lookup_index(ipr: Any, index: int) -> Any:
+    """The link message with ``index``, or None if absent."""
+    return _get_link(ipr, index=index)
+
+
+def _get_link(ipr: Any, **which: Any) -> Any:
     try:
-        return ipr.link("get", ifname=ifname)[0]
+        return ipr.link("get", **which)[0]
     except NetlinkError as exc:
         if exc.code in _GONE:
             return None

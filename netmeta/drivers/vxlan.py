@@ -33,7 +33,9 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netmeta.drivers.errors import PermanentDriverError, TemporaryDriverError, translate
-from netmeta.drivers.links import _GONE, _kind, _lookup, check_ifname, delete_link, remote_fdb, vxlan_settings
+from netmeta.drivers.links import (
+    _GONE, _kind, _lookup, _lookup_index, check_ifname, delete_link, remote_fdb, vxlan_settings,
+)
 from netmeta.drivers.netns import namespace_path, netlink
 
 FLOOD_MAC = "00:00:00:00:00:00"
@@ -50,15 +52,6 @@ def _device(ipr: Any, msg: Any) -> dict[str, Any]:
         master_name = found.get_attr("IFLA_IFNAME") if found is not None else None
     return {**vxlan_settings(msg), "mtu": msg.get_attr("IFLA_MTU"), "up": bool(msg["flags"] & 1),
             "master": master_name, "index": msg["index"]}
-
-
-def _lookup_index(ipr: Any, index: int) -> Any:
-    try:
-        return ipr.link("get", index=index)[0]
-    except NetlinkError as exc:
-        if exc.code in _GONE:
-            return None
-        raise
 
 
 def get_vxlan(fabric_ns: str | None, name: str) -> dict[str, Any] | None:
