@@ -42,6 +42,23 @@ from netmeta.cli.multihost import HostStack, MultiHost  # noqa: E402
 from netmeta.client import Client  # noqa: E402
 
 
+def start_simulated(hosts: int) -> MultiHost:
+    """``hosts`` simulated hosts (VXLAN, isolated metadata, one DHCP agent per network) under a fresh prefix.
+
+    The benches of several hosts all start here; ``MultiHost.close`` removes everything again.
+    """
+    prefix = f"nmt{uuid.uuid4().hex[:8]}-"
+    base = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(base, 0o755)
+    names = [f"host-{i}" for i in range(1, hosts + 1)]
+    started = time.monotonic()
+    multi = multihost.start(base, prefix, names, {"vni_ranges": "1000:9999", "enable_isolated_metadata": True,
+                                                   "dhcp_agents_per_network": 1})
+    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
+          f"{hosts} simulated hosts up in {time.monotonic() - started:.1f}s", flush=True)
+    return multi
+
+
 def rss_mb(pid: int | None) -> float:
     if not pid:
         return 0.0
@@ -82,15 +99,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.guests > 120:
         raise SystemExit("--guests above 120 would crowd the machine-wide neighbour table (gc_thresh3 = 1024)")
-    prefix = f"nmt{uuid.uuid4().hex[:8]}-"
-    base = tempfile.mkdtemp(prefix=prefix)
-    os.chmod(base, 0o755)
-    names = [f"host-{i}" for i in range(1, args.hosts + 1)]
-    started = time.monotonic()
-    multi = multihost.start(base, prefix, names, {"vni_ranges": "1000:9999", "enable_isolated_metadata": True,
-                                                   "dhcp_agents_per_network": 1})
-    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
-          f"{args.hosts} simulated hosts up in {time.monotonic() - started:.1f}s")
+    multi = start_simulated(args.hosts)
     try:
         client = Client.for_config(multi.config, admin=True)
         t0 = time.monotonic()

@@ -36,17 +36,14 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_multihost import converged, fetch  # noqa: E402
+from bench_multihost import converged, fetch, rss_mb, start_simulated  # noqa: E402
 
-from netmeta.cli import multihost  # noqa: E402
 from netmeta.cli.multihost import HostStack, MultiHost  # noqa: E402
 from netmeta.client import Client  # noqa: E402
 
@@ -122,15 +119,7 @@ def main() -> int:
 
     signal.signal(signal.SIGALRM, expired)
     signal.alarm(int(args.bound))
-    prefix = f"nmt{uuid.uuid4().hex[:8]}-"
-    base = tempfile.mkdtemp(prefix=prefix)
-    os.chmod(base, 0o755)
-    names = [f"host-{i}" for i in range(1, args.hosts + 1)]
-    started = time.monotonic()
-    multi = multihost.start(base, prefix, names, {"vni_ranges": "1000:9999", "enable_isolated_metadata": True,
-                                                   "dhcp_agents_per_network": 1})
-    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
-          f"{args.hosts} simulated hosts up in {time.monotonic() - started:.1f}s", flush=True)
+    multi = start_simulated(args.hosts)
     spies: list[subprocess.Popen[bytes]] = []
     try:
         client = Client.for_config(multi.config, admin=True)
@@ -239,12 +228,6 @@ def main() -> int:
         if problems:
             print("cleanup problems:", *problems, sep="\n  ")
     return 0
-
-
-def rss_mb(pid: int | None) -> float:
-    from bench_multihost import rss_mb as rss
-
-    return rss(pid)
 
 
 if __name__ == "__main__":

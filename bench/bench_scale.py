@@ -42,18 +42,15 @@ import queue
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_multihost import fetch, rss_mb  # noqa: E402
+from bench_multihost import converged, fetch, rss_mb, start_simulated  # noqa: E402
 
-from netmeta.cli import multihost  # noqa: E402
 from netmeta.cli.multihost import HostStack, MultiHost  # noqa: E402
 from netmeta.client import Client  # noqa: E402
 
@@ -103,17 +100,6 @@ def create_all(multi: MultiHost, networks: int, ports: int, clients: int) -> lis
     if errors:
         raise SystemExit(f"{len(errors)} API calls failed, e.g. {errors[:3]}")
     return [made[i] for i in sorted(made)]
-
-
-def converged(multi: MultiHost, client: Client, timeout: float) -> float:
-    started = time.monotonic()
-    target = int(client.state()["revision"])
-    while time.monotonic() - started < timeout:
-        statuses = [h.status() for h in multi.hosts]
-        if all(int(s.get("revision") or 0) >= target and not s.get("pending") for s in statuses):
-            return time.monotonic() - started
-        time.sleep(0.25)
-    raise SystemExit(f"not converged after {timeout:.0f}s")
 
 
 def boot_guests(multi: MultiHost, nets: list[dict[str, Any]], count: int) -> tuple[list[tuple[HostStack, dict[str, str]]], list[float]]:
@@ -285,15 +271,8 @@ def main() -> int:
 
     signal.signal(signal.SIGALRM, expired)
     signal.alarm(int(args.bound))
-    prefix = f"nmt{uuid.uuid4().hex[:8]}-"
-    base = tempfile.mkdtemp(prefix=prefix)
-    os.chmod(base, 0o755)
-    names = [f"host-{i}" for i in range(1, args.hosts + 1)]
     started = time.monotonic()
-    multi = multihost.start(base, prefix, names, {"vni_ranges": "1000:9999", "enable_isolated_metadata": True,
-                                                   "dhcp_agents_per_network": 1})
-    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; {args.hosts} simulated hosts up in "
-          f"{time.monotonic() - started:.1f}s", flush=True)
+    multi = start_simulated(args.hosts)
     try:
         client = Client.for_config(multi.config, admin=True, timeout=60.0)
         spies: list[tuple[str, Any]] = []
