@@ -74,11 +74,7 @@ class DriverHost:
         return processes.network_namespace_inode(pid)
 
     def read_file(self, path: str) -> str | None:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                return handle.read()
-        except OSError:
-            return None
+        return files.read_text(path)
 
     def list_dirs(self, path: str) -> list[str]:
         try:

@@ -35,6 +35,7 @@ from netmeta.cli.demo import Narrator, seed_networks
 from netmeta.cli.multihost import HostStack, MultiHost
 from netmeta.client import Client
 from netmeta.config import Config
+from netmeta.drivers import files
 from netmeta.model import names
 
 
@@ -86,11 +87,7 @@ def _agents(client: Client) -> str:
 
 
 def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError:
-        return ""
+    return files.read_text(path) or ""
 
 
 def _fetch(host: HostStack, namespace: str, path: str) -> str:

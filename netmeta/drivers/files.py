@@ -15,6 +15,15 @@ import tempfile
 from netmeta.drivers.errors import translate
 
 
+def read_text(path: str) -> str | None:
+    """A file's text, or None when it cannot be read (absent, a directory, no permission)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
 def ensure_dir(path: str, mode: int = 0o755) -> None:
     """Create ``path`` and its missing parents, each with ``mode`` (0755 for dnsmasq).
 

@@ -16,7 +16,7 @@ import pytest
 
 from netmeta.client import Client
 from netmeta.cli.multihost import HostStack, MultiHost
-from netmeta.drivers import netns
+from netmeta.drivers import files, netns
 from netmeta.model import names
 from tests.privileged.multihost import make_cloud
 from tests.privileged.stack import wait_until
@@ -286,11 +286,7 @@ def _agent_list(multi: MultiHost, *args: str) -> list[dict[str, Any]]:
 
 
 def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError:
-        return ""
+    return files.read_text(path) or ""
 
 
 def test_router_moves_between_l3_agents(cloud3: tuple[MultiHost, Client]) -> None:
