@@ -3,7 +3,7 @@
 Run as root from the repository root:
 
     .venv/bin/python bench/bench_scale.py [--hosts 3] [--networks 1000] [--ports 1000] [--guests 30]
-                                          [--clients 4] [--writes 50] [--watchers 10] [--bound 1500]
+                                          [--clients 4] [--bulk 100] [--writes 50] [--watchers 10] [--bound 1500]
 
 It starts one API server and ``--hosts`` simulated hosts (netmeta.cli.multihost:
 each its own mount + network namespace with its agent and metadata process,
@@ -14,7 +14,8 @@ VXLAN between them over an underlay) and prints:
   ``--ports`` ports, one per network, bound round-robin to the hosts
   (``binding:host_id``: each makes its network local on that host, with
   l2population's entries on the others) are created through the API by
-  ``--clients`` clients at once; then the time until every host's agent has
+  ``--clients`` clients at once, ``--bulk`` resources a request (Neutron's
+  bulk create, as an operator's script would; 0: one request a resource); then the time until every host's agent has
   applied the server's revision with nothing pending;
 * **guests**: ``--guests`` real dhclient guests (``netmeta vm boot`` inside a
   host, one host at a time in parallel), each on a host other than its
@@ -64,33 +65,28 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def create_all(multi: MultiHost, networks: int, ports: int, clients: int) -> list[dict[str, Any]]:
-    """Networks with a subnet each, then ports bound round-robin to the hosts; by ``clients`` at once."""
-    hosts = [h.name for h in multi.hosts]
-    work: queue.Queue[int] = queue.Queue()
-    for i in range(networks):
-        work.put(i)
-    made: dict[int, dict[str, Any]] = {}
+def _subnet(i: int, net_id: str) -> dict[str, Any]:
+    return {"network_id": net_id, "ip_version": 4, "cidr": f"10.{64 + i // 250}.{i % 250}.0/24", "gateway_ip": None}
+
+
+def _parallel(multi: MultiHost, clients: int, jobs: list[Any], work: Any) -> None:
+    """``work(client, job)`` for every job, by ``clients`` threads at once; any failure ends the run."""
+    pending: queue.Queue[Any] = queue.Queue()
+    for job in jobs:
+        pending.put(job)
     errors: list[str] = []
 
     def worker() -> None:
-        client = Client.for_config(multi.config, admin=True, timeout=60.0)
+        client = Client.for_config(multi.config, admin=True, timeout=120.0)
         while True:
             try:
-                i = work.get_nowait()
+                job = pending.get_nowait()
             except queue.Empty:
                 return
             try:
-                net = client.request("POST", "/v2.0/networks", {"network": {"name": f"s{i}"}})["network"]
-                client.request("POST", "/v2.0/subnets", {"subnet": {
-                    "network_id": net["id"], "ip_version": 4, "cidr": f"10.{64 + i // 250}.{i % 250}.0/24",
-                    "gateway_ip": None}})
-                if i < ports:
-                    client.request("POST", "/v2.0/ports", {"port": {
-                        "network_id": net["id"], "name": f"p{i}", "binding:host_id": hosts[i % len(hosts)]}})
-                made[i] = net
+                work(client, job)
             except Exception as exc:  # noqa: BLE001 - counted and shown
-                errors.append(f"{i}: {exc}")
+                errors.append(f"{job if not isinstance(job, list) else job[:1]}: {exc}")
 
     threads = [threading.Thread(target=worker) for _ in range(max(1, clients))]
     for t in threads:
@@ -99,6 +95,47 @@ def create_all(multi: MultiHost, networks: int, ports: int, clients: int) -> lis
         t.join()
     if errors:
         raise SystemExit(f"{len(errors)} API calls failed, e.g. {errors[:3]}")
+
+
+def create_all(multi: MultiHost, networks: int, ports: int, clients: int, bulk: int) -> list[dict[str, Any]]:
+    """Networks with a subnet each, then ports bound round-robin to the hosts; by ``clients`` at once.
+
+    With ``bulk`` > 0, as an operator's script would do it: Neutron's bulk
+    create, ``bulk`` resources a request (networks, then their subnets, then
+    the ports). With 0, three calls per network, one resource each.
+    """
+    hosts = [h.name for h in multi.hosts]
+    made: dict[int, dict[str, Any]] = {}
+
+    def port(i: int, net_id: str) -> dict[str, Any]:
+        return {"network_id": net_id, "name": f"p{i}", "binding:host_id": hosts[i % len(hosts)]}
+
+    if bulk <= 0:
+        def one(client: Client, i: int) -> None:
+            net = client.request("POST", "/v2.0/networks", {"network": {"name": f"s{i}"}})["network"]
+            client.request("POST", "/v2.0/subnets", {"subnet": _subnet(i, net["id"])})
+            if i < ports:
+                client.request("POST", "/v2.0/ports", {"port": port(i, net["id"])})
+            made[i] = net
+
+        _parallel(multi, clients, list(range(networks)), one)
+        return [made[i] for i in sorted(made)]
+
+    chunks = [list(range(lo, min(networks, lo + bulk))) for lo in range(0, networks, bulk)]
+
+    def nets(client: Client, chunk: list[int]) -> None:
+        out = client.request("POST", "/v2.0/networks", {"networks": [{"name": f"s{i}"} for i in chunk]})["networks"]
+        made.update(zip(chunk, out))
+
+    def subnets(client: Client, chunk: list[int]) -> None:
+        client.request("POST", "/v2.0/subnets", {"subnets": [_subnet(i, made[i]["id"]) for i in chunk]})
+
+    def bound(client: Client, chunk: list[int]) -> None:
+        client.request("POST", "/v2.0/ports", {"ports": [port(i, made[i]["id"]) for i in chunk]})
+
+    _parallel(multi, clients, chunks, nets)
+    _parallel(multi, clients, chunks, subnets)
+    _parallel(multi, clients, [[i for i in chunk if i < ports] for chunk in chunks if chunk[0] < ports], bound)
     return [made[i] for i in sorted(made)]
 
 
@@ -253,6 +290,8 @@ def main() -> int:
     parser.add_argument("--ports", type=int, default=1000)
     parser.add_argument("--guests", type=int, default=30)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--bulk", type=int, default=100, help="resources per bulk create request (Neutron's "
+                        "{\"networks\": [...]}); 0 = one request per resource, as before")
     parser.add_argument("--writes", type=int, default=50)
     parser.add_argument("--watchers", type=int, default=10)
     parser.add_argument("--bound", type=float, default=1500.0)
@@ -288,7 +327,7 @@ def main() -> int:
                                                      "100", "--output", out], stdout=subprocess.DEVNULL,
                                                     stderr=subprocess.DEVNULL)))
         t0 = time.monotonic()
-        nets = create_all(multi, args.networks, args.ports, args.clients)
+        nets = create_all(multi, args.networks, args.ports, args.clients, args.bulk)
         api = time.monotonic() - t0
         settle = converged(multi, client, max(60.0, args.bound - (time.monotonic() - started) - 60))
         for out, proc in spies:
@@ -307,7 +346,7 @@ def main() -> int:
             inner = host.sim.inner_namespaces()
             per_host[host.name] = len([n for n in inner if n.startswith("qdhcp-")])
         print(f"convergence: {args.networks} networks + subnets, {min(args.ports, args.networks)} bound ports: API "
-              f"{api:.1f}s ({args.clients} clients), every host converged {settle:.1f}s after the last call: "
+              f"{api:.1f}s ({args.clients} clients, {f'bulk of {args.bulk}' if args.bulk > 0 else 'one resource a call'}), every host converged {settle:.1f}s after the last call: "
               f"{total:.1f}s from empty; qdhcp per host {per_host}; load {os.getloadavg()[0]:.1f}", flush=True)
         cpu = {"server": cpu_s(multi.server.pid if multi.server else None)}
         for host in multi.hosts:

@@ -24,7 +24,7 @@ from netmeta.server import security_groups as sg
 from netmeta.server.context import ctx, dump, json_body, raw_json
 from netmeta.server.errors import BadRequest, invalid
 from netmeta.server.standard_attrs import Caller, get_or_404, save
-from netmeta.server.validation import SINGULAR, as_str_list, resource_body
+from netmeta.server.validation import SINGULAR, as_str_list, bulk_bodies, resource_body
 from netmeta.store.database import Txn, load_bodies, load_one
 
 CREATE: dict[str, Callable[[Txn, dict[str, Any], Caller], dict[str, Any]]] = {
@@ -196,18 +196,27 @@ def _fixed_ips_within_limit(kind: str, body: dict[str, Any], limit: int) -> None
 
 
 async def create_resource(request: web.Request) -> web.Response:
+    """One resource, or Neutron's bulk create (``{"networks": [...]}``): one transaction either way."""
     kind = request.match_info["kind"]
-    body = resource_body(await json_body(request), kind, creating=True)
+    raw = await json_body(request)
+    bulk = bulk_bodies(raw, kind)
+    bodies = bulk if bulk is not None else [resource_body(raw, kind, creating=True)]
     server = ctx(request)
-    _fixed_ips_within_limit(kind, body, server.config.max_fixed_ips_per_port)
+    for body in bodies:
+        _fixed_ips_within_limit(kind, body, server.config.max_fixed_ips_per_port)
     create, caller = CREATE[kind], server.caller(request)
 
-    def write(txn: Txn) -> dict[str, Any]:
-        policy.check_create(caller, kind, body, _writer(txn))
-        return create(txn, body, caller)
+    def write(txn: Txn) -> list[dict[str, Any]]:
+        made = []
+        for body in bodies:  # an error in any item rolls back every one (Neutron: atomic bulk)
+            policy.check_create(caller, kind, body, _writer(txn))
+            made.append(create(txn, body, caller))
+        return made
 
-    obj = await server.write(write)
-    return dump({SINGULAR[kind]: policy.hide_admin_fields(caller, kind, obj)}, status=201)
+    objs = [policy.hide_admin_fields(caller, kind, obj) for obj in await server.write(write)]
+    if bulk is None:
+        return dump({SINGULAR[kind]: objs[0]}, status=201)
+    return dump({kind: objs}, status=201)
 
 
 async def update_resource(request: web.Request) -> web.Response:

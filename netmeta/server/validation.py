@@ -78,7 +78,7 @@ def resource_body(raw: object, kind: str, creating: bool) -> dict[str, Any]:
     if not isinstance(raw, dict) or key not in raw:
         raise BadRequest(f"Resource body required, expected an object with key '{key}'.", "HTTPBadRequest")
     if len(raw) != 1:
-        raise BadRequest("Bulk operations and extra top-level keys are not supported.", "HTTPBadRequest")
+        raise BadRequest("Extra top-level keys are not supported.", "HTTPBadRequest")
     body = raw[key]
     if not isinstance(body, dict):
         raise BadRequest(f"Resource body '{key}' must be an object.", "HTTPBadRequest")
@@ -90,6 +90,32 @@ def resource_body(raw: object, kind: str, creating: bool) -> dict[str, Any]:
     if unknown:
         raise BadRequest(f"Unrecognized attribute(s) '{', '.join(unknown)}'", "HTTPBadRequest")
     return dict(body)
+
+
+def bulk_bodies(raw: object, kind: str) -> list[dict[str, Any]] | None:
+    """Neutron's bulk create, ``{"networks": [{...}, ...]}``: each item checked; None for one resource.
+
+    As in Neutron, an item may be the bare attributes or wrapped
+    (``{"network": {...}}``), and an empty list is 400 "Resources required".
+    Every item is checked here, before any is created; the creation itself
+    is one transaction, so a bad item anywhere changes nothing.
+    """
+    if not isinstance(raw, dict) or kind not in raw:
+        return None
+    if len(raw) != 1:
+        raise BadRequest("Extra top-level keys are not supported.", "HTTPBadRequest")
+    items = raw[kind]
+    if not isinstance(items, list):
+        raise BadRequest(f"Resource body '{kind}' must be a list.", "HTTPBadRequest")
+    if not items:
+        raise BadRequest("Resources required", "HTTPBadRequest")
+    key = SINGULAR[kind]
+    bodies = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise BadRequest(f"Each of '{kind}' must be an object.", "HTTPBadRequest")
+        bodies.append(resource_body(item if key in item else {key: item}, kind, creating=True))
+    return bodies
 
 
 def as_bool(value: object, name: str) -> bool:

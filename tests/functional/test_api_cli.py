@@ -126,5 +126,10 @@ def test_openstacksdk(server: ServerProcess, seeded: dict[str, Any], monkeypatch
         assert [p.id for p in found] == [port.id]
         conn.network.delete_port(port)
         assert conn.network.find_port(port.id) is None
+        # openstacksdk's bulk create is Neutron's {"ports": [...]}: one request, every port back in order.
+        made = list(conn.network.create_ports([{"network_id": net.id, "name": f"sdk-bulk-{i}"} for i in range(3)]))
+        assert [p.name for p in made] == ["sdk-bulk-0", "sdk-bulk-1", "sdk-bulk-2"] and all(p.id for p in made)
+        for made_port in made:
+            conn.network.delete_port(made_port)
     finally:
         conn.close()

@@ -9,7 +9,7 @@ import pytest
 from netmeta.server import filters
 from netmeta.server.errors import BadRequest, NeutronError, NotFound
 from netmeta.server.instances import sanitize_hostname
-from netmeta.server.validation import as_bool, project_of, resource_body
+from netmeta.server.validation import as_bool, bulk_bodies, project_of, resource_body
 
 
 @pytest.mark.parametrize(
@@ -31,6 +31,31 @@ def test_resource_body(raw: Any, kind: str, creating: bool, error: str | None) -
     else:
         with pytest.raises(BadRequest, match=error):
             resource_body(raw, kind, creating)
+
+
+def test_bulk_bodies_unwraps_bare_and_wrapped_items() -> None:
+    assert bulk_bodies({"network": {"name": "x"}}, "networks") is None  # one resource: not bulk
+    assert bulk_bodies({"networks": [{"name": "a"}, {"network": {"name": "b"}}]}, "networks") == [
+        {"name": "a"}, {"name": "b"}]
+
+
+@pytest.mark.parametrize(
+    "raw,error",
+    [
+        ({"networks": []}, "Resources required"),
+        ({"networks": {"name": "a"}}, "must be a list"),
+        ({"networks": ["a"]}, "must be an object"),
+        ({"networks": [{"name": "a"}, None]}, "must be an object"),
+        ({"networks": [{"name": "a"}], "network": {}}, "Extra top-level keys"),
+        ({"networks": [{"name": "a"}, {"colour": 1}]}, "Unrecognized attribute"),
+        ({"networks": [{"id": "x"}]}, "read-only"),
+        ({"networks": [{"network": {"name": "a"}, "name": "b"}]}, "Extra top-level keys"),
+    ],
+)
+def test_bulk_bodies_refuses_any_bad_item(raw: Any, error: str) -> None:
+    with pytest.raises(BadRequest, match=error) as caught:
+        bulk_bodies(raw, "networks")
+    assert caught.value.status == 400
 
 
 @pytest.mark.parametrize(
