@@ -32,7 +32,8 @@ from netmeta.config import Config, ConfigError
 from netmeta.errors import StartupError
 from netmeta.metrics import FAILING, OK, Endpoint, Health
 from netmeta.server import agents, auth, identity, metrics, netmeta_api, neutron_api
-from netmeta.server.context import CTX, ChangeHub, ServerContext, dump
+from netmeta.server.changes import KEEP, ChangeHub
+from netmeta.server.context import CTX, ServerContext, dump
 from netmeta.server.errors import MethodNotAllowed, NeutronError, NotFound
 from netmeta.status import write_status
 from netmeta.store.database import Database, current_revision
@@ -136,10 +137,11 @@ def build_app(config: Config) -> web.Application:
             from netmeta.server.shared_identity import SharedIdentity
 
             await loop.run_in_executor(None, SharedIdentity(db, config.state_dir).join, app[auth.IDENTITY])
-        app[CTX] = ServerContext(config=config, db=db, hub=ChangeHub())
+        hub = ChangeHub(keep=min(KEEP, config.change_log_retention))
+        hub.reader = lambda since: db.read(netmeta_api.read_log(since))
+        app[CTX] = ServerContext(config=config, db=db, hub=hub)
         revision, _ = await db.read(current_revision)
-        app[CTX].hub.revision = revision
-        metrics.REVISION.set(revision)
+        hub.start(revision)
         tasks = [asyncio.create_task(agents.watch_agents(app))]
         if config.embedded_identity and app[auth.IDENTITY].sync is not None:
             tasks.append(asyncio.create_task(_sync_identity(app[auth.IDENTITY])))

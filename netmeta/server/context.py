@@ -1,19 +1,14 @@
 """What every request handler shares: the database, the config, the change hub.
 
-:class:`ChangeHub` is how a long-polling watcher learns that something was
-committed without polling the database in a tight loop: writers call
-:meth:`ChangeHub.committed` after each commit and waiters wake on an
-``asyncio.Condition``. On PostgreSQL, commits made by *other* servers
-arrive the same way, from a LISTEN connection (:mod:`netmeta.store.notify`).
-Waiters also give up after :attr:`ChangeHub.recheck` seconds and read the
-database again — a second while nothing listens (SQLite shared by nobody,
-or the LISTEN connection lost), longer while it does — so no change is
-ever missed, only at worst late.
+Every write goes through :meth:`ServerContext.write`: one transaction, its
+events rendered once in the writer's thread (they also ride on the NOTIFY
+other servers hear, :mod:`netmeta.store.notify`), then handed to the
+:class:`~netmeta.server.changes.ChangeHub` that answers this server's
+watchers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
@@ -22,48 +17,11 @@ from aiohttp import web
 
 from netmeta.config import Config
 from netmeta.server.bodies import clean_json, parse_body
-from netmeta.server.metrics import REVISION
+from netmeta.server.changes import ChangeHub, render_event
 from netmeta.server.standard_attrs import Caller, utcnow
 from netmeta.store.database import Database, Txn
 
 T = TypeVar("T")
-
-
-class ChangeHub:
-    """Wakes watchers after a commit; see the module docstring."""
-
-    def __init__(self) -> None:
-        self._cond = asyncio.Condition()
-        self.revision = 0
-        self.closing = False
-        # Set when a LISTEN connection tells this hub about other servers' commits.
-        self.listening: asyncio.Event | None = None
-
-    @property
-    def recheck(self) -> float:
-        """How long a waiter sleeps before reading the database again anyway."""
-        return 5.0 if self.listening is not None and self.listening.is_set() else 1.0
-
-    async def committed(self, revision: int) -> None:
-        async with self._cond:
-            self.revision = max(self.revision, revision)
-            REVISION.set(self.revision)
-            self._cond.notify_all()
-
-    async def close(self) -> None:
-        async with self._cond:
-            self.closing = True
-            self._cond.notify_all()
-
-    async def wait_beyond(self, since: int, timeout: float) -> None:
-        """Return when a revision above ``since`` is known here, or on timeout."""
-        async with self._cond:
-            if self.revision > since or self.closing:
-                return
-            try:
-                await asyncio.wait_for(self._cond.wait(), timeout)
-            except TimeoutError:
-                pass
 
 
 @dataclass
@@ -84,13 +42,19 @@ class ServerContext:
         dns_domain = self.config.dns_domain
         settings = self.config
 
+        done: list[Txn] = []
+
         def run(txn: Txn) -> T:
             txn.dns_domain = dns_domain
             txn.settings = settings
-            return fn(txn)
+            result = fn(txn)
+            txn.rendered = [render_event(*change) for change in txn.events]
+            done.append(txn)
+            return result
 
         result, revision = await self.db.write(run, utcnow())
-        await self.hub.committed(revision)
+        txn = done[0]
+        await self.hub.committed(revision, txn.base, txn.rendered)
         return result
 
 

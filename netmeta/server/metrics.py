@@ -6,6 +6,10 @@
   a caller cannot grow the series; anything unmatched is ``other``.
 * ``netmeta_api_watch_clients``: long-polls waiting right now.
 * ``netmeta_api_revision``: the newest change-feed revision this server knows.
+* ``netmeta_api_watch_log_reads_total{reason}``: reads of the change log for
+  watchers — ``catch_up`` (one for every watcher waiting: a notice without
+  its events, or a periodic look) or ``behind`` (a watcher older than the
+  hub's window); a write through any server normally costs none.
 
 The access log (logger ``netmeta.server.access``) has a line per request —
 peer, method, path, status, bytes, milliseconds — bounded by
@@ -32,6 +36,7 @@ LATENCY = Histogram(
 )
 WATCH_CLIENTS = Gauge("netmeta_api_watch_clients", "Change-feed long-polls waiting now")
 REVISION = Gauge("netmeta_api_revision", "Newest change-feed revision this server knows")
+LOG_READS = Counter("netmeta_api_watch_log_reads", "Reads of the change log for watchers", ["reason"])
 
 FEED_ROUTES = frozenset({"/netmeta/v1/watch", "/netmeta/v1/state"})
 ACCESS = RateLimitedLog(logging.getLogger("netmeta.server.access"), burst=200, interval=10.0,

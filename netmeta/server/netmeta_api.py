@@ -25,15 +25,17 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 from sqlalchemy import Connection
 
 from netmeta.model.types import STATE_KINDS
 from netmeta.server import filters, instances, policy
+from netmeta.server.changes import public_json, render_event
 from netmeta.server.context import ctx, dump, json_body, raw_json
 from netmeta.server.errors import BadRequest, Gone
+from netmeta.server.metrics import LOG_READS
 from netmeta.store.database import Txn, changes_since, current_revision, load_bodies, load_one
 
 MAX_EVENTS = 5000
@@ -126,17 +128,11 @@ async def delete_password(request: web.Request) -> web.Response:
 # --- the change feed ------------------------------------------------------------
 
 
-def _public_json(kind: str, text: str) -> str:
-    if kind != "instances":
-        return text
-    return json.dumps(instances.public(json.loads(text), with_secrets=True), separators=(",", ":"))
-
-
 def _read_state(conn: Connection) -> str:
     revision, _ = current_revision(conn)
     parts = [f'"revision":{revision}']
     for kind in STATE_KINDS:
-        bodies = [_public_json(kind, b) for b in load_bodies(conn, kind)]
+        bodies = [public_json(kind, b) for b in load_bodies(conn, kind)]
         parts.append(f'"{kind}":[{",".join(bodies)}]')
     return "{" + ",".join(parts) + "}"
 
@@ -161,12 +157,19 @@ def _number(request: web.Request, name: str, default: float | None) -> float:
     return value
 
 
-def _read_changes(since: int) -> Any:
-    def read(conn: Connection) -> tuple[int, int, list[tuple[int, str, str, str]]]:
+def read_log(since: int) -> Callable[[Connection], tuple[int, int, list[tuple[int, str]]]]:
+    """The log after ``since`` in one snapshot: revision, compacted, and the events rendered (off the loop)."""
+
+    def read(conn: Connection) -> tuple[int, int, list[tuple[int, str]]]:
         revision, compacted = current_revision(conn)
-        return revision, compacted, changes_since(conn, since, MAX_EVENTS)
+        return revision, compacted, [(rev, render_event(rev, change, kind, obj))
+                                     for rev, change, kind, obj in changes_since(conn, since, MAX_EVENTS)]
 
     return read
+
+
+def _answer(revision: int, events: list[str]) -> web.Response:
+    return raw_json(f'{{"revision":{revision},"events":[{",".join(events)}]}}')
 
 
 async def watch(request: web.Request) -> web.Response:
@@ -177,10 +180,32 @@ async def watch(request: web.Request) -> web.Response:
     policy.check_feed(ctx(request).caller(request))
     timeout = min(_number(request, "timeout", DEFAULT_TIMEOUT), MAX_TIMEOUT)
     server = ctx(request)
+    hub = server.hub
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    if since > hub.top or timeout == 0:
+        # A revision this server has not heard of yet (a follower failing over), or a poll: the present.
+        await hub.catch_up()
+    while hub.covers(since):
+        # Answered from the hub's window (netmeta.server.changes): no read of the database.
+        last, events = hub.events_after(since, MAX_EVENTS)
+        if events:
+            return _answer(last, events)
+        since = hub.top  # nothing between since and top
+        if hub.revision > hub.top:  # heard of a commit, not yet of its events
+            await hub.catch_up()
+            if hub.revision > hub.top:
+                break  # the log has not caught up with the notice: read it here
+            continue
+        remaining = deadline - loop.time()
+        if remaining <= 0 or hub.closing:
+            return _answer(since, [])
+        if not await hub.wait_beyond(since, min(hub.recheck, remaining)):
+            await hub.catch_up()  # nothing heard for a while: look at the log anyway
+    # Below the window (a watcher far behind), or beyond the database's revision: the log itself.
     while True:
-        revision, compacted, rows = await server.db.read(_read_changes(since))
+        LOG_READS.labels("behind").inc()
+        revision, compacted, rows = await server.db.read(read_log(since))
         if since < compacted or since > revision:
             raise Gone(
                 f"Revision {since} is outside the change log (kept: {compacted}..{revision}); "
@@ -188,15 +213,11 @@ async def watch(request: web.Request) -> web.Response:
                 "ResourceVersionTooOld",
             )
         if rows:
-            events = ",".join(
-                f'{{"revision":{rev},"type":"{change}","kind":"{kind}","object":{_public_json(kind, obj)}}}'
-                for rev, change, kind, obj in rows
-            )
-            return raw_json(f'{{"revision":{rows[-1][0]},"events":[{events}]}}')
+            return _answer(rows[-1][0], [text for _, text in rows])
         remaining = deadline - loop.time()
-        if remaining <= 0 or server.hub.closing:
-            return dump({"revision": revision, "events": []})
-        await server.hub.wait_beyond(revision, min(server.hub.recheck, remaining))
+        if remaining <= 0 or hub.closing:
+            return _answer(revision, [])
+        await hub.wait_beyond(revision, min(hub.recheck, remaining))
 
 
 def add_routes(app: web.Application) -> None:

@@ -50,7 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from netmeta.store import schema
-from netmeta.store.notify import notify_sql
+from netmeta.store.notify import notify_payload, notify_sql
 
 T = TypeVar("T")
 
@@ -120,9 +120,15 @@ class Txn:
 
     def __init__(self, conn: Connection, revision: int, now: str) -> None:
         self.conn = conn
+        self.base = revision  # the revision before this transaction
         self.revision = revision
         self.now = now
         self.changed = 0
+        # Every change row written, in order: (revision, type, kind, object JSON).
+        self.events: list[tuple[int, str, str, str]] = []
+        # The caller's rendering of those events as watchers see them, if it made one:
+        # they then travel in the NOTIFY payload, so other servers need not read them.
+        self.rendered: list[str] | None = None
 
     # --- reads -------------------------------------------------------------
 
@@ -143,10 +149,12 @@ class Txn:
     def _record(self, kind: str, change: str, obj: dict[str, Any]) -> int:
         self.revision += 1
         self.changed += 1
+        text = dumps(obj)
         self.conn.execute(
             _prepared(("insert", "changes"), lambda: insert(schema.changes)),
-            {"revision": self.revision, "kind": kind, "type": change, "object": dumps(obj)},
+            {"revision": self.revision, "kind": kind, "type": change, "object": text},
         )
+        self.events.append((self.revision, change, kind, text))
         return self.revision
 
     @staticmethod
@@ -351,7 +359,7 @@ class Database:
                 conn.execute(update(schema.revision).where(schema.revision.c.id == 1).values(**values))
                 if not self.is_sqlite:
                     # Delivered at COMMIT to every server LISTENing (netmeta.store.notify).
-                    conn.execute(text(notify_sql()), {"revision": txn.revision})
+                    conn.execute(text(notify_sql()), {"payload": notify_payload(txn.revision, txn.base, txn.rendered)})
             return result, txn.revision
 
     def documents(self) -> dict[str, str]:

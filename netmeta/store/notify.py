@@ -1,14 +1,25 @@
 """Commits made by *other* servers, told at once: PostgreSQL's LISTEN/NOTIFY.
 
 Several ``netmeta server`` processes may share one PostgreSQL. Each write
-transaction ends with ``NOTIFY netmeta_changes, '<revision>'`` (delivered
+transaction ends with ``NOTIFY netmeta_changes, '<payload>'`` (delivered
 by PostgreSQL only when, and only if, the transaction commits), and every
 server keeps one connection ``LISTEN``-ing on that channel and wakes its own
-watchers (:class:`netmeta.server.context.ChangeHub`) as each notification
+watchers (:class:`netmeta.server.changes.ChangeHub`) as each notification
 arrives. So a change made through one server reaches a watcher of another
-within a few milliseconds, without polling. If the listening connection
-breaks, it is opened again; meanwhile the watchers' periodic re-read (every
-second until the listener is up) keeps every change visible, only later.
+within a few milliseconds, without polling.
+
+The payload is the new revision, and — when they fit PostgreSQL's 8000
+bytes — the revision before the transaction and its events as watchers see
+them, one JSON text a line::
+
+    <revision> <base>\n<event>\n<event>…
+
+so the other servers answer their watchers without reading the change log
+at all; a larger transaction sends the revision alone and each other server
+reads the log once. If the listening connection breaks, it is opened again;
+meanwhile the watchers' periodic catch-up (every second until the listener
+is up) keeps every change visible, only later. All servers on one store run
+the same version (they share its migrations), so they agree on this format.
 """
 
 from __future__ import annotations
@@ -24,9 +35,39 @@ log = logging.getLogger("netmeta.store.notify")
 CHANNEL = "netmeta_changes"
 
 
+# PostgreSQL refuses a payload of 8000 bytes or more (and the transaction with it).
+MAX_PAYLOAD = 7900
+
+Notice = Callable[[int, "int | None", "list[str] | None"], Awaitable[None]]
+
+
 def notify_sql() -> str:
-    """The statement each write transaction ends with (its revision is the payload)."""
-    return f"SELECT pg_notify('{CHANNEL}', CAST(:revision AS text))"
+    """The statement each write transaction ends with (see :func:`notify_payload`)."""
+    return f"SELECT pg_notify('{CHANNEL}', :payload)"
+
+
+def notify_payload(revision: int, base: int, events: list[str] | None) -> str:
+    """The revision, with the transaction's events when they fit (see the module docstring)."""
+    if events is not None and len(events) == revision - base:
+        payload = "\n".join([f"{revision} {base}", *events])
+        if len(payload.encode()) <= MAX_PAYLOAD and payload.count("\n") == len(events):
+            return payload
+    return str(revision)
+
+
+def parse_payload(payload: str) -> tuple[int, int | None, list[str] | None]:
+    """(revision, base, events) from a payload; base and events None when it holds only the revision.
+
+    Raises ValueError for anything else (a NOTIFY on the channel by someone else).
+    """
+    head, *events = payload.split("\n")
+    numbers = head.split(" ")
+    if len(numbers) == 1:
+        return int(numbers[0]), None, None
+    revision, base = (int(n) for n in numbers)
+    if len(events) != revision - base:
+        raise ValueError(f"{len(events)} events for revisions {base}..{revision}")
+    return revision, base, events
 
 
 def libpq_url(sqlalchemy_url: str) -> str:
@@ -36,11 +77,11 @@ def libpq_url(sqlalchemy_url: str) -> str:
 
 
 class Listener:
-    """Calls ``on_revision(rev)`` for every notification; reconnects forever (cancel to stop)."""
+    """Calls ``on_notice(revision, base, events)`` for every notification; reconnects forever (cancel to stop)."""
 
-    def __init__(self, sqlalchemy_url: str, on_revision: Callable[[int], Awaitable[None]]) -> None:
+    def __init__(self, sqlalchemy_url: str, on_notice: Notice) -> None:
         self.url = libpq_url(sqlalchemy_url)
-        self.on_revision = on_revision
+        self.on_notice = on_notice
         self.listening = asyncio.Event()
 
     async def run(self) -> None:
@@ -56,10 +97,10 @@ class Listener:
                     backoff = 0.2
                     async for note in conn.notifies():
                         try:
-                            revision = int(note.payload)
+                            revision, base, events = parse_payload(note.payload)
                         except ValueError:
                             continue
-                        await self.on_revision(revision)
+                        await self.on_notice(revision, base, events)
                 finally:
                     self.listening.clear()
                     await conn.close()
