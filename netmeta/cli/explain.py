@@ -24,9 +24,13 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from netmeta.client import ApiError, Client
 from netmeta.config import Config
 from netmeta.model import names
-from netmeta.model.diagnosis import NOTE, OK, Explanation, Ipv6Observations, NamespaceFacts, Observations, explain
+from netmeta.model.diagnosis import NOTE, OK, Explanation, Ipv6Observations, NamespaceFacts, Observations
+from netmeta.model.placement import (
+    AgentState, agent_states, explain_on_hosts, explain_port, namespace_host, network_dhcp_agents,
+    placement_findings,
+)
 from netmeta.model.types import (
-    DEVICE_OWNER_DHCP, METADATA_IPV4, METADATA_IPV6, NetworkId, Port, Snapshot, snapshot_from_state,
+    DEVICE_OWNER_DHCP, METADATA_IPV4, METADATA_IPV6, NetworkId, Port, PortId, Snapshot, snapshot_from_state,
 )
 from netmeta.model.vm_diagnosis import VmFacts, dhclient_lease_routes, explain_vm, lease_for, parse_dnsmasq_leases
 
@@ -91,9 +95,12 @@ def observe_path(config: Config, snapshot: Snapshot, ran: Ran, *, name: str, ip:
     code, out = ran.get("table", (1, ""))
     specific = any(r.get("dst") in (METADATA_IPV4, f"{METADATA_IPV4}/32")
                    for r in json.loads(out or "[]")) if code == 0 else False
-    opts = _opts_lines(config, network_id)
     owner = _next_hop_owner(snapshot, network_id, gateway)
-    facts = _namespace_facts(owner) if owner is not None else None
+    # Only this host's namespaces can be looked at; another host's is named, not called missing.
+    where = namespace_host(snapshot, owner) if owner is not None else None
+    elsewhere = where if where and where != config.host else ""
+    opts = _opts_lines(config, network_id) or _remote_opts(config, snapshot, network_id, owner)
+    facts = _namespace_facts(owner) if owner is not None and not elsewhere else None
     fetch_code, fetched = ran.get("fetch", (-1, ""))
     body, _, status_text = fetched.rpartition("\n")
     status = int(status_text) if status_text.isdigit() and status_text != "000" else None
@@ -106,8 +113,25 @@ def observe_path(config: Config, snapshot: Snapshot, ran: Ran, *, name: str, ip:
         guest_name=name, guest_ip=ip, instance_id=instance_id, network_id=network_id,
         route_gateway=gateway, route_found=found, route_specific=specific, dhcp_routes=dhcp_routes,
         opts_lines=opts, namespace=facts, fetch_status=status, fetch_body=body if status else "",
-        fetch_error=error,
+        fetch_error=error, namespace_host=elsewhere,
     )
+
+
+def _remote_opts(config: Config, snapshot: Snapshot, network_id: str, owner: Port | None) -> tuple[str, ...]:
+    """The opts another host's dnsmasq serves the network with, when no DHCP agent of this host hosts it.
+
+    Its file is on that host; the model says what its agent writes there —
+    the host behind the guest's next hop if that is a DHCP port (each
+    advertises the metadata route via its own port), else the first.
+    """
+    from netmeta.model.dhcp import opts_lines
+
+    hosts = [host for _, host in network_dhcp_agents(snapshot, network_id)]
+    if not hosts or config.host in hosts:
+        return ()
+    if owner is not None and owner.device_owner == DEVICE_OWNER_DHCP and owner.binding_host_id in hosts:
+        hosts.insert(0, owner.binding_host_id)
+    return tuple(opts_lines(snapshot.for_host(hosts[0]), NetworkId(network_id), config))
 
 
 def _opts_lines(config: Config, network_id: str) -> tuple[str, ...]:
@@ -230,7 +254,8 @@ def _find(config: Config, key: str) -> Guest | Machine:
     raise GuestError(f"no guest or VM on this host is named, has the instance id or the IP {key!r}")
 
 
-def explain_machine(config: Config, machine: Machine, snapshot: Snapshot) -> Explanation:
+def explain_machine(config: Config, machine: Machine, snapshot: Snapshot,
+                    states: Mapping[str, AgentState] | None = None) -> Explanation:
     """Observe a VM on this host and explain it."""
     from netmeta.agent.driver_host import DriverHost
     from netmeta.metadata.service import read_status
@@ -241,30 +266,70 @@ def explain_machine(config: Config, machine: Machine, snapshot: Snapshot) -> Exp
     access = (read_status(config.state_dir) or {}).get("access", [])
     facts, inside = observe_vm(config, machine, snapshot, host, access,
                                lambda commands: machines.run_batch(machine.name, commands, timeout=90))
-    return explain_vm(snapshot, facts, inside, opts_lines=_opts_lines(config, machine.network_id),
-                      metadata_port=config.metadata_port, fabric=machine.fabric or "the host's namespace")
+    out = explain_vm(snapshot, facts, inside, opts_lines=_opts_lines(config, machine.network_id),
+                     metadata_port=config.metadata_port, fabric=machine.fabric or "the host's namespace")
+    out.findings[0:0] = placement_findings(snapshot, snapshot.ports.get(PortId(machine.port_id)), machine.network_id,
+                                           states or {}, uses_router=out.path == "router" if out.path != "none" else None)
+    return out
+
+
+def _agent_states(config: Config) -> dict[str, AgentState]:
+    """``/v2.0/agents`` as the admin sees it; empty when it cannot be read (no agent is then called alive)."""
+    try:
+        rows = Client.for_config(config, admin=True).get("/v2.0/agents").get("agents", [])
+    except (ApiError, OSError, AttributeError):
+        return {}
+    return agent_states([r for r in rows if isinstance(r, dict)])
+
+
+def _api_port(snapshot: Snapshot, key: str) -> Port | None:
+    """A port named by its id, or the first port of an instance named by its id or name."""
+    port = snapshot.ports.get(PortId(key))
+    if port is not None:
+        return port
+    for instance in sorted(snapshot.instances.values(), key=lambda i: i.id):
+        if key in (instance.id, instance.name):
+            ports = [snapshot.ports[p] for p in instance.port_ids if p in snapshot.ports]
+            ports = ports or sorted(snapshot.ports_of_device(instance.id), key=lambda p: p.id)
+            if ports:
+                return ports[0]
+    return None
 
 
 def cmd_explain(args: argparse.Namespace, config: Config) -> int:
     from netmeta.vm.guests import GuestError
     from netmeta.vm.machines import Machine
 
+    found: Guest | Machine | Port | None
     try:
-        found = _find(config, args.guest)
         snapshot = snapshot_from_state(Client.for_config(config).state())
+        try:
+            found = _find(config, args.guest)
+        except GuestError:
+            # Not a guest of this host: a port or an instance of the cloud, placed on its hosts.
+            found = _api_port(snapshot, args.guest)
+            if found is None:
+                raise
     except (GuestError, ApiError, OSError) as exc:
         print(f"netmeta: {exc}", file=sys.stderr)
         return 1
+    states = _agent_states(config)
     if isinstance(found, Machine):
-        result = explain_machine(config, found, snapshot)
+        result = explain_machine(config, found, snapshot, states)
+    elif isinstance(found, Port):
+        result = explain_port(snapshot, found, states)
     else:
-        result = explain(snapshot, observe(config, found, snapshot), metadata_port=config.metadata_port)
+        result = explain_on_hosts(snapshot, observe(config, found, snapshot), states,
+                                  metadata_port=config.metadata_port)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:
-        kind = " (VM)" if isinstance(found, Machine) else ""
-        print(f"{result.guest}{kind}: metadata path {result.path}"
-              + (f" via {result.next_hop}" if result.next_hop else ""))
+        kind = " (VM)" if isinstance(found, Machine) else " (port)" if isinstance(found, Port) else ""
+        if isinstance(found, Port):
+            print(f"{result.guest}{kind}: where its parts are (its guest's path is explained on the host it runs on)")
+        else:
+            print(f"{result.guest}{kind}: metadata path {result.path}"
+                  + (f" via {result.next_hop}" if result.next_hop else ""))
         marks = {OK: "ok  ", NOTE: "note"}
         for finding in result.findings:
             print(f"  {marks.get(finding.severity, 'BAD ')}  {finding.text}")

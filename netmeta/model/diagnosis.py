@@ -74,6 +74,10 @@ class Observations:
     fetch_body: str = ""
     fetch_error: str = ""
     ipv6: "Ipv6Observations | None" = None
+    # The host holding the namespace behind the next hop when it is another
+    # host than the one explain runs on: ``namespace`` is then None (not
+    # looked at from here) rather than "missing" (netmeta.model.placement).
+    namespace_host: str = ""
 
 
 @dataclass(frozen=True)
@@ -420,6 +424,16 @@ def why_no_namespace(snapshot: Snapshot, kind: str, ident: str) -> str:
     return ""
 
 
+def _elsewhere(out: Explanation, obs: Observations) -> bool:
+    """The namespace is another host's: say so, instead of calling it missing here."""
+    if obs.namespace is not None or not obs.namespace_host:
+        return False
+    out.add(NOTE, "namespace-elsewhere",
+            f"namespace {out.namespace} is on host {obs.namespace_host}, not this one: its addresses and listener "
+            f"are looked at by `netmeta explain` there; the fetch below shows whether the path works")
+    return True
+
+
 def _missing(out: Explanation, snapshot: Snapshot, kind: str, ident: str) -> None:
     why = why_no_namespace(snapshot, kind, ident)
     reason = f": {why}" if why else " (the agent should have made it: is `netmeta agent` running? see `netmeta status`)"
@@ -428,6 +442,8 @@ def _missing(out: Explanation, snapshot: Snapshot, kind: str, ident: str) -> Non
 
 def _check_dhcp(out: Explanation, obs: Observations, snapshot: Snapshot, network_id: str) -> None:
     facts = obs.namespace
+    if _elsewhere(out, obs):
+        return
     if facts is None or not facts.exists:
         _missing(out, snapshot, "network", network_id)
         return
@@ -449,6 +465,8 @@ def _check_dhcp(out: Explanation, obs: Observations, snapshot: Snapshot, network
 def _check_router(out: Explanation, obs: Observations, gw: str, port: int, snapshot: Snapshot,
                   router_id: str) -> None:
     facts = obs.namespace
+    if _elsewhere(out, obs):
+        return
     if facts is None or not facts.exists:
         _missing(out, snapshot, "router", router_id)
         return
