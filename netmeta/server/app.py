@@ -146,7 +146,8 @@ def build_app(config: Config) -> web.Application:
         if config.embedded_identity and app[auth.IDENTITY].sync is not None:
             tasks.append(asyncio.create_task(_sync_identity(app[auth.IDENTITY])))
         if not db.is_sqlite:
-            listener = Listener(db.url, app[CTX].hub.committed)
+            revoked = app[auth.IDENTITY].revoked.add if config.embedded_identity else None
+            listener = Listener(db.url, app[CTX].hub.committed, on_revoked=revoked)
             app[CTX].hub.listening = listener.listening
             tasks.append(asyncio.create_task(listener.run()))
         yield

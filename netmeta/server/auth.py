@@ -148,7 +148,7 @@ def token_body(request: web.Request, info: TokenInfo, catalog: bool = True) -> d
 
 
 def _identity_error(status: int, message: str) -> web.Response:
-    titles = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
+    titles = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 503: "Service Unavailable"}
     return web.json_response({"error": {"code": status, "title": titles[status], "message": message}},
                              status=status)
 
@@ -196,7 +196,16 @@ async def validate_token(request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD":
         return web.Response(status=200, headers={"X-Subject-Token": request.headers["X-Subject-Token"]})
     if request.method == "DELETE":
-        request.app[IDENTITY].revoke(subject)
+        ident = request.app[IDENTITY]
+        ident.revoke(subject)
+        if ident.publish_revocation is not None:
+            # Servers sharing the store refuse it too: answered once it is recorded there.
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, ident.publish_revocation, subject)
+            except Exception as exc:  # noqa: BLE001 - the store away: say so, the token stays revoked here
+                log.warning("identity: cannot record a revocation in the store: %s", exc)
+                return _identity_error(503, "The token is revoked at this server only: the shared store "
+                                            "cannot be written now; revoke it again.")
         return web.Response(status=204)
     response = web.json_response(token_body(request, subject, catalog="nocatalog" not in request.query))
     response.headers["X-Subject-Token"] = request.headers["X-Subject-Token"]

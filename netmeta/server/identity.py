@@ -219,6 +219,9 @@ class Identity:
     # before each login instead of the file's mtime check, it exchanges
     # changes with the store and leaves ``data`` current.
     sync: Callable[["Identity"], None] | None = None
+    # Set with ``sync``: records a revocation in the store (in a worker
+    # thread), where every other server learns of it.
+    publish_revocation: Callable[["TokenInfo"], None] | None = None
 
     def load(self) -> "Identity":
         with open(StatePaths(self.state_dir).token_key, "rb") as handle:

@@ -27,7 +27,12 @@ clouds document the generated passwords of the bootstrap admin and service
 user. Whoever can read the store's tables can act as admin, as whoever can
 read a server's state directory can.
 
-Revocations (``DELETE /identity/v3/auth/tokens``) stay per server.
+A revocation (``DELETE /identity/v3/auth/tokens``) at one server holds at
+every other: it is recorded in the store (document ``revocations``: audit id
+→ the token's expiry, pruned once expired) before the DELETE is answered,
+and a NOTIFY with the commit tells the other servers at once; each also
+reads the document at start and on every exchange, so a notice lost while a
+LISTEN connection was down is made up within :data:`SYNC_INTERVAL`.
 """
 
 from __future__ import annotations
@@ -36,15 +41,17 @@ import base64
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 from netmeta.model.paths import StatePaths
-from netmeta.server.identity import Identity, _load_json, write_private
+from netmeta.server.identity import Identity, TokenInfo, _load_json, write_private
 from netmeta.store.database import Database
+from netmeta.store.notify import revoked_payload
 
 log = logging.getLogger(__name__)
 
-KEY, DATA, CLOUDS = "token_key", "identity", "clouds"
+KEY, DATA, CLOUDS, REVOKED = "token_key", "identity", "clouds", "revocations"
 LISTS = ("projects", "users", "application_credentials")
 SYNC_INTERVAL = 2.0
 
@@ -95,8 +102,20 @@ class SharedIdentity:
             log.info("identity: adopted the one this store's servers share (token key, users, projects)")
         self._write_local(identity, json.loads(docs[DATA]))
         identity.load()
+        identity.revoked.update(revocations(docs))
         identity.sync = self.sync
+        identity.publish_revocation = self.publish_revocation
         return adopted
+
+    def publish_revocation(self, info: TokenInfo) -> None:
+        """Record a revoked token in the store and tell the other servers (in a worker thread)."""
+
+        def add(docs: dict[str, str]) -> dict[str, str]:
+            current = {k: v for k, v in _revocation_doc(docs).items() if v > time.time()}
+            current[info.audit_id] = info.expires
+            return {REVOKED: json.dumps(current, separators=(",", ":"))}
+
+        self.db.update_documents(add, notice=revoked_payload(info.audit_id))
 
     def sync(self, identity: Identity) -> None:
         """Exchange changes with the store (before each login and periodically; in a worker thread)."""
@@ -113,6 +132,7 @@ class SharedIdentity:
                 docs = self.db.update_documents(exchange)
             else:
                 docs = self.db.documents()
+            identity.revoked.update(revocations(docs))
             current = json.loads(docs[DATA])
             if current != local:
                 self._write_local(identity, current)
@@ -124,6 +144,22 @@ class SharedIdentity:
         write_private(self.paths.identity_file, (json.dumps(data, indent=2) + "\n").encode())
         self.base = data
         identity.data = data
+
+
+def _revocation_doc(docs: dict[str, str]) -> dict[str, float]:
+    try:
+        raw = json.loads(docs.get(REVOKED) or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): float(v) for k, v in raw.items() if isinstance(v, (int, float))}
+
+
+def revocations(docs: dict[str, str], now: float | None = None) -> set[str]:
+    """The audit ids of the tokens revoked at any server that have not expired yet."""
+    at = time.time() if now is None else now
+    return {audit_id for audit_id, expires in _revocation_doc(docs).items() if expires > at}
 
 
 def _read_clouds(path: str) -> dict[str, Any]:

@@ -366,12 +366,14 @@ class Database:
         """The shared identity documents (:data:`schema.identity_documents`), by name."""
         return self.read_sync(_documents)
 
-    def update_documents(self, fn: Callable[[dict[str, str]], dict[str, str]]) -> dict[str, str]:
+    def update_documents(self, fn: Callable[[dict[str, str]], dict[str, str]], *,
+                         notice: str | None = None) -> dict[str, str]:
         """Read the documents, write those ``fn`` returns, in one transaction; all of them after.
 
         Under a lock on PostgreSQL (two servers starting together agree on
         one identity), ``BEGIN IMMEDIATE`` on SQLite. No revision: these are
-        not resources and wake no watcher.
+        not resources and wake no watcher. ``notice``: a NOTIFY payload sent
+        with the commit on PostgreSQL (a revocation, :mod:`netmeta.store.notify`).
         """
         self._local.begin = "BEGIN IMMEDIATE"
         with self.engine.begin() as conn:
@@ -383,6 +385,8 @@ class Database:
             for name, body in changes.items():
                 conn.execute(delete(table).where(table.c.name == name))
                 conn.execute(insert(table).values(name=name, body=body))
+            if notice is not None and not self.is_sqlite:
+                conn.execute(text(notify_sql()), {"payload": notice})
             docs.update(changes)
             return docs
 

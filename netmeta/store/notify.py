@@ -16,7 +16,9 @@ them, one JSON text a line::
 
 so the other servers answer their watchers without reading the change log
 at all; a larger transaction sends the revision alone and each other server
-reads the log once. If the listening connection breaks, it is opened again;
+reads the log once. A token revoked at one server is told to the others on
+the same channel, ``revoked <audit_id>``
+(:mod:`netmeta.server.shared_identity` records it in the store too). If the listening connection breaks, it is opened again;
 meanwhile the watchers' periodic catch-up (every second until the listener
 is up) keeps every change visible, only later. All servers on one store run
 the same version (they share its migrations), so they agree on this format.
@@ -55,6 +57,13 @@ def notify_payload(revision: int, base: int, events: list[str] | None) -> str:
     return str(revision)
 
 
+REVOKED = "revoked"
+
+
+def revoked_payload(audit_id: str) -> str:
+    return f"{REVOKED} {audit_id}"
+
+
 def parse_payload(payload: str) -> tuple[int, int | None, list[str] | None]:
     """(revision, base, events) from a payload; base and events None when it holds only the revision.
 
@@ -79,9 +88,11 @@ def libpq_url(sqlalchemy_url: str) -> str:
 class Listener:
     """Calls ``on_notice(revision, base, events)`` for every notification; reconnects forever (cancel to stop)."""
 
-    def __init__(self, sqlalchemy_url: str, on_notice: Notice) -> None:
+    def __init__(self, sqlalchemy_url: str, on_notice: Notice,
+                 on_revoked: Callable[[str], None] | None = None) -> None:
         self.url = libpq_url(sqlalchemy_url)
         self.on_notice = on_notice
+        self.on_revoked = on_revoked
         self.listening = asyncio.Event()
 
     async def run(self) -> None:
@@ -96,6 +107,11 @@ class Listener:
                     self.listening.set()
                     backoff = 0.2
                     async for note in conn.notifies():
+                        kind, _, audit_id = note.payload.partition(" ")
+                        if kind == REVOKED:
+                            if self.on_revoked is not None and audit_id:
+                                self.on_revoked(audit_id)
+                            continue
                         try:
                             revision, base, events = parse_payload(note.payload)
                         except ValueError:

@@ -167,3 +167,36 @@ def test_a_token_from_one_server_is_accepted_by_the_other(
                 raise
             time.sleep(0.3)
     first.login("carol", "carol-pw", "gamma")
+
+
+def test_a_token_revoked_at_one_server_is_refused_by_the_others(
+    server_factory: Callable[..., ServerProcess], postgres_url: str
+) -> None:
+    """``DELETE /identity/v3/auth/tokens`` at one server: the token is refused at every server on the store.
+
+    The revocation is recorded in the store and told to the other servers by
+    NOTIFY (before, each server kept its own revocations: the second server
+    went on accepting the token for its whole lifetime); a server started
+    later reads it from the store.
+    """
+    first = server_factory("--db", postgres_url)
+    second = server_factory("--db", postgres_url)
+    admin = first.cloud("netmeta")
+    token = first.login(admin["username"], admin["password"], admin["project_name"])
+    for server in (first, second):
+        assert server.api.as_token(token).call("GET", "/v2.0/networks")[0] == 200
+    status, _ = first.api.call("DELETE", "/identity/v3/auth/tokens", headers={"X-Subject-Token": token})
+    assert status == 204
+    assert first.api.as_token(token).call("GET", "/v2.0/networks")[0] == 401
+    # At the second server within a second: the NOTIFY, not the 2 s exchange with the store (nor ever, before).
+    revoked = time.monotonic()
+    while second.api.as_token(token).call("GET", "/v2.0/networks")[0] != 401:
+        assert time.monotonic() - revoked < 1.0, "the second server still accepts the revoked token"
+        time.sleep(0.02)
+    assert second.api.call("GET", "/identity/v3/auth/tokens", headers={"X-Subject-Token": token})[0] == 404
+    # Another token of the same user is not touched; a server started afterwards refuses the revoked one too.
+    other = second.login(admin["username"], admin["password"], admin["project_name"])
+    third = server_factory("--db", postgres_url)
+    assert third.api.as_token(token).call("GET", "/v2.0/networks")[0] == 401
+    assert third.api.as_token(other).call("GET", "/v2.0/networks")[0] == 200
+    assert first.api.as_token(other).call("GET", "/v2.0/networks")[0] == 200

@@ -30,3 +30,12 @@ def test_a_removal_here_removes_it_from_the_store_but_not_what_was_never_seen_he
     # Nothing changed here: the store's document as it is.
     assert merge(remote, remote, {"users": [user("u9", "zed")]}) == {"users": [user("u9", "zed")],
                                                                        "projects": [], "application_credentials": []}
+
+
+def test_revocations_in_the_store_are_the_unexpired_ones() -> None:
+    from netmeta.server.shared_identity import REVOKED, revocations
+
+    docs = {REVOKED: '{"old":100.0,"live":300.5,"junk":"x"}'}
+    assert revocations(docs, now=200.0) == {"live"}
+    assert revocations({}, now=0.0) == set() and revocations({REVOKED: "[1]"}, now=0.0) == set()
+    assert revocations({REVOKED: "{not json"}, now=0.0) == set()
