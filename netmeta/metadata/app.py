@@ -23,6 +23,13 @@ Dispatch order, and why:
 
 Rendered EC2 leaves and the per-instance view are cached until the snapshot
 object changes, so a steady stream of guest requests costs a dict lookup.
+An answer that depends only on the snapshot, the caller and the request's
+bytes also carries a :class:`~netmeta.metadata.http.Replay`: the listener
+then answers the same request again from memory, asking this app only for
+the rate limit, meta_data.json's fresh seed and the metrics (see
+:meth:`MetadataApp._replay`). Not so: token requests and EC2 requests
+carrying a token (a token expires), passwords (set through this process),
+the signed listener, the Nova backend, 429s and 5xx.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from typing import Any, Awaitable, Callable, Protocol, Union
 
 from netmeta.config import Config
 from netmeta.metadata import metrics
-from netmeta.metadata.http import ListenerContext, Request, Response
+from netmeta.metadata.http import ListenerContext, Replay, Request, Response
 from netmeta.metadata.nova import NovaForwarder, SignedHeaderError, check_signed_headers
 from netmeta.model.metadata import ec2, openstack
 from netmeta.model.metadata.identity import Index, IdentityError, resolve
@@ -127,6 +134,10 @@ class MetadataApp:
         # (listener kind, listener id, caller address) -> who that is, or why nobody
         self._callers: dict[tuple[str, str, str], tuple[Instance, Port] | IdentityError] = {}
         self._resolved = ""  # the instance the request being dispatched resolved to
+        # How the request being dispatched may be answered again: its rate-limit key, and
+        # meta_data.json's fresh body; None when its answer may not be given again.
+        self._repeat: tuple[str, str, str, str] | None = None
+        self._fresh: Callable[[], bytes] | None = None
 
     async def close(self) -> None:
         if self.nova is not None:
@@ -199,6 +210,7 @@ class MetadataApp:
         """
         started = time.perf_counter()
         self._resolved = ""
+        self._repeat = self._fresh = None
         try:
             answer = self._dispatch(request)
         except PathNotFound as exc:
@@ -207,8 +219,33 @@ class MetadataApp:
             answer = _text(404, f"Not found: {exc}")
         if isinstance(answer, Response):
             self._record(request, answer, self._resolved, started)
+            if self._repeat is not None and answer.status < 429:
+                answer.replay = self._replay(request, self._repeat, self._resolved, self._fresh)
             return answer
         return self._later(request, answer, self._resolved, started)
+
+    def _replay(self, request: Request, key: tuple[str, str, str, str], instance: str,
+                fresh: Callable[[], bytes] | None) -> Replay:
+        """How the listener may give this answer again: while the snapshot is this one, after the rate limit."""
+        snap, current = self._seen, self.snapshot
+        peer = request.peer_ip
+
+        def record(response: Response, started: float) -> None:
+            self._record(request, response, instance, started)
+
+        def admit() -> Response | None:
+            return self._limit(key, peer)
+
+        return Replay(valid=lambda: current() is snap, record=record,
+                      admit=admit if self.limiter.applies_to(peer) else None, fresh=fresh)
+
+    def _limit(self, key: tuple[str, str, str, str], peer: str) -> Response | None:
+        """Count one request of a caller; a 429 when it is over its rate limit."""
+        decision = self.limiter.check(key, peer)
+        if decision.allowed:
+            return None
+        metrics.RATE_LIMITED.labels(key[0]).inc()
+        return _text(429, "Too many metadata requests; slow down.", [("Retry-After", str(decision.retry_after))])
 
     async def _later(self, request: Request, answer: Awaitable[Response], instance: str, started: float) -> Response:
         response = await answer
@@ -244,12 +281,9 @@ class MetadataApp:
             unknown = None
         key = (request.context.kind, request.context.id, "port", port.id) if port is not None else (
             request.context.kind, request.context.id, "address", peer)
-        decision = self.limiter.check(key, peer)
-        if not decision.allowed:
-            metrics.RATE_LIMITED.labels(request.context.kind).inc()
-            return _text(
-                429, "Too many metadata requests; slow down.", [("Retry-After", str(decision.retry_after))]
-            )
+        refusal = self._limit(key, peer)
+        if refusal is not None:
+            return refusal
         is_ec2 = not tokens or tokens[0] != "openstack"
         if tuple(tokens) == TOKEN_PATH and self.config.imds_tokens != "off":
             return self._token(request, port, unknown)
@@ -257,6 +291,8 @@ class MetadataApp:
             refusal = self._check_token(request, port)
             if refusal is not None:
                 return refusal
+        if self._repeatable(request, tokens, is_ec2):
+            self._repeat = key
         refusal = self._check_method(request, tokens)
         if refusal is not None:
             return refusal
@@ -267,6 +303,14 @@ class MetadataApp:
         if self.nova is not None:
             return self.nova.forward(request, instance)
         return self._serve(request, tokens, self._view(snap, instance, canonical_ip(peer)))
+
+    def _repeatable(self, request: Request, tokens: tuple[str, ...], is_ec2: bool) -> bool:
+        """Whether what follows the rate limit answers this request the same while the snapshot stays."""
+        if request.method not in _READ or request.body or self.nova is not None:
+            return False
+        if is_ec2 and self.config.imds_tokens != "off" and request.header_all(TOKEN_HEADER):
+            return False  # the token expires
+        return not (len(tokens) == 3 and tokens[0] == "openstack" and tokens[2] == openstack.PASSWORD)
 
     def port_of(self, context: ListenerContext, ip: str) -> str | None:
         """The port a caller resolves to on this listener, or None (for connection caps)."""
@@ -374,7 +418,11 @@ class MetadataApp:
                 self._meta_data.clear()
             template = openstack.meta_data_template(view, version_token)
             self._meta_data[key] = template
-        return Response(200, template.render(self.random_bytes(512)), JSON)
+
+        def fresh() -> bytes:
+            return template.render(self.random_bytes(512))
+        self._fresh = fresh
+        return Response(200, fresh(), JSON)
 
     def _remember(self, key: tuple[str, str, tuple[str, ...]], leaf: Leaf) -> None:
         if len(self._leaves) > _CACHE_LIMIT:

@@ -105,6 +105,30 @@ class Response:
     content_type: str = "text/plain; charset=UTF-8"
     headers: list[tuple[str, str]] = field(default_factory=list)
     ttl: int | None = None
+    # The handler's word that the same request again gets this answer again (see Replay).
+    replay: "Replay | None" = None
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A handler's word: the same request bytes from the same caller get this answer again, while ``valid()``.
+
+    The adapter may then answer a repeat without parsing or dispatching it
+    (:class:`netmeta.metadata.http.HttpProtocol` keeps such answers), but
+    still asks the handler for what it does on every request:
+
+    * ``admit()`` — per-request admission (a rate limit): None to answer
+      again, or the answer to give instead (a 429);
+    * ``fresh()`` — a new body each time (meta_data.json's random seed; its
+      length never changes), or None for the same body;
+    * ``record(response, started)`` — what the handler does for each answer
+      it gives (metrics, the access log), ``started`` from ``perf_counter``.
+    """
+
+    valid: Callable[[], bool]
+    record: Callable[["Response", float], None]
+    admit: Callable[[], "Response | None"] | None = None
+    fresh: Callable[[], bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +272,12 @@ _STATUS_LINES = {
 
 def render(response: Response, *, keep: bool, version: str, head_only: bool, date: bytes) -> bytes:
     """The bytes of one answer (the status line is always HTTP/1.1, RFC 9110 §6.2)."""
+    before, after = head_parts(response, keep=keep, version=version)
+    return b"".join((before, date, after, b"" if head_only else response.body))
+
+
+def head_parts(response: Response, *, keep: bool, version: str) -> tuple[bytes, bytes]:
+    """An answer's head up to its Date value, and after it to the blank line: the head is ``before + date + after``."""
     status = _STATUS_LINES.get(response.status)
     if status is None:
         status = f"HTTP/1.1 {response.status} {reason(response.status)}\r\nServer: ".encode() + SERVER
@@ -266,9 +296,7 @@ def render(response: Response, *, keep: bool, version: str, head_only: bool, dat
                 _HEAD_PARTS.clear()
             parts = _HEAD_PARTS[key] = (_middle(response.content_type), connection + b"\r\n\r\n")
         middle, tail = parts
-    body = response.body
-    return b"".join((status, b"\r\nDate: ", date, middle, str(len(body)).encode(), tail,
-                     b"" if head_only else body))
+    return status + b"\r\nDate: ", middle + str(len(response.body)).encode() + tail
 
 
 def _middle(content_type: str) -> bytes:
@@ -440,6 +468,26 @@ class Connection:
         if request.version == "HTTP/1.0":
             return "keep-alive" in conn
         return "close" not in conn
+
+    def ready(self, now: float) -> bool:
+        """Whether a whole request read now would be answered at once: nothing buffered, queued or in flight, not held."""
+        return (not self.buffer and not self.queue and self.in_flight is None and not self.stopped
+                and not self.closed and self.hold_until <= now)
+
+    def replayed(self, keep: bool, now: float) -> None:
+        """A whole request read while :meth:`ready` was answered as before (see :class:`Replay`).
+
+        The state :meth:`receive`, :meth:`next_request` and :meth:`respond`
+        would leave: ``keep`` is what :meth:`respond` decided for the same
+        request (it depends only on its bytes while ready).
+        """
+        self.continue_sent = False
+        if keep:
+            self.started = False
+            self.deadline = now + self.limits.idle_timeout
+        else:
+            self.stopped = self.closed = True
+            self.deadline = None
 
     # --- flow control and time -------------------------------------------
     @property

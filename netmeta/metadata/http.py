@@ -47,17 +47,20 @@ from netmeta.metadata import metrics
 from netmeta.model.ip import canonical_ip
 from netmeta.model.metadata.conncount import SharedCounts
 from netmeta.metadata.h1 import (
+    MEMO_HEAD_BYTES,
     SIGNED,
     BadRequest,
     Connection,
     Limits,
     ListenerContext,
+    Replay,
     Request,
     Response,
+    head_parts,
 )
 
 __all__ = ["SIGNED", "AccessLog", "Caps", "ConnectionCaps", "HttpProtocol", "HttpShared", "Limits", "ListenerContext",
-           "Request", "Response"]
+           "Replay", "Replays", "Request", "Response"]
 
 LOG = logging.getLogger(__name__)
 
@@ -86,6 +89,11 @@ class AccessLog:
     def record(self, context: ListenerContext, peer: str, method: str, path: str, status: int) -> None:
         self.counts[(context.kind, context.id, peer)] += 1
         self.recent.append(AccessEntry(context.kind, context.id, peer, method, path, status))
+
+    def again(self, caller: tuple[str, str, str], entry: AccessEntry) -> None:
+        """:meth:`record` of an answer given again: its caller and entry made once (see :class:`Again`)."""
+        self.counts[caller] += 1
+        self.recent.append(entry)
 
     def count(self, kind: str, id: str, peer: str | None = None) -> int:
         return sum(n for (k, i, p), n in self.counts.items() if k == kind and i == id and (peer is None or p == peer))
@@ -251,6 +259,56 @@ class Deadlines:
         self.handle = loop.call_later(self.interval, self._sweep, loop) if self.open else None
 
 
+class Again:
+    """An answer kept to be given again: its head around the Date, its body, and the handler's :class:`Replay`."""
+
+    __slots__ = ("replay", "response", "before", "after", "body", "keep", "head_only", "caller", "entry")
+
+    def __init__(self, caller: tuple[str, str, str], request: Request, response: Response, replay: Replay,
+                 keep: bool) -> None:
+        self.replay, self.response, self.keep = replay, response, keep
+        self.before, self.after = head_parts(response, keep=keep, version=request.version)
+        self.head_only = request.method == "HEAD"
+        self.body = b"" if self.head_only else response.body
+        self.caller = caller
+        self.entry = AccessEntry(*caller, request.method, request.path, response.status)
+
+
+# A caller (listener kind, listener id, address) and the bytes of its whole request.
+ReplayKey = tuple[tuple[str, str, str], bytes]
+
+
+class Replays:
+    """The answers handlers said may be given again, by caller and request bytes (see :meth:`HttpProtocol._again`).
+
+    Bounded in entries (0: none kept) and in body bytes: when either is reached the table
+    starts again empty, so requests a guest makes up cost it a slower answer,
+    never the process memory. An answer no longer ``valid()`` is replaced
+    the next time its request is answered.
+    """
+
+    def __init__(self, entries: int = 4096, body_bytes: int = 32 << 20) -> None:
+        self.entries, self.body_bytes = entries, body_bytes
+        self.known: dict[ReplayKey, Again] = {}
+        self.held = 0
+
+    def get(self, key: ReplayKey) -> Again | None:
+        return self.known.get(key)
+
+    def keep(self, key: ReplayKey, again: Again) -> None:
+        size = len(again.body)
+        if not self.entries:
+            return  # kept nothing: every request goes to its handler
+        if len(self.known) >= self.entries or self.held + size > self.body_bytes:
+            self.known.clear()
+            self.held = 0
+        self.known[key] = again
+        self.held += size
+
+    def __len__(self) -> int:
+        return len(self.known)
+
+
 @dataclass
 class HttpShared:
     """What every connection of one process shares: the service owns one."""
@@ -260,6 +318,7 @@ class HttpShared:
     access_log: AccessLog = field(default_factory=AccessLog)
     date: Callable[[], bytes] = field(default_factory=_DateCache)
     deadlines: Deadlines | None = None
+    replays: Replays = field(default_factory=Replays)
 
     def __post_init__(self) -> None:
         if self.deadlines is None:
@@ -285,6 +344,10 @@ def _own_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
         return None
 
 
+# Longer reads are never answered again from memory (a request head longer than this is not memoised either).
+_REPLAY_BYTES = MEMO_HEAD_BYTES + 4
+
+
 def canonical_peer(peer: object) -> str:
     """The peer's address in its one spelling (an IPv4 guest on a dual-stack socket is IPv4)."""
     return canonical_ip(str(peer[0])) if isinstance(peer, tuple) and peer else ""
@@ -307,6 +370,7 @@ class HttpProtocol(asyncio.Protocol):
         self.corked = False
         self.sock: socket.socket | None = None
         self.resume: asyncio.TimerHandle | None = None
+        self.caller: tuple[str, str, str] = (context.kind, context.id, "")
 
     # --- connection lifecycle ------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -319,6 +383,7 @@ class HttpProtocol(asyncio.Protocol):
             stream.abort()
             return
         self.transport = stream
+        self.caller = (self.context.kind, self.context.id, peer_ip)
         self.sock = _own_socket(transport)
         # TCP_NODELAY is already on: asyncio and uvloop set it on every TCP transport.
         now = self.loop.time()
@@ -360,8 +425,16 @@ class HttpProtocol(asyncio.Protocol):
         conn = self.conn
         if conn is None or self.transport is None:
             return
+        now = self.loop.time()
+        whole: bytes | None = None
+        if len(data) <= _REPLAY_BYTES and not self.paused and conn.ready(now):
+            again = self.shared.replays.get((self.caller, data))
+            if again is not None and again.replay.valid():
+                self._again(again, data, now)
+                return
+            whole = data
         try:
-            interim = conn.receive(data, self.loop.time())
+            interim = conn.receive(data, now)
         except Exception:  # a parser bug must not take down the listener
             LOG.exception("metadata: parser failure from %s", conn.peer_ip)
             conn.buffer.clear()
@@ -370,19 +443,57 @@ class HttpProtocol(asyncio.Protocol):
             interim = b""
         if interim:
             self.transport.write(interim)
+            whole = None
+        if whole is not None and (conn.buffer or len(conn.queue) != 1):
+            whole = None  # not one whole request: nothing to answer again by these bytes
         if conn.hold_until <= self.loop.time():
-            self._kick()
+            self._kick(whole)
         else:  # held (see connection_made): answered when the pause is over
             self._settle()
 
+    def _again(self, again: Again, data: bytes, now: float) -> None:
+        """Answer a whole request as before, without parsing or dispatching it (see :class:`Replay`).
+
+        What stays per request is done as on the way through the handler:
+        its admission (a rate limit), a fresh body where the handler gives
+        one, the handler's metrics and access log, this connection's access
+        record, deadline and close.
+        """
+        replay, conn = again.replay, self.conn
+        assert conn is not None
+        started = time.perf_counter()
+        refusal = replay.admit() if replay.admit is not None else None
+        if refusal is not None:
+            # Admitted no more (over its rate limit): this request goes the
+            # usual way, with the answer the handler already decided.
+            conn.receive(data, now)
+
+            def refused(_: Request) -> Response:
+                replay.record(refusal, started)
+                return refusal
+            self._kick(first=refused)
+            return
+        conn.replayed(again.keep, now)
+        body = again.body if replay.fresh is None or again.head_only else replay.fresh()
+        replay.record(again.response, started)
+        self.access_log.again(again.caller, again.entry)
+        self._write(b"".join((again.before, self.shared.date(), again.after, body)), not again.keep,
+                    again.response.ttl)
+        if not again.keep:
+            self._close_now()
+
     # --- answers out ---------------------------------------------------------
-    def _kick(self) -> None:
+    def _kick(self, whole: bytes | None = None, first: Handler | None = None) -> None:
         """Answer pending requests in order; only one needing I/O gets a task.
 
         Most answers need no I/O, and creating a task per request is most of
         what a small request costs in asyncio: those are written right here.
         A handler that returns an awaitable parks the queue behind one task
         until its answer is written, so pipelined answers never reorder.
+
+        ``whole``: the queue holds one request, read whole as these bytes; if
+        the handler says its answer may be given again, it is kept under
+        them. ``first`` answers the first request instead of the handler.
         """
         conn = self.conn
         while conn is not None and self.transport is not None and self.worker is None:
@@ -393,12 +504,18 @@ class HttpProtocol(asyncio.Protocol):
                 self.access_log.record(self.context, conn.peer_ip, "-", "-", item.status)
                 self._send(item.response())
                 continue
+            handler, first = first or self.handler, None
             try:
-                answer = self.handler(item)
+                answer = handler(item)
             except Exception:
                 answer = self._internal_error(item)
             if isinstance(answer, Response):
                 self._answer(item, answer)
+                if whole is not None and answer.replay is not None and answer.status < 500 and answer.status != 429:
+                    # keep: what respond() decided (the same bytes, read while ready, decide the same)
+                    again = Again(self.caller, item, answer, answer.replay, keep=not conn.closed)
+                    self.shared.replays.keep((self.caller, whole), again)
+                whole = None
             else:
                 self.worker = self.loop.create_task(self._finish(item, answer))
                 return
@@ -426,12 +543,17 @@ class HttpProtocol(asyncio.Protocol):
         conn, transport = self.conn, self.transport
         if conn is None or transport is None:
             return
-        payload = conn.respond(response, self.loop.time())
-        sock = self.sock
+        self._write(conn.respond(response, self.loop.time()), conn.closed, response.ttl)
+
+    def _write(self, payload: bytes, closing: bool, ttl: int | None) -> None:
+        """Write an answer: with its TTL, and corked when the connection closes after it (see :meth:`_close_now`)."""
+        transport, sock = self.transport, self.sock
+        if transport is None:
+            return
         if sock is not None and not transport.is_closing():  # closing: the descriptor may be gone
-            if response.ttl is not None:
-                self._set_ttl(sock, response.ttl)
-            if conn.closed and not self.corked:
+            if ttl is not None:
+                self._set_ttl(sock, ttl)
+            if closing and not self.corked:
                 # Held back until _close_now adds the FIN: one segment for both.
                 try:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
