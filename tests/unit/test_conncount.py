@@ -97,5 +97,9 @@ def test_totals_equal_the_sum_over_workers_for_many_keys_and_three_workers() -> 
         delta = 1 if held[worker] == 0 or rng.random() < 0.6 else -1
         counts[worker].add(key, delta)
         held[worker] += delta
-        assert all(c.total(key) == sum(held) for c in counts if key not in c.overflow and not any(
-            key in other.overflow for other in counts)), key
+        # Every key, not only this one: a move of this key's cell must not fool what
+        # another worker remembers of where the others' cells are (SharedCounts.total).
+        for other_key, other_held in truth.items():
+            if any(other_key in c.overflow for c in counts):
+                continue
+            assert all(c.total(other_key) == sum(other_held) for c in counts), other_key

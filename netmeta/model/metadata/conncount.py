@@ -66,6 +66,8 @@ class SharedCounts:
         self._window = struct.Struct("<" + "QQ" * PROBE * workers)
         self._others = tuple(2 * (probe * workers + column) for probe in range(PROBE) for column in range(workers)
                              if column != worker)
+        # key -> its tag and where every other worker's cell of it was last found (see total)
+        self._found: dict[Hashable, tuple[int, ...]] = {}
 
     def _offset(self, row: int, column: int) -> int:
         return ((row % self.slots) * self.workers + column) * _CELL.size
@@ -80,19 +82,44 @@ class SharedCounts:
         self.overflow.clear()
 
     def total(self, key: Hashable) -> int:
-        """Connections ``key`` holds in every worker."""
-        count = self.mine.get(key, 0)
+        """Connections ``key`` holds in every worker.
+
+        A column holds at most one cell with a key's tag (:meth:`_claim`
+        takes the tagged cell first), so once every other worker's cell of
+        the key has been found, reading those cells — each still carrying
+        the tag — is the whole count; a cell that lost the tag sends the
+        read back to the key's rows.
+        """
+        mine = self.mine.get(key, 0)
         if self.workers == 1:
-            return count
+            return mine
+        table = self.table
+        found = self._found.get(key)
+        if found is not None:
+            tag, count = found[0], mine
+            for offset in found[1:]:
+                cell_tag, other = _CELL.unpack_from(table, offset)
+                if cell_tag != tag:
+                    break
+                count += other
+            else:
+                return count
         tag = key_tag(key)
         row = (tag >> 1) % self.slots
-        table = self.table
+        count = mine
         if row + PROBE <= self.slots:  # the key's rows in one read, every worker's cells
-            cells = self._window.unpack_from(table, self._offset(row, 0))
+            start = self._offset(row, 0)
+            cells = self._window.unpack_from(table, start)
             if tag in cells:
+                where = [tag]
                 for index in self._others:
                     if cells[index] == tag:
                         count += cells[index + 1]
+                        where.append(start + index * 8)
+                if len(where) == self.workers:  # every other worker has its cell: read only those next time
+                    if len(self._found) > 4096:
+                        self._found.clear()
+                    self._found[key] = tuple(where)
             return count
         for probe in range(PROBE):  # the rows wrap around the end of the table
             for column in range(self.workers):
