@@ -319,10 +319,19 @@ class HttpShared:
     date: Callable[[], bytes] = field(default_factory=_DateCache)
     deadlines: Deadlines | None = None
     replays: Replays = field(default_factory=Replays)
+    # The loop the connections run on, found once (asyncio's lookup costs a getpid each time).
+    _loop: asyncio.AbstractEventLoop | None = None
 
     def __post_init__(self) -> None:
         if self.deadlines is None:
             self.deadlines = Deadlines(self.limits)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_event_loop()
+        return loop
 
 
 def _own_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
@@ -366,7 +375,7 @@ class HttpProtocol(asyncio.Protocol):
         self.worker: asyncio.Task[None] | None = None
         self.paused = False
         self.admitted: Admission | None = None
-        self.loop = asyncio.get_event_loop()
+        self.loop = shared.loop
         self.corked = False
         self.sock: socket.socket | None = None
         self.resume: asyncio.TimerHandle | None = None
