@@ -297,6 +297,8 @@ def main() -> int:
     parser.add_argument("--bound", type=float, default=1500.0)
     parser.add_argument("--restart", action="store_true", help="then restart host-1's agent once over the intact host "
                         "(while the guests read metadata) and time it to its first full pass")
+    parser.add_argument("--profile-agent", default="", help="run host-1's agent under bench/profile_agent.py (CPU "
+                        "per Host call, per rendering, cProfile of every thread) and copy its account here")
     parser.add_argument("--profile", default="", help="py-spy (CPU, not idle) of the server and host-1's agent "
                         "during creation and convergence, summaries in this directory")
     args = parser.parse_args()
@@ -314,6 +316,11 @@ def main() -> int:
     multi = start_simulated(args.hosts)
     try:
         client = Client.for_config(multi.config, admin=True, timeout=60.0)
+        if args.profile_agent:
+            host1 = multi.hosts[0]
+            host1.stop("agent")
+            host1.components["agent"].module = "bench.profile_agent"
+            host1.start("agent")
         spies: list[tuple[str, Any]] = []
         if args.profile:
             import subprocess
@@ -368,6 +375,15 @@ def main() -> int:
             print(f"memory: {host.name}: agent {rss_mb(agent):.0f} MB, metadata {rss_mb(meta):.0f} MB; "
                   f"{per_host[host.name]} qdhcp, {len(daemons)} dnsmasq of {sum(rss_mb(p) for p in daemons):.0f} MB "
                   f"together", flush=True)
+
+        if args.profile_agent:
+            import shutil
+
+            host1 = multi.hosts[0]
+            host1.stop("agent")
+            shutil.copy(os.path.join(host1.config.state_dir, "agent", "profile.txt"), args.profile_agent)
+            print(f"profile: host-1's agent, until converged: {args.profile_agent}", flush=True)
+            host1.start("agent")
 
         if args.restart:
             restart(multi, guests)

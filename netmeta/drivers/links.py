@@ -1,7 +1,9 @@
 """Links, addresses and routes inside named namespaces, over netlink.
 
-Every call opens a pyroute2 ``IPRoute`` bound to one namespace
-(:func:`netmeta.drivers.netns.netlink`), does its work and closes it; nothing
+Every call opens a netlink session bound to one namespace
+(:func:`netmeta.drivers.netns.netlink`: netmeta's own small rtnetlink client,
+:mod:`netmeta.drivers.rtnl`, which answers as pyroute2's ``IPRoute`` would
+but decodes only what is read here), does its work and closes it; nothing
 is cached, so a namespace re-created under the same name is never confused
 with the old one.
 
@@ -65,7 +67,7 @@ def _kind(msg: Any) -> str | None:
 
 
 def _lookup(ipr: Any, ifname: str) -> Any:
-    """The link message for ``ifname``, or None if absent (typed Any: pyroute2 is untyped)."""
+    """The link message for ``ifname``, or None if absent (an rtnl.Message, typed Any)."""
     return _get_link(ipr, ifname=ifname)
 
 

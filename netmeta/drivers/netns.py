@@ -34,7 +34,6 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Iterator, TypeVar
 
-from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -44,6 +43,7 @@ from netmeta.drivers.errors import (
     TemporaryDriverError,
     translate,
 )
+from netmeta.drivers.rtnl import Rtnl
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -115,12 +115,12 @@ def namespace_inode(name: str) -> int | None:
 
 
 @contextmanager
-def netlink(name: str | None) -> Iterator[IPRoute]:
-    """An ``IPRoute`` bound to an existing namespace, always closed.
+def netlink(name: str | None) -> Iterator[Rtnl]:
+    """A netlink session (:class:`netmeta.drivers.rtnl.Rtnl`) bound to an existing namespace, always closed.
 
     The netlink socket is made by a short-lived thread that has joined the
     namespace (a socket keeps the namespace it was made in for life), and
-    handed to pyroute2 by its descriptor. pyroute2's own ``netns=`` forks the
+    handed over by its descriptor. pyroute2's own ``netns=`` forks the
     whole process for every socket, which is what made a full pass over a
     few hundred namespaces take many seconds; a missing namespace cannot be
     created by accident this way either (pyroute2's default is ``O_CREAT``).
@@ -132,8 +132,8 @@ def netlink(name: str | None) -> Iterator[IPRoute]:
     """
     if name is None:
         try:
-            ipr = IPRoute()
-        except (OSError, NetlinkError) as exc:
+            ipr = Rtnl()
+        except OSError as exc:
             raise translate(exc, "netlink socket in the host namespace") from exc
         try:
             yield ipr
@@ -142,9 +142,8 @@ def netlink(name: str | None) -> Iterator[IPRoute]:
         return
     sock = netlink_socket(name)
     try:
-        ipr = IPRoute(fileno=sock)
-    except (OSError, NetlinkError) as exc:
-        os.close(sock)
+        ipr = Rtnl(fileno=sock)
+    except OSError as exc:
         raise translate(exc, f"netlink socket in {name}") from exc
     try:
         yield ipr

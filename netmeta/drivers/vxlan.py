@@ -1,4 +1,4 @@
-"""VXLAN devices on the network bridges, and their forwarding entries (pyroute2).
+"""VXLAN devices on the network bridges, and their forwarding entries (netlink, drivers.rtnl).
 
 What Neutron's linuxbridge agent does per VXLAN network, for the bridges in
 netmeta's fabric namespace: a device ``vxlan-<vni>`` enslaved to the

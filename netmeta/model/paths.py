@@ -9,6 +9,7 @@ dnsmasq's files, which must stay where dnsmasq's unprivileged user can read them
         clouds.yaml                its credentials for people and components (0600)
         dhcp -> <dhcp_root>        a symbolic link (for the operator) to dnsmasq's files
         agent/ledger.json          what the agent created (it deletes nothing else)
+        agent/ledger.journal       what it created or removed since ledger.json was written
         <component>/status.json    what the agent / metadata process did last
         log/<component>.log
         vms/<name>/                a test guest's records, lease and pid files
@@ -102,6 +103,10 @@ class StatePaths:
     @property
     def ledger(self) -> str:
         return self._under("agent", "ledger.json")
+
+    @property
+    def ledger_journal(self) -> str:
+        return self._under("agent", "ledger.journal")
 
     def status_file(self, component: str) -> str:
         return self._under(component, "status.json")

@@ -216,6 +216,38 @@ def test_one_look_at_a_namespace_shows_links_routes_and_vxlan_entries(netns_scop
         k: v for k, v in vxlan.get_vxlan(fabric, "vxlan-77").items() if k != "index"}
 
 
+def test_netmetas_netlink_reads_what_pyroute2_reads(netns_scope: NamespaceScope) -> None:
+    """drivers.rtnl (the drivers' netlink client) against pyroute2's IPRoute, on the same real links."""
+    from pyroute2 import IPRoute
+
+    fabric = netns_scope.namespace("fabric")
+    a = netns_scope.namespace("a")
+    links.ensure_bridge(fabric, BRIDGE, 1450)
+    links.ensure_veth_into(a, "tapbbbb", fabric, "d-bbbb", BRIDGE, "fa:16:3e:00:00:0c", 1450)
+    links.ensure_addresses(a, "tapbbbb", {"10.8.0.2/24", "fe80::a9fe:a9fe/128"})
+    links.ensure_routes(a, [("10.6.0.0/16", ("10.8.0.3", "10.8.0.4"), None), ("10.8.0.1/32", (), "tapbbbb")])
+    vxlan.ensure_vxlan(fabric, fabric, "vxlan-78", 78, "10.8.0.9", BRIDGE, 1450, port=4789)
+    for ns in (fabric, a):
+        ours = netns.netlink(ns)
+        with ours as ipr, IPRoute(fileno=netns.netlink_socket(ns)) as upstream:
+            mine = {m["index"]: m for m in ipr.link("dump")}
+            theirs = {m["index"]: m for m in upstream.link("dump")}
+            assert set(mine) == set(theirs)
+            for index, m in theirs.items():
+                for name in ("IFLA_IFNAME", "IFLA_MTU", "IFLA_MASTER", "IFLA_LINK", "IFLA_ADDRESS", "IFLA_OPERSTATE"):
+                    assert mine[index].get_attr(name) == m.get_attr(name), (ns, index, name)
+                assert mine[index]["flags"] == m["flags"] and links._kind(mine[index]) == links._kind(m)
+                if links._kind(m) == "vxlan":
+                    assert links.vxlan_settings(mine[index]) == links.vxlan_settings(m) == {
+                        "vni": 78, "local": "10.8.0.9", "port": 4789, "learning": False}
+            key = lambda m: (m["index"], m["prefixlen"], m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"))  # noqa: E731
+            assert sorted(map(key, ipr.addr("dump"))) == sorted(map(key, upstream.addr("dump")))
+            names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in theirs.values()}
+            for family in (socket.AF_INET, socket.AF_INET6):
+                assert sorted(links._seen_route(m, names) for m in ipr.route("dump", family=family)) == sorted(
+                    links._seen_route(m, names) for m in upstream.route("dump", family=family))
+
+
 # --- sockets ------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ def test_layout() -> None:
     assert paths.dhcp_link == "/var/lib/netmeta/dhcp"
     assert Config(state_dir="/var/lib/other").paths.dhcp_root != paths.dhcp_root
     assert paths.ledger == "/var/lib/netmeta/agent/ledger.json"
+    assert paths.ledger_journal == "/var/lib/netmeta/agent/ledger.journal"
     assert paths.status_file("metadata") == "/var/lib/netmeta/metadata/status.json"
     assert paths.log_file("agent") == "/var/lib/netmeta/log/agent.log"
     assert paths.vms_dir == "/var/lib/netmeta/vms"
