@@ -236,6 +236,9 @@ class FakeHost:
         if pid not in self.processes:
             raise ProcessGone(f"pid {pid} has exited")
 
+    def release_lease(self, namespace: str, interface: str, ip: str, mac: str, client_id: str) -> None:
+        self._call("release_lease", namespace, interface, ip, mac)
+
     def stop_dnsmasq(self, pid_file: str, network_id: str, pid: int | None) -> None:
         if pid is None:
             pid = self.dnsmasq_pid(pid_file, network_id)

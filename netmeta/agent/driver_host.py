@@ -141,6 +141,9 @@ class DriverHost:
     def reload_dnsmasq(self, pid: int) -> None:
         dnsmasq.reload(pid)
 
+    def release_lease(self, namespace: str, interface: str, ip: str, mac: str, client_id: str) -> None:
+        dnsmasq.release(namespace, interface, ip, mac, client_id)  # False (no dhcp_release): the lease expires
+
     def stop_dnsmasq(self, pid_file: str, network_id: str, pid: int | None) -> None:
         if pid is None:
             pid = dnsmasq.running_pid(pid_file, network_id)

@@ -31,7 +31,7 @@ from typing import ClassVar
 
 from netmeta.agent.host import Host, LinkView, RouteView
 from netmeta.model import names
-from netmeta.model.dhcp import FILE_KINDS, DhcpNetworkSpec
+from netmeta.model.dhcp import FILE_KINDS, DhcpNetworkSpec, stale_leases
 from netmeta.model.l2 import VxlanSpec
 from netmeta.model.l3 import RouterSpec, normalize_saved
 from netmeta.model.portsec import Ruleset
@@ -220,6 +220,31 @@ class ReloadDnsmasq(Action):
     def apply(self, host: Host) -> None:
         host.reload_dnsmasq(self.pid)
         host.write_file(self.marker, self.digest)
+
+
+@dataclass(frozen=True)
+class ReleaseLeases(Action):
+    """``dhcp_release`` the leases no hosts line gives any more (a port deleted, an address changed).
+
+    Neutron's DHCP agent does the same on every reload: without it dnsmasq
+    keeps the address leased to the gone port's MAC until the lease expires,
+    and refuses it to the next port that is given it. Which leases are stale
+    is :func:`netmeta.model.dhcp.stale_leases` of the leases file read now.
+    """
+
+    network_id: str
+    namespace: str
+    tap: str
+    leases_file: str
+    hosts: str  # the hosts file just written
+
+    @property
+    def subject(self) -> str:
+        return self.network_id
+
+    def apply(self, host: Host) -> None:
+        for lease in stale_leases(host.read_file(self.leases_file) or "", self.hosts):
+            host.release_lease(self.namespace, self.tap, lease.ip, lease.mac, lease.client_id)
 
 
 @dataclass(frozen=True)
@@ -535,6 +560,8 @@ def plan_dhcp(want: DhcpNetworkSpec, recorded: DhcpNetworkSpec | None, seen: Dhc
         actions.append(StartDnsmasq(want.network_id, want.namespace, argv, pid_file, marker, digest))
     elif seen.loaded != digest:
         actions.append(ReloadDnsmasq(want.network_id, pid, marker, digest))
+        actions.append(ReleaseLeases(want.network_id, want.namespace, want.tap, want.dnsmasq.path("leases"),
+                                     want.files.get("host", "")))
     return actions
 
 

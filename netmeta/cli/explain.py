@@ -32,7 +32,8 @@ from netmeta.model.placement import (
 from netmeta.model.types import (
     DEVICE_OWNER_DHCP, METADATA_IPV4, METADATA_IPV6, NetworkId, Port, PortId, Snapshot, snapshot_from_state,
 )
-from netmeta.model.vm_diagnosis import VmFacts, dhclient_lease_routes, explain_vm, lease_for, parse_dnsmasq_leases
+from netmeta.model.dhcp import parse_dnsmasq_leases
+from netmeta.model.vm_diagnosis import VmFacts, dhclient_lease_routes, explain_vm, lease_for
 
 if TYPE_CHECKING:
     from netmeta.agent.host import Host

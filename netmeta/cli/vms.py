@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from netmeta.config import Config
 
 if TYPE_CHECKING:
-    from netmeta.model.vm_diagnosis import DhcpLease
+    from netmeta.model.dhcp import DhcpLease
 
 Adder = Callable[[str, Any, str], argparse.ArgumentParser]
 

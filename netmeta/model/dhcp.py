@@ -446,6 +446,50 @@ def _client_id(port: Port) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class DhcpLease:
+    """One line of dnsmasq's leases file."""
+
+    expiry: int
+    mac: str
+    ip: str
+    hostname: str
+    client_id: str = ""  # "*": none
+
+
+def parse_dnsmasq_leases(text: str) -> list[DhcpLease]:
+    """dnsmasq's leases file: ``expiry mac ip hostname client-id`` per line (IPv6 lines skipped)."""
+    found = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or not fields[0].isdigit() or ":" in fields[2]:
+            continue
+        found.append(DhcpLease(int(fields[0]), fields[1].lower(), fields[2], fields[3],
+                               fields[4] if len(fields) > 4 else ""))
+    return found
+
+
+def stale_leases(leases: str, hosts: str) -> list[DhcpLease]:
+    """The IPv4 leases dnsmasq holds that no hosts line gives any more: a deleted port, a changed address.
+
+    Neutron's DHCP agent releases them (``dhcp_release``) when it reloads
+    dnsmasq, so that the address can be handed to the next port at once
+    instead of when the lease expires. ``hosts`` is the hosts file
+    (:func:`hosts_lines`): a lease is kept while a line pairs its MAC and
+    its address.
+    """
+    wanted: set[tuple[str, str]] = set()
+    for line in hosts.splitlines():
+        mac, *rest = line.split(",")
+        for value in rest:
+            try:
+                if ipaddress.ip_address(value).version == 4:
+                    wanted.add((mac.lower(), value))
+            except ValueError:
+                continue
+    return [lease for lease in parse_dnsmasq_leases(leases) if (lease.mac, lease.ip) not in wanted]
+
+
 def hosts_lines(snapshot: Snapshot, network_id: NetworkId, domain: str) -> list[str]:
     """The dnsmasq ``--dhcp-hostsfile``: ``<mac>,<fqdn>,<ip>`` per lease.
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from netmeta.model import names
+from netmeta.model.dhcp import DhcpLease, parse_dnsmasq_leases
 from netmeta.model.diagnosis import (
     NOTE,
     OK,
@@ -50,17 +51,6 @@ from netmeta.model.types import (
 
 # The access log's listener kinds (metadata.http): "network" is the qdhcp listener.
 LISTENER_KIND = {"dhcp": "network", "router": "router"}
-
-
-@dataclass(frozen=True)
-class DhcpLease:
-    """One line of dnsmasq's leases file."""
-
-    expiry: int
-    mac: str
-    ip: str
-    hostname: str
-    client_id: str = ""  # "*": none
 
 
 @dataclass(frozen=True)
@@ -85,18 +75,6 @@ class VmFacts:
     access: tuple[tuple[str, str, int], ...] = ()  # (listener kind, id, connections) from the VM's address
     ssh: str = ""  # why the VM's own view is missing ("" when it was read)
     qemu_log: str = ""  # the last lines QEMU wrote, for a dead QEMU
-
-
-def parse_dnsmasq_leases(text: str) -> list[DhcpLease]:
-    """dnsmasq's leases file: ``expiry mac ip hostname client-id`` per line (IPv6 lines skipped)."""
-    found = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 4 or not fields[0].isdigit() or ":" in fields[2]:
-            continue
-        found.append(DhcpLease(int(fields[0]), fields[1].lower(), fields[2], fields[3],
-                               fields[4] if len(fields) > 4 else ""))
-    return found
 
 
 def lease_for(text: str, mac: str) -> DhcpLease | None:

@@ -36,7 +36,8 @@ from netmeta.config import Config
 from netmeta.drivers import dnsmasq, images, links, netns, processes, qemu, ssh
 from netmeta.drivers.errors import DriverError
 from netmeta.model import names
-from netmeta.model.vm_diagnosis import DhcpLease, lease_for
+from netmeta.model.dhcp import DhcpLease
+from netmeta.model.vm_diagnosis import lease_for
 from netmeta.vm import console, qemu as qemu_cli
 from netmeta.vm.guests import (
     GuestError, Records, check_new_name, first_ipv6, first_port, instance_fields, wait_for_bridge,

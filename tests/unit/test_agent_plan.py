@@ -379,3 +379,33 @@ def test_radvd_is_supervised_reloaded_and_stopped(agent: Reconciler, host: FakeH
     host.clear()
     agent.converge(tenant_network(1, revision=7))
     assert ("stop_radvd", pid) in host.calls()
+
+
+def test_a_deleted_port_s_lease_is_released_when_dnsmasq_reloads(agent: Reconciler, host: FakeHost) -> None:
+    """Neutron's reload_allocations: ``dhcp_release`` every lease no hosts line gives any more."""
+    from netmeta.model.dhcp import stale_leases
+    from tests.builders import port
+
+    vms = [port(f"vm{i}", "net1", [("sub1", f"10.1.0.{10 + i}")], mac=f"fa:16:3e:00:00:1{i}", device_id=f"i{i}",
+                owner="compute:nova") for i in range(2)]
+    both = merge(tenant_network(1), world_of(vms), revision=2)
+    agent.converge(both, full=True)
+    leases = f"{DHCP}/net1/leases"
+    host.files[leases] = ("1796257022 fa:16:3e:00:00:10 10.1.0.10 host-10-1-0-10 01:fa:16:3e:00:00:10\n"
+                          "1796257022 fa:16:3e:00:00:11 10.1.0.11 host-10-1-0-11 *\n")
+    host.clear()
+    agent.converge(merge(tenant_network(1), world_of(vms[1:]), revision=3))  # vm0's port deleted
+    assert host.calls("release_lease") == [("release_lease", "qdhcp-net1", "tapdhcp1", "10.1.0.10", "fa:16:3e:00:00:10")]
+    assert host.calls(*DNSMASQ)[0][0] == "reload_dnsmasq"
+    # An address changed under the same MAC is stale too; a lease still in the hosts file is kept.
+    hosts = "fa:16:3e:00:00:11,host-10-1-0-12.openstacklocal,10.1.0.12\n"
+    assert [lease.ip for lease in stale_leases(host.files[leases], hosts)] == ["10.1.0.10", "10.1.0.11"]
+    kept = ("fa:16:3e:00:00:10,host-10-1-0-10.openstacklocal,10.1.0.10,set:port-vm0\n"
+            "fa:16:3e:00:00:11,id:01:ab,host-10-1-0-11.openstacklocal,10.1.0.11\n")
+    assert stale_leases(host.files[leases], kept) == []
+
+
+def world_of(ports: list) -> object:  # type: ignore[type-arg]
+    from tests.builders import world
+
+    return world(ports=ports)

@@ -17,14 +17,13 @@ from netmeta.cli.explain import VM_COMMANDS, observe_vm
 from netmeta.config import Config
 from netmeta.drivers.ssh import batch_script, split_batch
 from netmeta.model import names
+from netmeta.model.dhcp import DhcpLease, parse_dnsmasq_leases
 from netmeta.model.vm_diagnosis import (
-    DhcpLease,
     VmFacts,
     dhclient_lease_routes,
     explain_vm,
     lease_for,
     offered_path,
-    parse_dnsmasq_leases,
 )
 from netmeta.vm.machines import Machine, MachineError
 from tests.fake_host import FakeHost
