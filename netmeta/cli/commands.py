@@ -303,7 +303,9 @@ def teardown(config: Config, *, purge: bool = False) -> Teardown:
         for link in sorted(ledger.fabric_links):
             done.attempt(f"link {link}", links.delete_link, None, link)
     for ns in sorted(ledger.namespaces, key=lambda n: n == config.fabric_namespace):
-        if netns.namespace_exists(ns):
+        # Also a name whose file was never mounted (an agent killed between creating and mounting it):
+        # the ledger is cleared below, so nothing else would ever remove it.
+        if netns.namespace_exists(ns) or os.path.lexists(netns.namespace_path(ns)):
             done.attempt(ns, netns.delete_namespace, ns)
     if ledger.namespaces or ledger.fabric_links:
         ledger.namespaces.clear()
