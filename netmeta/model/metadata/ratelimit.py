@@ -74,66 +74,82 @@ class RateLimiter:
             raise ValueError("rate-limit table too small for its workers")
         self.windows = ((max(1, config.base_window_duration), config.base_query_rate_limit),
                         (max(1, config.burst_window_duration), config.burst_query_rate_limit))
+        self._others = tuple(column for column in range(workers) if column != worker)
+        self._applies: dict[str, bool] = {}
 
     def applies_to(self, ip: str) -> bool:
-        return self.config.rate_limit_enabled and ip_version(ip) in self.config.ip_versions
+        """Whether requests from ``ip`` are limited (enabled, and its IP version configured); remembered per address."""
+        known = self._applies.get(ip)
+        if known is None:
+            known = self.config.rate_limit_enabled and ip_version(ip) in self.config.ip_versions
+            if len(self._applies) > 4096:
+                self._applies.clear()
+            self._applies[ip] = known
+        return known
 
     def check(self, key: Hashable, ip: str, record: bool = True) -> Decision:
         """Record one request from ``ip`` under ``key`` and decide on it.
 
         ``record=False`` only asks whether the key is over its limit now (one
-        more request would be refused), counting nothing.
+        more request would be refused), counting nothing. Written out for
+        the two windows: this runs for every request a guest makes.
         """
         if not self.applies_to(ip):
             return ALLOW
         now = self.clock()
         tag = key_tag(key)
         row = (tag >> 1) % self.slots * self.workers
+        table = self.table
         mine = (row + self.worker) * _CELL.size
-        cell = list(_CELL.unpack_from(self.table, mine))
-        if cell[0] != tag:
-            cell = [tag, 0, 0, 0, 0, 0, 0]
-        periods = [int(now // duration) for duration, _ in self.windows]
-        for w, period in enumerate(periods):
-            at = 1 + 3 * w
-            if cell[at] == period:
-                cell[at + 1] = min(_MAX, cell[at + 1] + record)
-            else:
-                cell[at + 2] = cell[at + 1] if cell[at] == period - 1 else 0
-                cell[at], cell[at + 1] = period, int(record)
+        cell_tag, p0, c0, q0, p1, c1, q1 = _CELL.unpack_from(table, mine)
+        if cell_tag != tag:
+            p0 = c0 = q0 = p1 = c1 = q1 = 0
+        (d0, limit0), (d1, limit1) = self.windows
+        n0, n1 = int(now // d0), int(now // d1)
+        # This worker's cell, moved to the current periods; a period's count
+        # becomes the previous one when the next period starts.
+        if p0 == n0:
+            c0 = min(_MAX, c0 + record)
+        else:
+            p0, c0, q0 = n0, int(record), c0 if p0 == n0 - 1 else 0
+        if p1 == n1:
+            c1 = min(_MAX, c1 + record)
+        else:
+            p1, c1, q1 = n1, int(record), c1 if p1 == n1 - 1 else 0
         if record:
-            _CELL.pack_into(self.table, mine, *cell)
-        current = [0, 0]
-        previous = [0, 0]
-        for column in range(self.workers):
-            other = cell if column == self.worker else _CELL.unpack_from(self.table, (row + column) * _CELL.size)
-            if other[0] != tag:
+            _CELL.pack_into(table, mine, tag, p0, c0, q0, p1, c1, q1)
+        cur0, prev0, cur1, prev1 = c0, q0, c1, q1
+        for column in self._others:  # every other worker's cell of the key
+            other_tag, o_p0, o_c0, o_q0, o_p1, o_c1, o_q1 = _CELL.unpack_from(table, (row + column) * _CELL.size)
+            if other_tag != tag:
                 continue
-            for w, period in enumerate(periods):
-                at = 1 + 3 * w
-                if other[at] == period:
-                    current[w] += other[at + 1]
-                    previous[w] += other[at + 2]
-                elif other[at] == period - 1:
-                    previous[w] += other[at + 1]
-        wait, denied = 0.0, False
-        for w, (duration, limit) in enumerate(self.windows):
-            start = periods[w] * duration
-            rate = current[w] + previous[w] * (1 - (now - start) / duration)
-            if rate + (not record) <= limit:
-                continue
-            denied = True
-            # When the rate, with no more requests, is back at the limit.
-            if current[w] >= limit or previous[w] == 0:
-                until = start + duration + duration * (1 - limit / max(current[w], 1))
-            else:
-                until = start + duration * (1 - (limit - current[w]) / previous[w])
-            wait = max(wait, until - now)
-        if denied:
-            return Decision(False, max(1, math.ceil(wait)))
-        return ALLOW
+            if o_p0 == n0:
+                cur0, prev0 = cur0 + o_c0, prev0 + o_q0
+            elif o_p0 == n0 - 1:
+                prev0 += o_c0
+            if o_p1 == n1:
+                cur1, prev1 = cur1 + o_c1, prev1 + o_q1
+            elif o_p1 == n1 - 1:
+                prev1 += o_c1
+        wait0 = _over(now, n0 * d0, d0, limit0, cur0, prev0, record)
+        wait1 = _over(now, n1 * d1, d1, limit1, cur1, prev1, record)
+        if wait0 is None and wait1 is None:
+            return ALLOW
+        return Decision(False, max(1, math.ceil(max(wait0 or 0.0, wait1 or 0.0))))
 
     def __len__(self) -> int:
         """How many keys this worker's column holds (bounded by ``slots``)."""
         return sum(1 for row in range(self.slots)
                    if _CELL.unpack_from(self.table, (row * self.workers + self.worker) * _CELL.size)[0])
+
+
+def _over(now: float, start: int, duration: int, limit: int, current: int, previous: int, record: bool) -> float | None:
+    """Seconds until a window's rate is back at its limit when it is over it (haproxy's sliding rate); else None."""
+    rate = current + previous * (1 - (now - start) / duration)
+    if rate + (not record) <= limit:
+        return None
+    if current >= limit or previous == 0:
+        until = start + duration + duration * (1 - limit / max(current, 1))
+    else:
+        until = start + duration * (1 - (limit - current) / previous)
+    return until - now
