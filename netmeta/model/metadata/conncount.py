@@ -132,7 +132,7 @@ class SharedCounts:
 
     def add(self, key: Hashable, delta: int) -> None:
         """This worker opened (+1) or closed (-1) a connection of ``key``."""
-        count = self.mine[key] + delta
+        count = self.mine.get(key, 0) + delta  # not mine[key]: a key at 0 is absent, and Counter's __missing__ is a call
         if count <= 0:
             count = 0
             self.mine.pop(key, None)
