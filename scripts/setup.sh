@@ -26,12 +26,13 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-packages=(python3 python3-venv iproute2 dnsmasq-base isc-dhcp-client iptables nftables curl procps radvd)
+# dnsmasq-utils: dhcp_release, which the agent runs for the leases of deleted ports (as Neutron's DHCP agent).
+packages=(python3 python3-venv iproute2 dnsmasq-base dnsmasq-utils isc-dhcp-client iptables nftables curl procps radvd)
 if [ $with_tests -eq 1 ]; then
   packages+=(postgresql haproxy wrk iputils-ping)
 fi
 if [ $with_vm -eq 1 ]; then
-  packages+=(qemu-system-x86 qemu-utils mmdebstrap gpg debian-archive-keyring e2fsprogs openssh-client dnsmasq-utils)
+  packages+=(qemu-system-x86 qemu-utils mmdebstrap gpg debian-archive-keyring e2fsprogs openssh-client)
 fi
 missing=()
 for p in "${packages[@]}"; do
