@@ -94,3 +94,37 @@ def test_explain_and_status_name_the_hosts_and_a_down_dhcp_agent(cloud2: tuple[M
     (blue,) = [n for n in report["networks"] if n["id"] == net["id"]]
     assert blue["dhcp"] == f"AGENT DOWN: on {server_host.name} (DOWN)"
     assert "DHCP agent DOWN" in guest_host.netmeta("status").stdout
+
+
+def test_explain_on_the_router_path_names_the_l3_agent_host_and_its_failure(cloud2: tuple[MultiHost, Client]) -> None:
+    multi, client = cloud2
+    net = client.request("POST", "/v2.0/networks", {"network": {"name": "routed"}})["network"]
+    sub = client.request("POST", "/v2.0/subnets", {"subnet": {"network_id": net["id"], "ip_version": 4,
+                                                              "cidr": "10.61.0.0/24"}})["subnet"]
+    router = client.request("POST", "/v2.0/routers", {"router": {"name": "r1"}})["router"]
+    client.request("PUT", f"/v2.0/routers/{router['id']}/add_router_interface", {"subnet_id": sub["id"]})
+    (l3,) = wait_until(lambda: [a["host"] for a in client.get(f"/v2.0/routers/{router['id']}/l3-agents")["agents"]],
+                       "the router to be scheduled", timeout=30)
+    router_host = multi.host(l3)
+    qrouter = names.router_namespace(router["id"])
+    wait_until(lambda: qrouter in router_host.sim.inner_namespaces(), f"{qrouter} on {l3}", timeout=30)
+    guest_host = next(h for h in multi.hosts if h is not router_host)
+    guest_host.boot("vm1", net["id"])
+
+    code, result = _explain(guest_host, "vm1")
+    assert code == 0 and result["path"] == "router", result["problems"]
+    assert _codes(result, "ok")["l3-agent"] == f"router r1 is hosted by the L3 agent on {l3} (alive)"
+    assert f"namespace {qrouter} is on host {l3}, not this one" in _codes(result, "note")["namespace-elsewhere"]
+    status = json.loads(guest_host.netmeta("status", "--json").stdout)
+    (r1,) = [r for r in status["routers"] if r["id"] == router["id"]]
+    assert r1["state"] == f"on {l3} (alive)"
+
+    router_host.stop("agent")
+    wait_until(lambda: {(a["host"], a["agent_type"]): a["alive"] for a in client.get("/v2.0/agents")["agents"]}
+               .get((l3, "L3 agent")) is False, "the stopped L3 agent to turn dead", timeout=30)
+    code, result = _explain(guest_host, "vm1")
+    problems = _codes(result, "problem")
+    assert code == 3 and problems["l3-agent-down"].startswith(f"the L3 agent on {l3}, which hosts router r1, is DOWN")
+    status = json.loads(guest_host.netmeta("status", "--json").stdout)
+    (r1,) = [r for r in status["routers"] if r["id"] == router["id"]]
+    assert r1["state"] == f"AGENT DOWN: on {l3} (DOWN)"
