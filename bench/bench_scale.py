@@ -38,6 +38,7 @@ any failure.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import queue
 import signal
@@ -230,17 +231,40 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def restart(multi: MultiHost, guests: list[tuple[HostStack, dict[str, str]]]) -> None:
-    """host-1's agent stopped and started; the guests keep reading metadata meanwhile."""
+def probe(host: HostStack, namespace: str) -> str:
+    """One metadata request from a guest: "" if answered, else what went wrong (curl's exit, HTTP status, time)."""
+    t = time.monotonic()
+    out = host.in_namespace(namespace, "curl", "-s", "--max-time", "3", "-o", "/dev/null", "-w", "%{http_code}",
+                            "http://169.254.169.254/latest/meta-data/instance-id", timeout=10)
+    if out.returncode == 0 and out.stdout.strip() == "200":
+        return ""
+    return f"curl exit {out.returncode}, HTTP {out.stdout.strip() or '-'}, after {time.monotonic() - t:.1f}s"
+
+
+def restart(multi: MultiHost, guests: list[tuple[HostStack, dict[str, str]]], before: float = 10.0) -> None:
+    """host-1's agent stopped and started; the guests keep reading metadata meanwhile.
+
+    The guests read for ``before`` seconds first with nothing restarting, so
+    a failure the machine's load causes anyway is told from one the restart
+    causes: each failure is listed with when it happened, relative to the
+    SIGTERM.
+    """
     h1 = multi.hosts[0]
-    counts = {"requests": 0, "failed": 0}
+    counts = {"requests": 0, "failed": 0, "baseline": 0, "baseline_failed": 0}
+    failures: list[str] = []
     stop = threading.Event()
+    sigterm = [math.inf]
 
     def reader() -> None:
         while not stop.is_set() and guests:
             for host, vm in guests:
-                counts["requests"] += 1
-                counts["failed"] += not fetch(host, vm["namespace"])
+                t = time.monotonic()
+                problem = probe(host, vm["namespace"])
+                during = t >= sigterm[0]
+                counts["requests" if during else "baseline"] += 1
+                if problem:
+                    counts["failed" if during else "baseline_failed"] += 1
+                    failures.append(f"{vm['name']} on {host.name} at {t - sigterm[0]:+.1f}s: {problem}")
 
     served = {ns[len("qdhcp-"):] for ns in h1.sim.inner_namespaces() if ns.startswith("qdhcp-")}
     renewer = next(((h, vm) for h, vm in guests if vm.get("network") in served), None)
@@ -255,8 +279,9 @@ def restart(multi: MultiHost, guests: list[tuple[HostStack, dict[str, str]]]) ->
     for thread in threads:
         thread.start()
     try:
+        time.sleep(before)
         component = h1.components["agent"]
-        t = time.monotonic()
+        t = sigterm[0] = time.monotonic()
         component.stop()
         stopped = time.monotonic() - t
         component.start()
@@ -279,8 +304,12 @@ def restart(multi: MultiHost, guests: list[tuple[HostStack, dict[str, str]]]) ->
           f"process start {total - stopped - float(steps.get('first_pass', 0)):.2f}s, registered after "
           f"{steps.get('registered')}s, listed after {steps.get('synced')}s, the pass "
           f"{float(status.get('last_pass_ms') or 0) / 1000:.2f}s; it changed {changed}; metadata failed "
-          f"{counts['failed']}/{counts['requests']}, DHCP renewals (a guest served by {h1.name}) failed "
+          f"{counts['failed']}/{counts['requests']} (in the {before:.0f}s before: {counts['baseline_failed']}/"
+          f"{counts['baseline']}), DHCP renewals (both windows; {renewer[1]['name'] if renewer else 'no guest'}, served by "
+          f"{h1.name}) failed "
           f"{counts['renewals_failed']}/{counts['renewals']}; load {os.getloadavg()[0]:.1f}", flush=True)
+    for failure in failures:
+        print(f"  metadata failed: {failure}", flush=True)
 
 
 def main() -> int:

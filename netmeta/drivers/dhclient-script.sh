@@ -9,7 +9,7 @@
 # Routes follow RFC 3442: when option 121 (classless static routes) is
 # present, option 3 (routers) is ignored and only the 121 routes are
 # installed; a 0.0.0.0 gateway means on-link. Routes we install are tagged
-# "proto dhcp" so that a renewal replaces exactly them.
+# "proto dhcp" so that a renewal replaces exactly them (in place: see bind_lease).
 set -u
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 GUEST_DIR=${NETMETA_GUEST_DIR:-$(dirname "$0")}
@@ -48,8 +48,13 @@ mask_to_prefix() {
     echo "$bits"
 }
 
+kept=" "
+
 add_route() {
     # $1 destination (a.b.c.d/len), $2 gateway (0.0.0.0 = on-link)
+    local shown=${1%/32}
+    [ "$shown" = "0.0.0.0/0" ] && shown=default
+    kept="$kept$shown "  # as `ip route show` spells it, for prune_routes
     if [ "$2" = "0.0.0.0" ]; then
         ip -4 route replace "$1" dev "$dev" scope link proto dhcp
     else
@@ -91,7 +96,9 @@ bind_lease() {
         ip -4 addr flush dev "$dev"
     fi
     ip -4 addr replace "$new_ip_address/$prefix" broadcast "${new_broadcast_address:-+}" dev "$dev"
-    ip -4 route flush dev "$dev" proto dhcp 2>/dev/null
+    # Replace the lease's routes in place, then drop the ones it no longer
+    # has: a renewal that changes nothing never leaves the guest without its
+    # route to 169.254.169.254, not even for a moment (flushing first did).
     if [ -n "${new_rfc3442_classless_static_routes:-}" ]; then
         classless_routes "$new_rfc3442_classless_static_routes"
     else
@@ -100,6 +107,17 @@ bind_lease() {
             break
         done
     fi
+    prune_routes
+}
+
+prune_routes() {
+    local dst rest
+    ip -4 route show dev "$dev" proto dhcp 2>/dev/null | while read -r dst rest; do
+        case "$kept" in
+            *" $dst "*) ;;
+            *) ip -4 route del "$dst" dev "$dev" proto dhcp 2>/dev/null ;;
+        esac
+    done
 }
 
 record

@@ -472,6 +472,31 @@ def test_dnsmasq_dhclient_metadata_route_and_listener(
         with open(guest_paths.events) as handle:
             events = handle.read().split("\n")
         assert events[:4] == ["PREINIT ", f"BOUND {GUEST_IP}", "PREINIT ", f"REBOOT {GUEST_IP}"]
+
+        # A renewal that changes nothing replaces the routes in place: the
+        # route to 169.254.169.254 is there at every moment (metadata keeps
+        # answering a guest while it renews).
+        seen: list[bool] = []
+        renewing = threading.Event()
+
+        def watch_routes() -> None:
+            while not renewing.is_set():
+                seen.append(_route(links.get_routes(guest), "169.254.169.254/32") is not None)
+
+        watcher = threading.Thread(target=watch_routes)
+        watcher.start()
+        try:
+            netns_scope.track(dhclient.renew(guest, "eth0", guest_paths, timeout=30), guest_paths.pid)
+        finally:
+            renewing.set()
+            watcher.join()
+        assert len(seen) > 10 and all(seen), (len(seen), seen.count(False))
+        # The router goes away again: the renewal drops the default route it no longer has.
+        assert files.write_file_atomic(opts, _opts(f"169.254.169.254/32,{DHCP_IP}", ""))
+        dnsmasq.reload(pid, pid_file)
+        netns_scope.track(dhclient.renew(guest, "eth0", guest_paths, timeout=30), guest_paths.pid)
+        routes = links.get_routes(guest)
+        assert _route(routes, "default") is None and _route(routes, "169.254.169.254/32")["gateway"] == DHCP_IP
         assert dhclient.stop(guest, guest_paths) is True
         assert dhclient.stop(guest, guest_paths) is False
     finally:
