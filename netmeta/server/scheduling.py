@@ -99,13 +99,8 @@ def agent_bindings(txn: Txn, agent_id: str) -> list[dict[str, Any]]:
 
 
 def _load(txn: Txn, of_networks: bool) -> dict[str, int]:
-    """How many networks (or routers) each agent hosts, without parsing documents."""
-    counts: dict[str, int] = {}
-    column = "network_id" if of_networks else "router_id"
-    for agent_id, target in txn.column_rows("bindings", "agent_id", column):
-        if target:
-            counts[agent_id] = counts.get(agent_id, 0) + 1
-    return counts
+    """How many networks (or routers) each agent hosts: counted by the database, no document parsed."""
+    return txn.count_by("bindings", "agent_id", nonempty="network_id" if of_networks else "router_id")
 
 
 def _pick(candidates: Iterable[dict[str, Any]], load: dict[str, int]) -> dict[str, Any] | None:

@@ -130,15 +130,10 @@ def _provider_segment(txn: Txn, network_id: str, given: dict[str, Any]) -> dict[
 
 
 def _allocate(txn: Txn, network_id: str, ranges: tuple[tuple[int, int], ...]) -> int:
-    """The lowest free VNI of the ranges (one indexed read per range)."""
+    """The lowest free VNI of the ranges (a few indexed reads per range)."""
     for lo, hi in ranges:
-        taken = txn.allocated_vnis(lo, hi)
-        candidate = lo
-        for vni in taken:
-            if vni != candidate:
-                break
-            candidate += 1
-        if candidate <= hi:
+        candidate = txn.lowest_free_vni(lo, hi)
+        if candidate is not None:
             txn.claim_vni(candidate, network_id)
             return candidate
     raise NoNetworkAvailable()
