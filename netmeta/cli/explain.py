@@ -269,8 +269,10 @@ def explain_machine(config: Config, machine: Machine, snapshot: Snapshot,
                                lambda commands: machines.run_batch(machine.name, commands, timeout=90))
     out = explain_vm(snapshot, facts, inside, opts_lines=_opts_lines(config, machine.network_id),
                      metadata_port=config.metadata_port, fabric=machine.fabric or "the host's namespace")
+    if states is None:
+        states = _agent_states(config)
     out.findings[0:0] = placement_findings(snapshot, snapshot.ports.get(PortId(machine.port_id)), machine.network_id,
-                                           states or {}, uses_router=out.path == "router" if out.path != "none" else None)
+                                           states, uses_router=out.path == "router" if out.path != "none" else None)
     return out
 
 

@@ -179,7 +179,7 @@ def _elsewhere(agents: list[tuple[str, str]], states: dict[str, placement.AgentS
     if not agents:
         return "MISSING: no agent hosts it"
     named = ", ".join(f"{host} ({states[aid].state if aid in states else 'unknown'})" for aid, host in agents)
-    down = any(aid not in states or not states[aid].working for aid, _ in agents)
+    down = bool(states) and any(aid not in states or not states[aid].working for aid, _ in agents)
     return ("AGENT DOWN: " if down else "") + f"on {named}"
 
 

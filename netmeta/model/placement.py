@@ -95,6 +95,17 @@ def namespace_host(snapshot: Snapshot, owner: Port) -> str | None:
     return hosts[0] if hosts else ""
 
 
+def _down(agent_id: str, states: Mapping[str, AgentState]) -> bool:
+    """Whether a bound agent does not work: down, disabled, or gone from a list that was read.
+
+    With no states at all (``/v2.0/agents`` could not be read) nothing is called down.
+    """
+    if not states:
+        return False
+    state = states.get(agent_id)
+    return state is None or not state.working
+
+
 def _named(pairs: list[tuple[str, str]], states: Mapping[str, AgentState]) -> str:
     return ", ".join(f"{host} ({states[aid].state if aid in states else 'unknown'})" for aid, host in pairs)
 
@@ -130,7 +141,7 @@ def placement_findings(snapshot: Snapshot, port: Port | None, network_id: str, s
         out.append(Finding(OK, "dhcp-agents", f"{network} is hosted by the DHCP agent(s) on {_named(dhcp, states)}"))
         for aid, host in dhcp:
             state = states.get(aid)
-            if state is None or not state.working:
+            if _down(aid, states):
                 how = state.state if state is not None else "not registered"
                 out.append(Finding(PROBLEM, "dhcp-agent-down",
                                    f"the DHCP agent on {host}, which hosts {network}, is {how}: its dnsmasq and "
@@ -149,7 +160,7 @@ def placement_findings(snapshot: Snapshot, port: Port | None, network_id: str, s
         out.append(Finding(OK, "l3-agent", f"{name} is hosted by the L3 agent on {_named(l3, states)}"))
         for aid, host in l3:
             state = states.get(aid)
-            if state is None or not state.working:
+            if _down(aid, states):
                 how = state.state if state is not None else "not registered"
                 out.append(Finding(PROBLEM if uses_router is not False else NOTE, "l3-agent-down",
                                    f"the L3 agent on {host}, which hosts {name}, is {how}: its qrouter namespace "

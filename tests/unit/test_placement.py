@@ -139,3 +139,14 @@ def test_a_port_explained_from_anywhere() -> None:
     snap = cloud()
     result = explain_port(snap, snap.ports[PortId("vmport")], states(f"{AGENT_DHCP}@host-2"))
     assert [f.code for f in result.problems] == ["dhcp-agent-down"] and result.guest == "vmport"
+
+
+def test_agents_whose_state_could_not_be_read_are_named_unknown_not_down() -> None:
+    """``/v2.0/agents`` unreadable (no admin, the server away): nothing is called down, nothing is a problem."""
+    snap = cloud(routed=True)
+    found = by_code(placement_findings(snap, snap.ports[PortId("vmport")], NET, {}, uses_router=True))
+    assert found["dhcp-agents"][1].endswith("host-2 (unknown), host-3 (unknown)")
+    assert not [code for code, (severity, _) in found.items() if severity == PROBLEM]
+    # Read, but an agent bound to the network is no longer in the list: deleted, so nothing serves from it.
+    gone = {k: v for k, v in states().items() if k != f"{AGENT_DHCP}@host-2"}
+    assert "not registered" in by_code(placement_findings(snap, None, NET, gone))["dhcp-agent-down"][1]
