@@ -455,7 +455,7 @@ class HttpProtocol(asyncio.Protocol):
             whole = None
         if whole is not None and (conn.buffer or len(conn.queue) != 1):
             whole = None  # not one whole request: nothing to answer again by these bytes
-        if conn.hold_until <= self.loop.time():
+        if conn.hold_until <= now:
             self._kick(whole)
         else:  # held (see connection_made): answered when the pause is over
             self._settle()
